@@ -1,0 +1,660 @@
+"""A Bayesian Dawid-Skene aggregator with per-example difficulty, written in Pyro.
+
+References: A. P. Dawid and A. M. Skene (1979), "Maximum likelihood estimation of observer
+error-rates using the EM algorithm", Applied Statistics 28(1); J. Whitehill, P. Ruvolo, T. Wu,
+J. Bergsma and J. Movellan (2009), "Whose vote should count more: optimal integration of labels
+from labelers of unknown expertise" (GLAD), NeurIPS. The class model is Dawid-Skene's; the notion
+that an example can be hard for everyone at once is GLAD's, here as a discrete mixture towards each
+teacher's "chance" answer so that it stays exactly enumerable.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import TraceEnum_ELBO
+from pyro.ops.indexing import Vindex
+from scipy import stats
+from torch.distributions import biject_to, constraints
+
+from .base import Aggregate, AggregatorError, check_probs, confidence_from_posterior
+from .crowd import LongLabels, table_to_long
+
+_GLOBALS = ("pi", "rho", "confusion", "guess")
+
+
+# --------------------------------------------------------------------------------------------
+# Soft outputs -> discrete answers
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Long:
+    """Teacher outputs as one row per (example, teacher) label that exists."""
+
+    example: np.ndarray  # (M,) int
+    teacher: np.ndarray  # (M,) int
+    label: np.ndarray  # (M,) int, argmax class
+    top: np.ndarray  # (M,) float, the max probability (1.0 for a hard vote)
+    n: int  # number of examples
+
+
+def _long_from_probs(probs: np.ndarray) -> _Long:
+    seen = ~np.isnan(probs[..., 0])  # (N, T)
+    i, t = np.nonzero(seen)  # row-major, so already grouped by example
+    rows = probs[i, t]  # (M, K)
+    return _Long(i, t, rows.argmax(-1), rows.max(-1), probs.shape[0])
+
+
+def _long_from_table(labels: LongLabels) -> _Long:
+    keep = labels.worker >= 0  # unknown workers (at predict time) carry no learned confusion
+    order = np.argsort(labels.task[keep], kind="stable")
+    return _Long(
+        labels.task[keep][order],
+        labels.worker[keep][order],
+        labels.label[keep][order],
+        np.ones(int(keep.sum())),
+        len(labels.tasks),
+    )
+
+
+def _bin_edges(teacher: np.ndarray, top: np.ndarray, n_teachers: int, bins: int) -> list[np.ndarray]:
+    """Per teacher, interior edges at the quantiles of its own max-probability.
+
+    Quantiles (not fixed cut points) so that an uncalibrated teacher squeezed into [0.55, 0.7]
+    still gets ``bins`` informative bins. Ties collapse edges: hard 0/1 votes get a single bin.
+    """
+    edges = []
+    levels = np.arange(1, bins) / bins
+    for t in range(n_teachers):
+        v = top[teacher == t]
+        if bins == 1 or v.size == 0:
+            edges.append(np.empty(0))
+            continue
+        e = np.unique(np.quantile(v, levels))
+        # an edge at/above the max (or below the min) would leave an empty bin
+        edges.append(e[(e >= v.min()) & (e < v.max())])
+    return edges
+
+
+def _apply_bins(teacher: np.ndarray, top: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
+    b = np.zeros(teacher.shape, dtype=np.int64)
+    for t, e in enumerate(edges):
+        sel = teacher == t
+        if e.size and sel.any():
+            b[sel] = np.searchsorted(e, top[sel], side="left")  # bin j holds edge[j-1] < v <= edge[j]
+    return b
+
+
+@dataclass
+class _Answers:
+    """Padded per-example answer lists: codes[i, l] = teacher * A + answer, valid where mask."""
+
+    codes: torch.Tensor  # (N, L) int64
+    mask: torch.Tensor  # (N, L) bool
+
+    @property
+    def n(self) -> int:
+        return self.codes.shape[0]
+
+    def rows(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.codes[idx], self.mask[idx]
+
+
+def _pad(long: _Long, answer: np.ndarray, n_answers: int, device) -> _Answers:
+    """Dense (N, L) layout with L = most labels on one example: for T teachers of a benchmark
+    L = T, for a sparse crowd (3 of 176 workers per task) L = 3, so no N x T blow-up."""
+    n = long.n
+    counts = np.bincount(long.example, minlength=n)  # (N,)
+    width = max(int(counts.max()) if counts.size else 0, 1)
+    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    pos = np.arange(long.example.size) - start[long.example]
+    codes = np.zeros((n, width), dtype=np.int64)
+    mask = np.zeros((n, width), dtype=bool)
+    codes[long.example, pos] = long.teacher * n_answers + answer
+    mask[long.example, pos] = True
+    return _Answers(torch.as_tensor(codes, device=device), torch.as_tensor(mask, device=device))
+
+
+# --------------------------------------------------------------------------------------------
+# The Pyro model
+# --------------------------------------------------------------------------------------------
+
+
+class _Model:
+    """Generative story (shapes: T teachers, K classes, B bins, A = K*B answers, D levels):
+
+        pi ~ Dirichlet(alpha_pi)                       # (K,) class prior
+        rho ~ Dirichlet(alpha_rho)                     # (D,) difficulty-level prior
+        confusion[t, z] ~ Dirichlet(conf_conc[t, z])   # (T, K, A) answers on an easy example
+        guess[t] ~ Dirichlet(guess_conc[t])            # (T, A) answers when the example says nothing
+        for each example i:
+            z_i ~ Categorical(pi); d_i ~ Categorical(rho)
+            a_it ~ (1 - lam[d_i]) * confusion[t, z_i] + lam[d_i] * guess[t]   for the teachers that answered
+    """
+
+    def __init__(self, conf_conc, guess_conc, alpha_pi, alpha_rho, lam, pool=None):
+        self.conf_conc = conf_conc  # (T, K, A)
+        # pooled prior: conf_conc = 1 + strength * spread(mean[z, class(a)]), mean ~ Dirichlet(mean_conc)
+        self.pool = pool
+        self.guess_conc = guess_conc  # (T, A)
+        self.alpha_pi = alpha_pi  # (K,)
+        self.alpha_rho = alpha_rho  # (D,)
+        self.lam = lam  # (D,)
+        self.T, self.K, self.A = conf_conc.shape
+        self.D = lam.shape[0]
+
+    def loglik(self, confusion, guess, codes, mask) -> torch.Tensor:
+        """log p(answers of example i | z, d), summed over its teachers: (n, K, D)."""
+        conf_flat = confusion.transpose(1, 2).reshape(self.T * self.A, self.K)  # (T*A, K)
+        c = conf_flat[codes]  # (n, L, K)
+        if self.D == 1:
+            lp = c.log()[..., None]  # (n, L, K, 1)
+        else:
+            g = guess.reshape(-1)[codes]  # (n, L)
+            lp = torch.log(c[..., None] * (1.0 - self.lam) + g[..., None, None] * self.lam)  # (n, L, K, D)
+        # padding slots count for nothing; where() rather than a product so a -inf can never leak
+        return torch.where(mask[..., None, None], lp, lp.new_zeros(())).sum(1)  # (n, K, D)
+
+    def prior_conc(self, confusion_mean=None) -> torch.Tensor:
+        """Dirichlet concentration of the confusion rows (T, K, A), given the pooled mean if any."""
+        if self.pool is None:
+            return self.conf_conc
+        _, spread, strength = self.pool
+        return 1.0 + strength * confusion_mean[None, :, :] @ spread
+
+    @torch.no_grad()
+    def em_step(self, values: dict, codes, mask) -> dict:
+        """One MAP-EM sweep (Dawid & Skene 1979, with the difficulty mixture resolved per answer):
+        E: q(z, d) per example and, per answer, the chance it came from confusion rather than guess;
+        M: every Dirichlet-categorical global becomes (expected counts + concentration - 1), normalised.
+        The pooled mean is held fixed here (no closed form); SVI moves it."""
+        pi, rho, conf, guess = values["pi"], values["rho"], values["confusion"], values["guess"]
+        ll = self.loglik(conf, guess, codes, mask)  # (n, K, D)
+        logq = ll + pi.log()[:, None] + (rho.log() if self.D > 1 else 0.0)
+        q = torch.softmax(logq.reshape(ll.shape[0], -1), -1).reshape(ll.shape)  # (n, K, D)
+        flat = codes[mask]  # (m,) answers present
+        conf_flat = conf.transpose(1, 2).reshape(self.T * self.A, self.K)  # (T*A, K)
+        c = conf_flat[flat]  # (m, K)
+        ex = torch.nonzero(mask)[:, 0]  # (m,) example of each answer
+        qa = q[ex]  # (m, K, D)
+        if self.D > 1:
+            g = guess.reshape(-1)[flat]  # (m,)
+            easy = c[..., None] * (1.0 - self.lam)  # (m, K, D)
+            r = easy / (easy + g[:, None, None] * self.lam)  # P(answer from confusion | z, d)
+            w_conf = (qa * r).sum(-1)  # (m, K)
+            w_guess = (qa * (1 - r)).sum((1, 2))  # (m,)
+        else:
+            w_conf, w_guess = qa[..., 0], torch.zeros_like(flat, dtype=c.dtype)
+        n_conf = torch.zeros_like(conf_flat).index_add_(0, flat, w_conf)  # (T*A, K)
+        n_conf = n_conf.reshape(self.T, self.A, self.K).transpose(1, 2)  # (T, K, A)
+        n_guess = torch.zeros(self.T * self.A, dtype=c.dtype, device=c.device).index_add_(0, flat, w_guess)
+        prior = self.prior_conc(values.get("confusion_mean"))
+
+        def mode(counts, conc):
+            # floor keeps never-seen answers strictly inside the simplex (Dirichlet log-density)
+            m = (counts + conc - 1.0).clamp_min(1e-6)
+            return m / m.sum(-1, keepdim=True)
+
+        out = dict(values)
+        out["confusion"] = mode(n_conf, prior)
+        out["guess"] = mode(n_guess.reshape(self.T, self.A), self.guess_conc)
+        out["pi"] = mode(q.sum((0, 2)), self.alpha_pi)
+        if self.D > 1:
+            out["rho"] = mode(q.sum((0, 1)), self.alpha_rho)
+        return out
+
+    def model(self, codes, mask, size, subsample=None):
+        pi = pyro.sample("pi", dist.Dirichlet(self.alpha_pi))  # (K,)
+        rho = pyro.sample("rho", dist.Dirichlet(self.alpha_rho)) if self.D > 1 else None  # (D,)
+        mean = None
+        if self.pool is not None:
+            with pyro.plate("true_class", self.K, dim=-1):
+                mean = pyro.sample("confusion_mean", dist.Dirichlet(self.pool[0]))  # (K, K) population confusion
+        conc = self.prior_conc(mean)  # (T, K, A)
+        with pyro.plate("teachers", self.T, dim=-1):
+            confusion = pyro.sample("confusion", dist.Dirichlet(conc).to_event(1))  # (T, K, A)
+            guess = pyro.sample("guess", dist.Dirichlet(self.guess_conc))  # (T, A)
+        # subsample given: Pyro scales this plate's log-likelihood by size / len(subsample)
+        with pyro.plate("examples", size, subsample=subsample, dim=-1):
+            ll = self.loglik(confusion, guess, codes, mask)  # (n, K, D)
+            z = pyro.sample("z", dist.Categorical(pi), infer={"enumerate": "parallel"})  # (K, 1) enumerated
+            if self.D > 1:
+                d = pyro.sample("d", dist.Categorical(rho), infer={"enumerate": "parallel"})  # (D, 1, 1)
+                pyro.factor("answers", Vindex(ll)[..., z, d])  # (D, K, n)
+            else:
+                pyro.factor("answers", Vindex(ll)[..., z, 0])  # (K, n)
+
+    def make_guide(self, values: dict):
+        """MAP (delta) guide over the globals; ``values`` holds unconstrained tensors being optimised."""
+        simplex = biject_to(constraints.simplex)
+
+        def guide(codes, mask, size, subsample=None):
+            pyro.sample("pi", dist.Delta(simplex(values["pi"]), event_dim=1))
+            if self.D > 1:
+                pyro.sample("rho", dist.Delta(simplex(values["rho"]), event_dim=1))
+            if self.pool is not None:
+                with pyro.plate("true_class", self.K, dim=-1):
+                    pyro.sample("confusion_mean", dist.Delta(simplex(values["confusion_mean"]), event_dim=1))
+            with pyro.plate("teachers", self.T, dim=-1):
+                pyro.sample("confusion", dist.Delta(simplex(values["confusion"]), event_dim=2))
+                pyro.sample("guess", dist.Delta(simplex(values["guess"]), event_dim=1))
+
+        return guide
+
+
+# --------------------------------------------------------------------------------------------
+# The aggregator
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve_device(device) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class BayesianDawidSkene:
+    """Bayesian Dawid-Skene (1979) with soft teacher outputs and a per-example difficulty.
+
+    **Soft outputs.** Each teacher's probability row becomes a discrete *answer* a = (argmax class,
+    confidence bin): ``soft_bins`` bins per teacher whose edges are the quantiles of that teacher's
+    own max-probability, so A = K * soft_bins answers. Quantiles rather than fixed cut points mean
+    an uncalibrated teacher whose outputs all sit in [0.55, 0.7] still gets informative bins; tied
+    values (hard 0/1 votes, a crowd table) collapse to fewer bins, down to one. Because each
+    teacher's confusion row is over these answers, the model learns each teacher's calibration --
+    how often its confident and its hesitant answers are right, i.e. who errs how. ``soft_bins=1``
+    and ``difficulty=False`` is classic Bayesian Dawid-Skene on hard votes.
+
+    **Model** (Pyro; ``confusion`` rows are over answers, ``lam = linspace(0, max_difficulty, D)``)::
+
+        pi ~ Dirichlet(1 + class_prior / K)                           # class prior
+        rho ~ Dirichlet(1 + difficulty_prior / D)                     # difficulty-level prior
+        confusion[t, z] ~ Dirichlet(1 + prior_strength * w_z)         # w_z: prior_diag of the mass on answers of class z
+        guess[t] ~ Dirichlet(1 + guess_prior * uniform)               # what t says when the example tells it nothing
+        z_i ~ Categorical(pi),  d_i ~ Categorical(rho)
+        a_it ~ (1 - lam[d_i]) * confusion[t, z_i] + lam[d_i] * guess[t]      (abstentions: no factor at all)
+
+    The per-example difficulty is GLAD's idea (Whitehill et al. 2009) made discrete: an example that
+    all teachers answer hesitantly is better explained by a large lam, and then its answers say
+    little about z, so its class posterior is pulled towards pi -- lower confidence even when the
+    argmaxes agree. ``difficulty_i`` is the posterior mean of lam[d_i]. ``difficulty=False`` is D=1,
+    lam=0.
+
+    **Inference.** z and d are enumerated exactly (TraceEnum_ELBO), so given the globals every
+    per-example posterior is exact; the globals get a MAP (delta) guide fitted by SVI with Adam
+    (minibatches of ``batch_size`` examples with Pyro's plate scaling for large N), stopping on an
+    ELBO plateau. Start: confusions from soft-majority-vote counts. Credible intervals for the
+    confusion entries are an approximation: the Dirichlet(prior + expected counts) posterior of a
+    plain DS row given the fitted per-example class marginals, collapsed over confidence bins
+    (a Beta per entry); it ignores the uncertainty of the globals feeding back into those marginals.
+
+    **Label switching.** A mixture is symmetric under permuting classes; the diagonal-favouring
+    prior and the majority-vote start pin the labelling, and after fitting a mean teacher accuracy
+    at or below chance (1/K) raises a warning -- that fit is most likely a permuted solution.
+    """
+
+    def __init__(
+        self,
+        soft_bins: int = 3,
+        difficulty: bool = True,
+        difficulty_levels: int = 4,
+        max_difficulty: float = 0.9,
+        prior_strength: float = 4.0,
+        prior_diag: float = 0.7,
+        guess_prior: float = 2.0,
+        class_prior: float = 2.0,
+        difficulty_prior: float = 2.0,
+        pooled: bool = True,
+        pool_prior: float = 10.0,
+        init_em: int = 10,
+        init_em_examples: int = 1 << 16,
+        steps: int = 300,
+        lr: float = 0.05,
+        tol: float = 1e-4,
+        batch_size: int | None = None,
+        seed: int = 0,
+        device="auto",
+        progress: bool = True,
+        credible_mass: float = 0.95,
+    ):
+        if soft_bins < 1:
+            raise AggregatorError(f"soft_bins must be >= 1, got {soft_bins}")
+        if difficulty and (difficulty_levels < 2 or not 0 < max_difficulty < 1):
+            raise AggregatorError("difficulty needs difficulty_levels >= 2 and 0 < max_difficulty < 1")
+        if not 0 < prior_diag < 1:
+            raise AggregatorError(f"prior_diag must lie in (0, 1), got {prior_diag}")
+        self.soft_bins = soft_bins
+        self.difficulty = difficulty
+        self.difficulty_levels = difficulty_levels if difficulty else 1
+        self.max_difficulty = max_difficulty if difficulty else 0.0
+        self.prior_strength = prior_strength
+        self.prior_diag = prior_diag
+        self.guess_prior = guess_prior
+        self.class_prior = class_prior
+        self.difficulty_prior = difficulty_prior
+        self.pooled = pooled
+        self.init_em = init_em
+        self.init_em_examples = init_em_examples
+        self.pool_prior = pool_prior
+        self.steps = steps
+        self.lr = lr
+        self.tol = tol
+        self.batch_size = batch_size
+        self.seed = seed
+        self.device = device
+        self.progress = progress
+        self.credible_mass = credible_mass
+
+    # ---------------------------------------------------------------- public face: arrays
+
+    def fit(self, probs: np.ndarray, teacher_names: list[str] | None = None) -> "BayesianDawidSkene":
+        """Fit the globals on an (N, T, K) array of teacher probabilities (NaN rows = abstain)."""
+        probs = self._check(probs, teacher_names)
+        n, t, k = probs.shape
+        names = list(teacher_names) if teacher_names is not None else [f"teacher {j}" for j in range(t)]
+        self._fit_long(_long_from_probs(probs), names, k)
+        return self
+
+    def predict(self, probs: np.ndarray) -> Aggregate:
+        """Exact per-example posteriors for (possibly new) examples under the fitted globals."""
+        self._require_fit()
+        probs = self._check(probs, self.teacher_names_, fitting=False)
+        if probs.shape[1:] != (len(self.teacher_names_), self.n_classes_):
+            raise AggregatorError(
+                f"expected {len(self.teacher_names_)} teachers x {self.n_classes_} classes as fitted, got {probs.shape[1:]}"
+            )
+        return self._predict_long(_long_from_probs(probs))
+
+    def predict_proba(self, probs: np.ndarray) -> np.ndarray:
+        return self.predict(probs).posterior
+
+    def fit_predict(self, probs: np.ndarray, teacher_names: list[str] | None = None) -> Aggregate:
+        return self.fit(probs, teacher_names).predict(probs)
+
+    # ---------------------------------------------------------------- public face: crowd tables
+
+    def fit_table(self, df: pd.DataFrame, task: str = "task", worker: str = "worker", label: str = "label",
+                  classes: list | None = None) -> "BayesianDawidSkene":
+        """crowd-kit style: fit on a long table of hard labels, one row per (task, worker, label)."""
+        labels = table_to_long(df, task, worker, label, classes=classes)
+        if len(labels.classes) < 2:
+            raise AggregatorError(f"need at least two classes, got {len(labels.classes)}")
+        if len(labels.workers) < 2:
+            raise AggregatorError(f"needs at least two teachers (workers); the table has {len(labels.workers)}")
+        self.classes_ = labels.classes
+        self._fit_long(_long_from_table(labels), [str(w) for w in labels.workers], len(labels.classes),
+                       worker_ids=labels.workers)
+        return self
+
+    def predict_proba_table(self, df: pd.DataFrame, task: str = "task", worker: str = "worker",
+                            label: str = "label") -> pd.DataFrame:
+        """Posterior class probabilities, one row per task (index) and one column per class.
+
+        Labels from workers unseen at fit time carry no learned confusion and are ignored (a task
+        with only such labels gets the class prior)."""
+        return self.predict_table(df, task, worker, label)[0]
+
+    def predict_table(self, df: pd.DataFrame, task: str = "task", worker: str = "worker", label: str = "label"):
+        """(posterior DataFrame indexed by task, Aggregate) for a long label table."""
+        self._require_fit()
+        if getattr(self, "worker_ids_", None) is None:
+            raise AggregatorError("this model was fitted on an array, not a table; use predict()")
+        labels = table_to_long(df, task, worker, label, classes=self.classes_, workers=self.worker_ids_)
+        unknown = int((labels.worker < 0).sum())
+        if unknown:
+            warnings.warn(f"{unknown} labels from workers not seen at fit time were ignored", stacklevel=2)
+        agg = self._predict_long(_long_from_table(labels))
+        frame = pd.DataFrame(agg.posterior, index=pd.Index(labels.tasks, name=task), columns=self.classes_)
+        return frame, agg
+
+    def fit_predict_table(self, df: pd.DataFrame, task: str = "task", worker: str = "worker", label: str = "label"):
+        return self.fit_table(df, task, worker, label).predict_table(df, task, worker, label)
+
+    # ---------------------------------------------------------------- fitting
+
+    def _check(self, probs, names, fitting: bool = True) -> np.ndarray:
+        probs = check_probs(probs, names)
+        if fitting and probs.shape[1] < 2:
+            raise AggregatorError(f"needs at least two teachers; got {probs.shape[1]}")
+        return probs
+
+    def _require_fit(self):
+        if not hasattr(self, "globals_"):
+            raise AggregatorError("BayesianDawidSkene is not fitted yet; call fit() or fit_table() first")
+
+    def _fit_long(self, long: _Long, names: list[str], k: int, worker_ids=None):
+        pyro.set_rng_seed(self.seed)
+        dev = _resolve_device(self.device)
+        t = len(names)
+        silent = np.bincount(long.teacher, minlength=t) == 0
+        if silent.any():
+            raise AggregatorError(f"{names[int(np.argmax(silent))]} has no labels at all")
+        self.teacher_names_ = names
+        self.worker_ids_ = worker_ids
+        self.n_classes_ = k
+        self.device_ = dev
+        self.edges_ = _bin_edges(long.teacher, long.top, t, self.soft_bins)
+        self.bins_ = np.array([e.size + 1 for e in self.edges_])  # (T,) bins actually used
+        b = int(self.bins_.max())
+        self.stride_ = b
+        a = k * b
+        answer = long.label * b + _apply_bins(long.teacher, long.top, self.edges_)  # (M,)
+        data = _pad(long, answer, a, dev)
+        self._build_model(t, k, b, dev)
+        init = self._init_values(long, answer, data, t, k, a)
+        self._optimise(data, init)
+        # teacher statistics come from the training posterior
+        post, _ = self._posterior(data)
+        self.teachers_ = self._teacher_stats(long, answer, post)
+        mean_acc = np.mean([s["accuracy"] for s in self.teachers_.values()])
+        if mean_acc <= 1.0 / k:
+            warnings.warn(
+                f"mean teacher accuracy {mean_acc:.3f} is at or below chance (1/{k}): the fit is probably "
+                "label-switched (classes permuted); check the teachers or raise prior_diag",
+                stacklevel=3,
+            )
+        return self
+
+    def _build_model(self, t, k, b, dev):
+        used = np.arange(b)[None, :] < self.bins_[:, None]  # (T, B)
+        used_ab = np.tile(used, (1, k))  # (T, A): answer a = class * B + bin
+        cls_of = np.repeat(np.arange(k), b)  # (A,)
+        same = cls_of[None, :] == np.arange(k)[:, None]  # (K, A)
+        nb = self.bins_[:, None, None]
+        # prior mass of class k spread evenly over the bins teacher t actually uses
+        spread = (same[None] & used_ab[:, None, :]) / self.bins_[:, None, None]  # (T, K, A)
+        diag = np.where(np.eye(k, dtype=bool), self.prior_diag, (1 - self.prior_diag) / (k - 1))  # (K, K)
+        conf_conc = 1.0 + self.prior_strength * diag[None] @ spread  # (T, K, A)
+        guess_conc = 1.0 + self.guess_prior * used_ab / (k * self.bins_[:, None])  # (T, A)
+        f = dict(dtype=torch.float32, device=dev)
+        d = self.difficulty_levels
+        self.lam_ = np.linspace(0.0, self.max_difficulty, d) if d > 1 else np.zeros(1)
+        self._used = used_ab
+        self._model = _Model(
+            torch.tensor(conf_conc, **f),
+            torch.tensor(guess_conc, **f),
+            torch.full((k,), 1.0 + self.class_prior / k, **f),
+            torch.full((d,), 1.0 + self.difficulty_prior / d, **f),
+            torch.tensor(self.lam_, **f),
+            pool=(
+                torch.tensor(1.0 + self.pool_prior * diag, **f),
+                torch.tensor(spread, **f),
+                float(self.prior_strength),
+            ) if self.pooled else None,
+        )
+
+    def _init_values(self, long: _Long, answer, data, t, k, a) -> dict:
+        """Confusions from soft-majority-vote counts: a start on the right side of label switching."""
+        vote = np.full((long.example.size, k), 0.0)
+        # a label with top-probability p votes p for its class and spreads the rest evenly
+        vote += ((1.0 - long.top) / max(k - 1, 1))[:, None]
+        vote[np.arange(long.example.size), long.label] = long.top
+        q = np.zeros((long.n, k))
+        np.add.at(q, long.example, vote)
+        q = (q + 1e-3) / (q + 1e-3).sum(1, keepdims=True)  # (N, K) soft majority vote
+        counts = self._expected_counts(long, answer, q, t, k, a)  # (T, K, A)
+        conf = counts + (self._model.conf_conc.cpu().numpy() - 1.0) + 0.5 * self._used[:, None, :]
+        conf = np.where(self._used[:, None, :], conf, 1e-6)
+        conf /= conf.sum(-1, keepdims=True)
+        marg = counts.sum(1) + 1.0 * self._used  # (T, A) how often t gives each answer
+        guess = np.where(self._used, marg, 1e-6)
+        guess /= guess.sum(-1, keepdims=True)
+        pi = q.mean(0)
+        d = self.difficulty_levels
+        rho = np.linspace(2.0, 1.0, d)  # most examples start easy
+        rho /= rho.sum()
+        cls_counts = counts.reshape(t, k, k, -1).sum(-1).sum(0) + 1.0  # (K, K) pooled over teachers
+        vals = {"pi": pi, "confusion": conf, "guess": guess, "rho": rho,
+                "confusion_mean": cls_counts / cls_counts.sum(-1, keepdims=True)}
+        f = dict(dtype=torch.float32, device=self.device_)
+        vals = {n: torch.tensor(v, **f) for n, v in vals.items()}
+        if self.init_em > 0:
+            # a few closed-form EM sweeps on (a sample of) the data: SVI then starts near the mode
+            # and needs tens of steps, not hundreds
+            sub = torch.randperm(data.n, device=data.codes.device)[: self.init_em_examples]
+            codes, mask = data.rows(sub) if data.n > self.init_em_examples else (data.codes, data.mask)
+            for _ in range(self.init_em):
+                vals = self._model.em_step(vals, codes, mask)
+        simplex = biject_to(constraints.simplex)
+        return {n: simplex.inv(v).detach().clone().requires_grad_(True) for n, v in vals.items()}
+
+    @staticmethod
+    def _expected_counts(long: _Long, answer, q, t, k, a) -> np.ndarray:
+        """counts[t, z, a] = sum over t's labels with answer a of P(z_i = z)."""
+        flat = long.teacher * a + answer  # (M,)
+        w = q[long.example]  # (M, K)
+        out = np.stack([np.bincount(flat, weights=w[:, z], minlength=t * a) for z in range(k)], 1)  # (T*A, K)
+        return out.reshape(t, a, k).transpose(0, 2, 1)
+
+    def _optimise(self, data: _Answers, values: dict):
+        model = self._model
+        params = [values[n] for n in ("pi", "confusion", "guess")]
+        params += [values["rho"]] if model.D > 1 else []
+        params += [values["confusion_mean"]] if model.pool is not None else []
+        guide = model.make_guide(values)
+        elbo = TraceEnum_ELBO(max_plate_nesting=1)
+        optim = torch.optim.Adam(params, lr=self.lr)
+        n = data.n
+        bs = self.batch_size if self.batch_size and self.batch_size < n else None
+        window = 10
+        losses = []
+        self.loss_history_ = losses
+        started = time.perf_counter()
+        from tqdm.auto import tqdm
+
+        perm, pos = None, 0
+        bar = tqdm(total=self.steps, disable=not self.progress, desc="BayesianDawidSkene", leave=False)
+        try:
+            for step in range(self.steps):
+                if bs is None:
+                    codes, mask, sub = data.codes, data.mask, None
+                else:
+                    if perm is None or pos + bs > n:
+                        perm, pos = torch.randperm(n, device=data.codes.device), 0
+                    sub = perm[pos:pos + bs]
+                    pos += bs
+                    codes, mask = data.rows(sub)
+                optim.zero_grad(set_to_none=True)
+                loss = elbo.differentiable_loss(model.model, guide, codes, mask, n, sub)
+                loss.backward()
+                optim.step()
+                losses.append(float(loss.detach()) / n)  # per example, so tol means the same at any N
+                bar.update(1)
+                if step % window == window - 1:
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}")
+                    if len(losses) >= 2 * window:
+                        now = float(np.mean(losses[-window:]))
+                        before = float(np.mean(losses[-2 * window:-window]))
+                        if before - now < self.tol * max(abs(now), 1e-8):
+                            break
+        finally:
+            bar.close()
+        self.fit_seconds_ = time.perf_counter() - started
+        self.n_steps_ = len(losses)
+        simplex = biject_to(constraints.simplex)
+        with torch.no_grad():
+            self.globals_ = {n: simplex(v).detach() for n, v in values.items()}
+        self._guide_values = {n: v.detach() for n, v in values.items()}
+
+    # ---------------------------------------------------------------- posteriors
+
+    def _posterior(self, data: _Answers, chunk: int = 1 << 16):
+        """Exact per-example marginals of z and d (TraceEnum_ELBO.compute_marginals), chunked."""
+        model = self._model
+        guide = model.make_guide(self._guide_values)
+        elbo = TraceEnum_ELBO(max_plate_nesting=1)
+        post, diff = [], []
+        lam = torch.as_tensor(self.lam_, dtype=torch.float32, device=self.device_)
+        with torch.no_grad():
+            for s in range(0, data.n, chunk):
+                codes, mask = data.codes[s:s + chunk], data.mask[s:s + chunk]
+                marg = elbo.compute_marginals(model.model, guide, codes, mask, codes.shape[0])
+                post.append(marg["z"].probs.reshape(-1, model.K))  # (n, K)
+                if model.D > 1:
+                    diff.append(marg["d"].probs.reshape(-1, model.D) @ lam)  # (n,)
+        post = torch.cat(post).double().cpu().numpy()
+        post /= post.sum(1, keepdims=True)
+        difficulty = torch.cat(diff).double().cpu().numpy() if diff else np.zeros(data.n)
+        return post, difficulty
+
+    def _predict_long(self, long: _Long) -> Aggregate:
+        k, b = self.n_classes_, self.stride_
+        answer = long.label * b + _apply_bins(long.teacher, long.top, self.edges_)
+        data = _pad(long, answer, k * b, self.device_)
+        post, difficulty = self._posterior(data)
+        return Aggregate(
+            posterior=post,
+            confidence=confidence_from_posterior(post),
+            difficulty=difficulty,
+            teachers=self.teachers_,
+        )
+
+    # ---------------------------------------------------------------- teacher summaries
+
+    def _teacher_stats(self, long: _Long, answer, post) -> dict:
+        t, k, b = len(self.teacher_names_), self.n_classes_, self.stride_
+        a = k * b
+        counts = self._expected_counts(long, answer, post, t, k, a)  # (T, K, A)
+        conc = self._model.conf_conc.cpu().numpy()
+        alpha = np.where(self._used[:, None, :], conc + counts, 0.0)  # (T, K, A) Dirichlet posterior
+        alpha_kk = alpha.reshape(t, k, k, b).sum(-1)  # (T, K, K) collapsed over bins
+        total = alpha_kk.sum(-1, keepdims=True)
+        lo_q, hi_q = (1 - self.credible_mass) / 2, 1 - (1 - self.credible_mass) / 2
+        low = stats.beta.ppf(lo_q, alpha_kk, total - alpha_kk)
+        high = stats.beta.ppf(hi_q, alpha_kk, total - alpha_kk)
+        g = {n: v.double().cpu().numpy() for n, v in self.globals_.items()}
+        conf_easy = g["confusion"].reshape(t, k, k, b).sum(-1)  # (T, K, K)
+        guess = g["guess"].reshape(t, k, b).sum(-1)  # (T, K)
+        cnt_kk = counts.reshape(t, k, k, b).sum(-1)  # (T, K, K)
+        n_labels = np.bincount(long.teacher, minlength=t)
+        per_bin = counts.reshape(t, k, k, b)  # (T, Z, class, bin)
+        out = {}
+        for j, name in enumerate(self.teacher_names_):
+            nb = int(self.bins_[j])
+            correct = np.trace(cnt_kk[j])
+            diag = np.diag(alpha_kk[j]).sum()
+            bin_total = per_bin[j].sum((0, 1))[:nb]
+            bin_right = np.einsum("zzb->b", per_bin[j])[:nb]
+            out[name] = {
+                "accuracy": float(correct / max(n_labels[j], 1)),
+                "accuracy_low": float(stats.beta.ppf(lo_q, diag, alpha_kk[j].sum() - diag)),
+                "accuracy_high": float(stats.beta.ppf(hi_q, diag, alpha_kk[j].sum() - diag)),
+                "confusion": (alpha_kk[j] / total[j]).tolist(),
+                "confusion_low": low[j].tolist(),
+                "confusion_high": high[j].tolist(),
+                "confusion_easy": conf_easy[j].tolist(),
+                "guess": guess[j].tolist(),
+                "bin_edges": self.edges_[j].tolist(),
+                "bin_accuracy": (bin_right / np.maximum(bin_total, 1e-12)).tolist(),
+                "bin_share": (bin_total / max(bin_total.sum(), 1e-12)).tolist(),
+                "n_labels": int(n_labels[j]),
+            }
+        return out

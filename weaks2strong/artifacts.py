@@ -1,0 +1,130 @@
+"""Typed, versioned, atomically written stage artifacts, keyed by a hash of their inputs.
+
+A stage writes into ``<cache>/<stage>/<key>/``: first into a temporary sibling folder, then one
+``os.rename`` makes it visible, with ``manifest.json`` inside. A folder is trusted only if its
+manifest names the same key, so a stage killed half-way leaves nothing a rerun would reuse.
+Tables are parquet, small records JSON, tensors safetensors; never pickle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+SCHEMA_VERSION = 1
+
+
+def stable_hash(*parts: Any) -> str:
+    """A short hash of JSON-serialisable parts (dict keys sorted), stable across runs and machines."""
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def frame_hash(df: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).values.tobytes()).hexdigest()[:16]
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for pkg in ("weaks2strong", "torch", "transformers", "pytorch-lightning", "pyro-ppl", "scikit-learn"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A finished stage output folder."""
+
+    stage: str
+    key: str
+    path: Path
+
+    @property
+    def manifest(self) -> dict:
+        return json.loads((self.path / "manifest.json").read_text())
+
+    def table(self, name: str) -> pd.DataFrame:
+        return pd.read_parquet(self.path / f"{name}.parquet")
+
+    def record(self, name: str) -> dict:
+        return json.loads((self.path / f"{name}.json").read_text())
+
+
+class Store:
+    """The artifact store: one folder per (stage, key)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def find(self, stage: str, key: str) -> Artifact | None:
+        path = self.root / stage / key
+        try:
+            manifest = json.loads((path / "manifest.json").read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        if manifest.get("key") != key or manifest.get("schema") != SCHEMA_VERSION:
+            return None
+        return Artifact(stage, key, path)
+
+    @contextmanager
+    def create(self, stage: str, key: str, inputs: dict[str, str], config: Any) -> Iterator[Path]:
+        """Yield a scratch folder; on clean exit it becomes the artifact, on error it is removed."""
+        final = self.root / stage / key
+        scratch = self.root / stage / f".{key}.tmp-{uuid.uuid4().hex[:8]}"
+        scratch.mkdir(parents=True)
+        try:
+            yield scratch
+            write_json(scratch / "manifest.json", {
+                "schema": SCHEMA_VERSION, "stage": stage, "key": key, "inputs": inputs,
+                "config": config, "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            })
+            if final.exists():  # an older, untrusted (or concurrent) copy: replace it
+                shutil.rmtree(final, ignore_errors=True)
+            os.rename(scratch, final)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    _atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n"))
+
+
+def write_table(path: Path, df: pd.DataFrame) -> None:
+    _atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
+
+
+def write_text(path: Path, text: str) -> None:
+    _atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def _atomic(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _jsonable(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)

@@ -1,0 +1,4 @@
+"""The model zoo: short names resolve to local Hugging Face folders."""
+from weaks2strong.models.zoo import ZOO, ModelError, resolve_model
+
+__all__ = ["ZOO", "ModelError", "resolve_model"]

@@ -1,0 +1,247 @@
+"""Wires the stages teach → aggregate → distill → evaluate from a composed Hydra config.
+
+This is the only module that sees the config: it turns each slice into plain constructor calls
+with ``hydra.utils.instantiate``. Each stage reads and writes artifacts in the store (keyed by
+a hash of its inputs and config slice), so a rerun skips what is done.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import save_file
+
+from weaks2strong.aggregate.base import check_probs
+from weaks2strong.artifacts import Artifact, Store, frame_hash, stable_hash, write_json, write_table, write_text
+from weaks2strong.evaluate import classification_metrics
+from weaks2strong.models import resolve_model
+from weaks2strong.student import TargetsDataModule
+from weaks2strong.evaluate.report import flat_metrics, render_markdown, render_table, summarize
+from weaks2strong.tasks import Task
+from weaks2strong.teachers import check_proba
+
+log = logging.getLogger(__name__)
+# config keys that change how a stage runs but not what it computes
+VOLATILE_KEYS = ("progress", "device", "batch_size", "models_dir", "mirror")
+
+
+def _slice(cfg: DictConfig) -> dict:
+    """The config slice that keys a stage, without keys that do not change its result."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in container.items() if k not in VOLATILE_KEYS} if isinstance(container, dict) else container
+
+
+def prob_columns(k: int) -> list[str]:
+    return [f"p_{c}" for c in range(k)]
+
+
+def task_key(task: Task) -> str:
+    return stable_hash(task.name, task.classes, task.prompt, task.verbalizers,
+                       {s: frame_hash(df) for s, df in task.splits.items()})
+
+
+# ---------------------------------------------------------------- teach
+def teach(task: Task, teachers_cfg: DictConfig, store: Store) -> dict[str, Artifact]:
+    """Fit each teacher on weak_train; label w2s_train and test. One artifact per teacher."""
+    out = {}
+    for name, cfg in teachers_cfg.items():
+        key = stable_hash(task_key(task), name, _slice(cfg))
+        found = store.find("teach", key)
+        if found:
+            log.info("teach: %s reused (%s)", name, found.path)
+            out[name] = found
+            continue
+        teacher = instantiate(cfg)
+        started = time.perf_counter()
+        teacher.fit(task)
+        rows = []
+        for split in ("w2s_train", "test"):
+            probs = check_proba(teacher.predict_proba(task, split), name, split,
+                                len(task.splits[split]), task.num_classes)
+            frame = pd.DataFrame(probs, columns=prob_columns(task.num_classes))
+            frame.insert(0, "example_id", task.splits[split]["example_id"].to_numpy())
+            frame.insert(0, "split", split)
+            rows.append(frame)
+        seconds = time.perf_counter() - started
+        with store.create("teach", key, {"task": task_key(task)}, {"teacher": name, **_slice(cfg)}) as tmp:
+            write_table(tmp / "labels.parquet", pd.concat(rows, ignore_index=True))
+            write_json(tmp / "timing.json", {"seconds": seconds})
+        out[name] = store.find("teach", key)
+        log.info("teach: %s labelled %d examples in %.1f s", name, sum(len(r) for r in rows), seconds)
+    return out
+
+
+def teacher_probs(task: Task, labels: dict[str, Artifact], split: str) -> np.ndarray:
+    """Stack the teachers' labels for a split into (N, T, K), in the split's row order."""
+    ids = task.splits[split]["example_id"]
+    cols = prob_columns(task.num_classes)
+    stacked = []
+    for artifact in labels.values():
+        table = artifact.table("labels")
+        table = table[table["split"] == split].set_index("example_id")
+        stacked.append(table.loc[ids, cols].to_numpy())
+    return np.stack(stacked, axis=1)  # (N, T, K)
+
+
+# ---------------------------------------------------------------- aggregate
+def aggregate(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfig, store: Store) -> Artifact:
+    """Fit the aggregator on w2s_train's teacher labels; write soft targets, confidences and weights."""
+    key = stable_hash([a.key for a in labels.values()], _slice(aggregator_cfg))
+    found = store.find("aggregate", key)
+    if found:
+        log.info("aggregate: reused (%s)", found.path)
+        return found
+    names = list(labels)
+    train = check_probs(teacher_probs(task, labels, "w2s_train"), names)
+    model = instantiate(aggregator_cfg.model)
+    started = time.perf_counter()
+    model.fit(train, names)
+    frames, teachers_report = [], {}
+    for split in ("w2s_train", "test"):
+        result = model.predict(teacher_probs(task, labels, split))
+        frame = pd.DataFrame(result.posterior, columns=prob_columns(task.num_classes))
+        frame.insert(0, "example_id", task.splits[split]["example_id"].to_numpy())
+        frame.insert(0, "split", split)
+        frame["confidence"] = result.confidence
+        frame["difficulty"] = result.difficulty if result.difficulty is not None else np.nan
+        frame["weight"] = example_weights(result.confidence, aggregator_cfg.get("weighting", "none"))
+        frames.append(frame)
+        teachers_report = result.teachers or teachers_report
+    with store.create("aggregate", key, {n: a.key for n, a in labels.items()}, _slice(aggregator_cfg)) as tmp:
+        write_table(tmp / "targets.parquet", pd.concat(frames, ignore_index=True))
+        write_json(tmp / "teachers.json", teachers_report)
+        write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started})
+    log.info("aggregate: %s fitted in %.1f s", type(model).__name__, time.perf_counter() - started)
+    return store.find("aggregate", key)
+
+
+def example_weights(confidence: np.ndarray, weighting: str) -> np.ndarray:
+    """How much each example counts in the student's loss (aggregator.weighting).
+
+    ``none``: all 1. ``confidence``: the posterior's rescaled max probability, so an example the
+    aggregator is unsure of (or finds hard) pulls the student less. ``confidence_squared``: sharper.
+    """
+    if weighting == "none":
+        return np.ones_like(confidence)
+    if weighting == "confidence":
+        return np.clip(confidence, 0.0, 1.0)
+    if weighting == "confidence_squared":
+        return np.clip(confidence, 0.0, 1.0) ** 2
+    raise ValueError(f"aggregator.weighting='{weighting}' is not one of none, confidence, confidence_squared")
+
+
+# ---------------------------------------------------------------- distill (student and ceiling)
+def distill(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store, run_dir: Path,
+            stage: str) -> Artifact:
+    """Train the strong student on soft targets (``targets``) or, with ``targets=None``, on gold
+    labels (the ceiling). Writes test and w2s_train predictions and, optionally, the weights."""
+    source = targets.key if targets is not None else "gold"
+    key = stable_hash(task_key(task), source, _slice(cfg.student), _slice(cfg.trainer), cfg.seed)
+    found = store.find(stage, key)
+    if found:
+        log.info("%s: reused (%s)", stage, found.path)
+        return found
+    k = task.num_classes
+    if targets is None:
+        soft, weights = np.eye(k)[task.labels("w2s_train")], np.ones(len(task.splits["w2s_train"]))
+    else:
+        table = targets.table("targets").query("split == 'w2s_train'").set_index("example_id")
+        table = table.loc[task.splits["w2s_train"]["example_id"]]
+        soft, weights = table[prob_columns(k)].to_numpy(), table["weight"].to_numpy()
+    started = time.perf_counter()
+    with store.create(stage, key, {"task": task_key(task), "targets": source},
+                      {"student": _slice(cfg.student), "trainer": _slice(cfg.trainer), "seed": cfg.seed}) as tmp:
+        module, trainer, data = _build_student(task, soft, weights, cfg, run_dir, stage)
+        trainer.fit(module, datamodule=data)
+        frames = []
+        for split in ("w2s_train", "test"):
+            batches = trainer.predict(module, data.encode_for_predict(task.texts(split)))
+            frame = pd.DataFrame(torch.cat(batches).double().numpy(), columns=prob_columns(k))
+            frame.insert(0, "example_id", task.splits[split]["example_id"].to_numpy())
+            frame.insert(0, "split", split)
+            frames.append(frame)
+        write_table(tmp / "predictions.parquet", pd.concat(frames, ignore_index=True))
+        if cfg.student.get("save_weights", True):
+            save_file({n: t.contiguous() for n, t in module.state_dict().items()}, tmp / "model.safetensors")
+        write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started})
+    log.info("%s: trained in %.1f s", stage, time.perf_counter() - started)
+    return store.find(stage, key)
+
+
+def _build_student(task: Task, soft: np.ndarray, weights: np.ndarray, cfg: DictConfig, run_dir: Path, stage: str):
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from transformers import AutoTokenizer
+
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    path = resolve_model(cfg.student.encoder, cfg.paths.models_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.student.model.get("trust_remote_code", False))
+    module = instantiate(cfg.student.model, encoder_path=path, num_classes=task.num_classes)
+    data = TargetsDataModule(tokenizer, task.texts("w2s_train"), soft, weights, task.texts("test"), task.labels("test"),
+                             max_length=cfg.student.max_length, batch_size=cfg.student.batch_size, seed=cfg.seed)
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints" / stage, save_last=True, save_top_k=0)
+    trainer = instantiate(cfg.trainer, logger=make_loggers(cfg.get("logger"), stage), callbacks=[checkpoints],
+                          default_root_dir=str(run_dir))
+    return module, trainer, data
+
+
+def make_loggers(logger_cfg: DictConfig | None, prefix: str) -> list:
+    """Instantiate every configured logger with the stage name as metric prefix (``student/train/loss``)."""
+    if not logger_cfg:
+        return []
+    return [instantiate(c)(prefix=prefix) for c in logger_cfg.values() if c is not None]
+
+
+def split_probs(artifact: Artifact, table: str, task: Task, split: str) -> np.ndarray:
+    frame = artifact.table(table).query(f"split == '{split}'").set_index("example_id")
+    return frame.loc[task.splits[split]["example_id"], prob_columns(task.num_classes)].to_numpy()
+
+
+# ---------------------------------------------------------------- evaluate
+def evaluate(task: Task, labels: dict[str, Artifact], targets: Artifact, ceiling: Artifact, student: Artifact,
+             run_dir: Path) -> dict:
+    """Score everything on test; PGR and misfit; metrics.json + report.md in the run dir."""
+    y_test, y_train = task.labels("test"), task.labels("w2s_train")
+    scores = {"teachers": {}, "aggregate": {}, "ceiling": {}, "student": {}}
+    for name, artifact in labels.items():
+        scores["teachers"][name] = {
+            "test": classification_metrics(split_probs(artifact, "labels", task, "test"), y_test),
+            "w2s_train": classification_metrics(split_probs(artifact, "labels", task, "w2s_train"), y_train)}
+    for entry, artifact, table in (("aggregate", targets, "targets"), ("ceiling", ceiling, "predictions"),
+                                   ("student", student, "predictions")):
+        scores[entry] = {split: classification_metrics(split_probs(artifact, table, task, split), y)
+                         for split, y in (("test", y_test), ("w2s_train", y_train))}
+    train_targets = split_probs(targets, "targets", task, "w2s_train")
+    metrics = summarize(scores, split_probs(student, "predictions", task, "w2s_train"), train_targets)
+    metrics["task"] = {"name": task.name, "sizes": {s: len(df) for s, df in task.splits.items()}, "source": task.source}
+    metrics["teacher_analysis"] = targets.record("teachers")
+    write_json(run_dir / "metrics.json", metrics)
+    write_text(run_dir / "report.md", render_markdown(metrics))
+    render_table(metrics)
+    return metrics
+
+
+# ---------------------------------------------------------------- the whole run
+def run(cfg: DictConfig) -> dict:
+    run_dir = Path(cfg.paths.output_dir)
+    store = Store(cfg.paths.cache_dir)
+    task: Task = instantiate(cfg.task, _convert_="all")
+    log.info("task %s: %s", task.name, {s: len(df) for s, df in task.splits.items()})
+    labels = teach(task, cfg.teachers, store)
+    targets = aggregate(task, labels, cfg.aggregator, store)
+    ceiling = distill(task, None, cfg, store, run_dir, stage="ceiling")
+    student = distill(task, targets, cfg, store, run_dir, stage="student")
+    metrics = evaluate(task, labels, targets, ceiling, student, run_dir)
+    for logger in make_loggers(cfg.get("logger"), "eval"):
+        logger.log_metrics(flat_metrics(metrics))
+        logger.finalize("success")
+    write_json(run_dir / "artifacts.json", {
+        "teach": {n: str(a.path) for n, a in labels.items()}, "aggregate": str(targets.path),
+        "ceiling": str(ceiling.path), "student": str(student.path)})
+    return metrics

@@ -1,0 +1,66 @@
+"""A LightningDataModule over (text, soft target, weight) rows, tokenized once, padded per batch."""
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class _Rows(Dataset):
+    def __init__(self, encodings: list[list[int]], targets: np.ndarray, weights: np.ndarray):
+        self.encodings, self.targets, self.weights = encodings, targets, weights
+
+    def __len__(self) -> int:
+        return len(self.encodings)
+
+    def __getitem__(self, i: int):
+        return self.encodings[i], self.targets[i], self.weights[i]
+
+
+class TargetsDataModule(pl.LightningDataModule):
+    """Train rows carry soft targets (N, K) and weights (N,); eval rows carry gold labels.
+
+    ``predict_texts`` are scored by ``trainer.predict`` (the test split, and the training split
+    again to measure the student's misfit on its own targets).
+    """
+
+    def __init__(self, tokenizer, train_texts: list[str], train_targets: np.ndarray, train_weights: np.ndarray,
+                 val_texts: list[str], val_labels: np.ndarray, max_length: int = 128, batch_size: int = 32,
+                 eval_batch_size: int = 128, seed: int = 0, num_workers: int = 0):
+        super().__init__()
+        self.tokenizer, self.max_length, self.seed, self.num_workers = tokenizer, max_length, seed, num_workers
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        k = train_targets.shape[1]
+        self.train = _Rows(self._encode(train_texts), train_targets.astype(np.float32), train_weights.astype(np.float32))
+        self.val = _Rows(self._encode(val_texts), np.eye(k, dtype=np.float32)[val_labels], np.ones(len(val_texts), np.float32))
+
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length).input_ids
+
+    def encode_for_predict(self, texts: list[str]) -> DataLoader:
+        k = self.train.targets.shape[1]
+        rows = _Rows(self._encode(texts), np.zeros((len(texts), k), np.float32), np.ones(len(texts), np.float32))
+        return self._loader(rows, shuffle=False, batch_size=self.eval_batch_size)
+
+    def _collate(self, batch):
+        ids, targets, weights = zip(*batch)
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, x in enumerate(ids):
+            input_ids[i, : len(x)] = torch.tensor(x)
+            mask[i, : len(x)] = 1
+        return {"input_ids": input_ids, "attention_mask": mask, "targets": torch.tensor(np.stack(targets)),
+                "weights": torch.tensor(np.array(weights))}
+
+    def _loader(self, rows: _Rows, shuffle: bool, batch_size: int) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, collate_fn=self._collate,
+                          num_workers=self.num_workers, generator=generator)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train, shuffle=True, batch_size=self.batch_size)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val, shuffle=False, batch_size=self.eval_batch_size)

@@ -1,0 +1,81 @@
+"""The Task record and the Burns et al. (2023) split rule.
+
+A task holds three disjoint splits: ``weak_train`` (gold labels; the weak teachers learn from it),
+``w2s_train`` (gold hidden from the student; used only to score the teachers' labels) and ``test``.
+Every split is a DataFrame with columns ``example_id``, ``text`` (and ``text_pair`` for reading
+tasks) and ``label`` (an int class id).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("weak_train", "w2s_train", "test")
+
+
+class TaskError(ValueError):
+    """Bad task input; the message is one line naming the file, row, column or config key."""
+
+
+@dataclass
+class Task:
+    name: str
+    classes: list[str]
+    splits: dict[str, pd.DataFrame]
+    prompt: str = "{text}"  # rendered for a prompted LM; fields of the row fill the braces
+    verbalizers: list[str] = field(default_factory=list)  # one answer word per class, for prompted LMs
+    source: str = ""  # where the rows came from, for the report
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def texts(self, split: str) -> list[str]:
+        """One string per example, for teachers that read plain text (pairs joined by a newline)."""
+        df = self.splits[split]
+        if "text_pair" in df:
+            return (df["text"] + "\n" + df["text_pair"]).tolist()
+        return df["text"].tolist()
+
+    def labels(self, split: str) -> np.ndarray:
+        return self.splits[split]["label"].to_numpy(dtype=np.int64)
+
+    def prompts(self, split: str) -> list[str]:
+        df = self.splits[split]
+        fields = [c for c in df.columns if c not in ("example_id", "label")]
+        return [self.prompt.format(**dict(zip(fields, row))) for row in df[fields].itertuples(index=False)]
+
+
+def draw_splits(
+    pools: dict[str, pd.DataFrame], sizes: dict[str, int], seed: int, where: str
+) -> dict[str, pd.DataFrame]:
+    """Draw the three splits, deterministic in ``seed``.
+
+    ``pools`` maps a split name to the rows it may be drawn from; splits that share a pool (the
+    usual case: weak_train and w2s_train both come from the source's train file) are drawn
+    disjointly from one shuffle of it.
+    """
+    rng = np.random.default_rng(seed)
+    order: dict[int, np.ndarray] = {}
+    taken: dict[int, int] = {}
+    out = {}
+    for split in SPLITS:
+        pool = pools[split]
+        size = int(sizes[split])
+        if size <= 0:
+            raise TaskError(f"task.sizes.{split} must be positive, got {size}")
+        key = id(pool)
+        if key not in order:
+            order[key] = rng.permutation(len(pool))
+            taken[key] = 0
+        start = taken[key]
+        if start + size > len(pool):
+            raise TaskError(
+                f"task.sizes.{split}={size} is more than the {len(pool) - start} rows left in {where} "
+                f"(pool of {len(pool)}); lower the split sizes"
+            )
+        out[split] = pool.iloc[order[key][start : start + size]].reset_index(drop=True)
+        taken[key] = start + size
+    return out

@@ -1,0 +1,97 @@
+"""The task registry: a name maps to a loader that reads the mirror and returns split pools."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from weaks2strong.tasks.base import Task, TaskError, draw_splits
+from weaks2strong.tasks.readers import read_table, standardize
+
+SENTIMENT = ["negative", "positive"]
+
+
+def _sst2(mirror: Path) -> dict[str, pd.DataFrame]:
+    train = read_table(mirror / "sst2" / "train.tsv", "tsv")
+    dev = read_table(mirror / "sst2" / "dev.tsv", "tsv")  # the labelled dev set is the test set
+    train = standardize(train, f"{mirror}/sst2/train.tsv", "sentence", "label", SENTIMENT, id_prefix="train-")
+    dev = standardize(dev, f"{mirror}/sst2/dev.tsv", "content", "label", SENTIMENT, id_prefix="dev-")
+    return {"weak_train": train, "w2s_train": train, "test": dev}
+
+
+def _review_subset(folder: str, text: str) -> Callable[[Path], dict[str, pd.DataFrame]]:
+    def load(mirror: Path) -> dict[str, pd.DataFrame]:
+        train = standardize(read_table(mirror / folder / "train.csv"), f"{mirror}/{folder}/train.csv", text,
+                            "label", SENTIMENT, id_prefix="train-")
+        test = standardize(read_table(mirror / folder / "test.csv"), f"{mirror}/{folder}/test.csv", text,
+                           "label", SENTIMENT, id_prefix="test-")
+        return {"weak_train": train, "w2s_train": train, "test": test}
+
+    return load
+
+
+TASKS: dict[str, Callable[[Path], dict[str, pd.DataFrame]]] = {
+    "sst2": _sst2,
+    "imdb_small": _review_subset("imdb_small", "text"),
+    "amazon_small": _review_subset("amazon_small", "content"),
+}
+
+
+def resolve_mirror(mirror: str | os.PathLike | None) -> Path:
+    return Path(mirror or os.environ.get("W2S_DATA_MIRROR") or "../shared/datasets").expanduser()
+
+
+def load_task(
+    name: str,
+    sizes: dict[str, int],
+    classes: list[str] | None = None,
+    mirror: str | None = None,
+    split_seed: int = 0,
+    prompt: str = "{text}",
+    verbalizers: list[str] | None = None,
+    # `task=csv`: the user's own file
+    path: str | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    text_pair_column: str | None = None,
+    split_column: str | None = None,
+) -> Task:
+    """Build a Task: read the rows, draw the splits (deterministic in ``split_seed``)."""
+    if name == "csv":
+        if not path:
+            raise TaskError("task=csv needs task.path=<file> (CSV, TSV or JSON lines)")
+        pools = _user_file(Path(path), classes, text_column, label_column, text_pair_column, split_column)
+        where = path
+    elif name in TASKS:
+        root = resolve_mirror(mirror)
+        pools = TASKS[name](root)
+        where = f"{root}/{name}"
+    else:
+        raise TaskError(f"unknown task '{name}' (task.name); known: {', '.join(sorted(TASKS))}, csv")
+    classes = list(classes or SENTIMENT)
+    if verbalizers is not None and len(verbalizers) != len(classes):
+        raise TaskError(f"task.verbalizers has {len(verbalizers)} entries for {len(classes)} classes")
+    splits = draw_splits(pools, sizes, split_seed, where)
+    return Task(name=name, classes=classes, splits=splits, prompt=prompt,
+                verbalizers=list(verbalizers or classes), source=where)
+
+
+def _user_file(path: Path, classes, text_column, label_column, text_pair_column, split_column):
+    if not classes:
+        raise TaskError("task=csv needs task.classes=[...] (class names, in label-id order)")
+    df = read_table(path)
+    if split_column is None:
+        rows = standardize(df, str(path), text_column, label_column, classes, text_pair_column, "row-")
+        return {"weak_train": rows, "w2s_train": rows, "test": rows}
+    if split_column not in df.columns:
+        raise TaskError(f"{path}: no column '{split_column}' (task.split_column)")
+    pools = {}
+    for split in ("weak_train", "w2s_train", "test"):
+        part = df[df[split_column] == split].reset_index(drop=True)
+        if part.empty:
+            raise TaskError(f"{path}: no rows with {split_column}={split}")
+        pools[split] = standardize(part, f"{path} [{split}]", text_column, label_column, classes,
+                                   text_pair_column, f"{split}-")
+    return pools

@@ -1,0 +1,110 @@
+"""A prompted causal LM as a zero-shot teacher: score each class's verbalizer after the prompt.
+
+p(class k | x) ∝ p_LM(verbalizer_k | prompt(x)), the verbalizer's full log-likelihood (so answers
+of several tokens work), renormalised over the K classes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from weaks2strong.models import resolve_model
+from weaks2strong.tasks import Task
+from weaks2strong.teachers.base import TeacherError
+
+
+class PromptedLM:
+    def __init__(self, model: str, batch_size: int = 16, max_length: int = 256, use_chat_template: bool = True,
+                 device: str = "auto", models_dir: str | None = None, trust_remote_code: bool = False,
+                 progress: bool = True):
+        self.model_name, self.batch_size, self.max_length = model, batch_size, max_length
+        self.use_chat_template, self.progress = use_chat_template, progress
+        self.models_dir, self.trust_remote_code = models_dir, trust_remote_code
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self._lm = None
+
+    def _load(self):
+        if self._lm is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            path = resolve_model(self.model_name, self.models_dir)
+            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=self.trust_remote_code)
+            tok.padding_side = "left"  # the next token is read at the last position of every row
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            lm = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=self.trust_remote_code)
+            self._lm = (tok, lm.to(self.device).eval())
+        return self._lm
+
+    def fit(self, task: Task) -> None:
+        tok, _ = self._load()
+        self._verbalizer_ids(tok, task)  # fail early on a verbalizer that tokenizes to nothing
+
+    def render(self, tok, task: Task, split: str) -> list[str]:
+        prompts = task.prompts(split)
+        if self.use_chat_template and tok.chat_template:
+            return [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                            add_generation_prompt=True) for p in prompts]
+        return prompts
+
+    @staticmethod
+    def _verbalizer_ids(tok, task: Task) -> list[list[int]]:
+        ids = [tok(v, add_special_tokens=False).input_ids for v in task.verbalizers]
+        for verbalizer, toks in zip(task.verbalizers, ids):
+            if not toks:
+                raise TeacherError(f"verbalizer '{verbalizer}' of task '{task.name}' tokenizes to nothing")
+        return ids
+
+    @torch.inference_mode()
+    def predict_proba(self, task: Task, split: str) -> np.ndarray:
+        tok, lm = self._load()
+        prompts = self.render(tok, task, split)
+        verbalizers = self._verbalizer_ids(tok, task)
+        encoded = tok(prompts, add_special_tokens=False, truncation=True, max_length=self.max_length).input_ids
+        order = np.argsort([len(e) for e in encoded], kind="stable")  # similar lengths share a batch
+        scores = np.zeros((len(prompts), task.num_classes))
+        bar = tqdm(total=len(prompts), desc=f"{self.model_name} on {split}", unit="ex", disable=not self.progress)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            scores[rows] = self._score_batch(lm, tok, [encoded[i] for i in rows], verbalizers)
+            bar.update(len(rows))
+        bar.close()
+        scores -= scores.max(axis=1, keepdims=True)
+        probs = np.exp(scores)
+        return probs / probs.sum(axis=1, keepdims=True)
+
+    def _score_batch(self, lm, tok, prompts: list[list[int]], verbalizers: list[list[int]]) -> np.ndarray:
+        """Sum of the verbalizer tokens' log-probs after each prompt: (B, K)."""
+        if all(len(v) == 1 for v in verbalizers):  # one forward pass reads every class at once
+            logp = self._next_token_logprobs(lm, tok, prompts)  # (B, V)
+            return logp[:, [v[0] for v in verbalizers]].cpu().double().numpy()
+        out = np.zeros((len(prompts), len(verbalizers)))
+        for k, verbalizer in enumerate(verbalizers):
+            seqs = [p + verbalizer for p in prompts]
+            logp = self._token_logprobs(lm, tok, seqs)  # (B, T-1)
+            out[:, k] = logp[:, -len(verbalizer):].sum(-1).cpu().double().numpy()
+        return out
+
+    def _forward(self, lm, tok, seqs: list[list[int]], last_only: bool = False):
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s):] = torch.tensor(s)
+            mask[i, width - len(s):] = 1
+        # left padding: positions must count from each row's first real token
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = ids.to(self.device), mask.to(self.device), positions.to(self.device)
+        # last_only: the LM head (V = tens of thousands) runs on one position instead of all T
+        out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1 if last_only else 0)
+        return out.logits.float(), ids  # (B, T or 1, V)
+
+    def _next_token_logprobs(self, lm, tok, seqs):
+        logits, _ = self._forward(lm, tok, seqs, last_only=True)
+        return torch.log_softmax(logits[:, -1], dim=-1)  # (B, V)
+
+    def _token_logprobs(self, lm, tok, seqs):
+        logits, ids = self._forward(lm, tok, seqs)
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V)
+        return logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
