@@ -140,10 +140,8 @@ class _Model:
             a_it ~ (1 - lam[d_i]) * confusion[t, z_i] + lam[d_i] * guess[t]   for the teachers that answered
     """
 
-    def __init__(self, conf_conc, guess_conc, alpha_pi, alpha_rho, lam, pool=None):
+    def __init__(self, conf_conc, guess_conc, alpha_pi, alpha_rho, lam):
         self.conf_conc = conf_conc  # (T, K, A)
-        # pooled prior: conf_conc = 1 + strength * spread(mean[z, class(a)]), mean ~ Dirichlet(mean_conc)
-        self.pool = pool
         self.guess_conc = guess_conc  # (T, A)
         self.alpha_pi = alpha_pi  # (K,)
         self.alpha_rho = alpha_rho  # (D,)
@@ -163,19 +161,12 @@ class _Model:
         # padding slots count for nothing; where() rather than a product so a -inf can never leak
         return torch.where(mask[..., None, None], lp, lp.new_zeros(())).sum(1)  # (n, K, D)
 
-    def prior_conc(self, confusion_mean=None) -> torch.Tensor:
-        """Dirichlet concentration of the confusion rows (T, K, A), given the pooled mean if any."""
-        if self.pool is None:
-            return self.conf_conc
-        _, spread, strength = self.pool
-        return 1.0 + strength * confusion_mean[None, :, :] @ spread
-
     @torch.no_grad()
-    def em_step(self, values: dict, codes, mask) -> dict:
+    def em_step(self, values: dict, codes, mask, scale: float = 1.0) -> dict:
         """One MAP-EM sweep (Dawid & Skene 1979, with the difficulty mixture resolved per answer):
         E: q(z, d) per example and, per answer, the chance it came from confusion rather than guess;
         M: every Dirichlet-categorical global becomes (expected counts + concentration - 1), normalised.
-        The pooled mean is held fixed here (no closed form); SVI moves it."""
+        ``scale`` = N / len(codes) when sweeping a sample, so counts weigh against the prior as in full data."""
         pi, rho, conf, guess = values["pi"], values["rho"], values["confusion"], values["guess"]
         ll = self.loglik(conf, guess, codes, mask)  # (n, K, D)
         logq = ll + pi.log()[:, None] + (rho.log() if self.D > 1 else 0.0)
@@ -184,7 +175,7 @@ class _Model:
         conf_flat = conf.transpose(1, 2).reshape(self.T * self.A, self.K)  # (T*A, K)
         c = conf_flat[flat]  # (m, K)
         ex = torch.nonzero(mask)[:, 0]  # (m,) example of each answer
-        qa = q[ex]  # (m, K, D)
+        qa = q[ex] * scale  # (m, K, D)
         if self.D > 1:
             g = guess.reshape(-1)[flat]  # (m,)
             easy = c[..., None] * (1.0 - self.lam)  # (m, K, D)
@@ -196,7 +187,6 @@ class _Model:
         n_conf = torch.zeros_like(conf_flat).index_add_(0, flat, w_conf)  # (T*A, K)
         n_conf = n_conf.reshape(self.T, self.A, self.K).transpose(1, 2)  # (T, K, A)
         n_guess = torch.zeros(self.T * self.A, dtype=c.dtype, device=c.device).index_add_(0, flat, w_guess)
-        prior = self.prior_conc(values.get("confusion_mean"))
 
         def mode(counts, conc):
             # floor keeps never-seen answers strictly inside the simplex (Dirichlet log-density)
@@ -204,23 +194,18 @@ class _Model:
             return m / m.sum(-1, keepdim=True)
 
         out = dict(values)
-        out["confusion"] = mode(n_conf, prior)
+        out["confusion"] = mode(n_conf, self.conf_conc)
         out["guess"] = mode(n_guess.reshape(self.T, self.A), self.guess_conc)
-        out["pi"] = mode(q.sum((0, 2)), self.alpha_pi)
+        out["pi"] = mode(q.sum((0, 2)) * scale, self.alpha_pi)
         if self.D > 1:
-            out["rho"] = mode(q.sum((0, 1)), self.alpha_rho)
+            out["rho"] = mode(q.sum((0, 1)) * scale, self.alpha_rho)
         return out
 
     def model(self, codes, mask, size, subsample=None):
         pi = pyro.sample("pi", dist.Dirichlet(self.alpha_pi))  # (K,)
         rho = pyro.sample("rho", dist.Dirichlet(self.alpha_rho)) if self.D > 1 else None  # (D,)
-        mean = None
-        if self.pool is not None:
-            with pyro.plate("true_class", self.K, dim=-1):
-                mean = pyro.sample("confusion_mean", dist.Dirichlet(self.pool[0]))  # (K, K) population confusion
-        conc = self.prior_conc(mean)  # (T, K, A)
         with pyro.plate("teachers", self.T, dim=-1):
-            confusion = pyro.sample("confusion", dist.Dirichlet(conc).to_event(1))  # (T, K, A)
+            confusion = pyro.sample("confusion", dist.Dirichlet(self.conf_conc).to_event(1))  # (T, K, A)
             guess = pyro.sample("guess", dist.Dirichlet(self.guess_conc))  # (T, A)
         # subsample given: Pyro scales this plate's log-likelihood by size / len(subsample)
         with pyro.plate("examples", size, subsample=subsample, dim=-1):
@@ -240,9 +225,6 @@ class _Model:
             pyro.sample("pi", dist.Delta(simplex(values["pi"]), event_dim=1))
             if self.D > 1:
                 pyro.sample("rho", dist.Delta(simplex(values["rho"]), event_dim=1))
-            if self.pool is not None:
-                with pyro.plate("true_class", self.K, dim=-1):
-                    pyro.sample("confusion_mean", dist.Delta(simplex(values["confusion_mean"]), event_dim=1))
             with pyro.plate("teachers", self.T, dim=-1):
                 pyro.sample("confusion", dist.Delta(simplex(values["confusion"]), event_dim=2))
                 pyro.sample("guess", dist.Delta(simplex(values["guess"]), event_dim=1))
@@ -312,8 +294,6 @@ class BayesianDawidSkene:
         guess_prior: float = 2.0,
         class_prior: float = 2.0,
         difficulty_prior: float = 2.0,
-        pooled: bool = True,
-        pool_prior: float = 10.0,
         init_em: int = 10,
         init_em_examples: int = 1 << 16,
         steps: int = 300,
@@ -340,10 +320,8 @@ class BayesianDawidSkene:
         self.guess_prior = guess_prior
         self.class_prior = class_prior
         self.difficulty_prior = difficulty_prior
-        self.pooled = pooled
         self.init_em = init_em
         self.init_em_examples = init_em_examples
-        self.pool_prior = pool_prior
         self.steps = steps
         self.lr = lr
         self.tol = tol
@@ -484,11 +462,6 @@ class BayesianDawidSkene:
             torch.full((k,), 1.0 + self.class_prior / k, **f),
             torch.full((d,), 1.0 + self.difficulty_prior / d, **f),
             torch.tensor(self.lam_, **f),
-            pool=(
-                torch.tensor(1.0 + self.pool_prior * diag, **f),
-                torch.tensor(spread, **f),
-                float(self.prior_strength),
-            ) if self.pooled else None,
         )
 
     def _init_values(self, long: _Long, answer, data, t, k, a) -> dict:
@@ -511,9 +484,7 @@ class BayesianDawidSkene:
         d = self.difficulty_levels
         rho = np.linspace(2.0, 1.0, d)  # most examples start easy
         rho /= rho.sum()
-        cls_counts = counts.reshape(t, k, k, -1).sum(-1).sum(0) + 1.0  # (K, K) pooled over teachers
-        vals = {"pi": pi, "confusion": conf, "guess": guess, "rho": rho,
-                "confusion_mean": cls_counts / cls_counts.sum(-1, keepdims=True)}
+        vals = {"pi": pi, "confusion": conf, "guess": guess, "rho": rho}
         f = dict(dtype=torch.float32, device=self.device_)
         vals = {n: torch.tensor(v, **f) for n, v in vals.items()}
         if self.init_em > 0:
@@ -522,7 +493,11 @@ class BayesianDawidSkene:
             sub = torch.randperm(data.n, device=data.codes.device)[: self.init_em_examples]
             codes, mask = data.rows(sub) if data.n > self.init_em_examples else (data.codes, data.mask)
             for _ in range(self.init_em):
-                vals = self._model.em_step(vals, codes, mask)
+                new = self._model.em_step(vals, codes, mask, scale=data.n / codes.shape[0])
+                moved = max(float((new[n] - vals[n]).abs().max()) for n in vals)
+                vals = new
+                if moved < 1e-4:
+                    break
         simplex = biject_to(constraints.simplex)
         return {n: simplex.inv(v).detach().clone().requires_grad_(True) for n, v in vals.items()}
 
@@ -538,7 +513,6 @@ class BayesianDawidSkene:
         model = self._model
         params = [values[n] for n in ("pi", "confusion", "guess")]
         params += [values["rho"]] if model.D > 1 else []
-        params += [values["confusion_mean"]] if model.pool is not None else []
         guide = model.make_guide(values)
         elbo = TraceEnum_ELBO(max_plate_nesting=1)
         optim = torch.optim.Adam(params, lr=self.lr)

@@ -5,6 +5,8 @@ of several tokens work), renormalised over the K classes.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -16,9 +18,10 @@ from weaks2strong.teachers.base import TeacherError
 
 class PromptedLM:
     def __init__(self, model: str, batch_size: int = 16, max_length: int = 256, use_chat_template: bool = True,
-                 device: str = "auto", models_dir: str | None = None, trust_remote_code: bool = False,
-                 progress: bool = True):
+                 reuse_prefix: bool = True, device: str = "auto", models_dir: str | None = None,
+                 trust_remote_code: bool = False, progress: bool = True):
         self.model_name, self.batch_size, self.max_length = model, batch_size, max_length
+        self.reuse_prefix = reuse_prefix
         self.use_chat_template, self.progress = use_chat_template, progress
         self.models_dir, self.trust_remote_code = models_dir, trust_remote_code
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
@@ -64,10 +67,17 @@ class PromptedLM:
         encoded = tok(prompts, add_special_tokens=False, truncation=True, max_length=self.max_length).input_ids
         order = np.argsort([len(e) for e in encoded], kind="stable")  # similar lengths share a batch
         scores = np.zeros((len(prompts), task.num_classes))
+        prefix = None
+        if self.reuse_prefix and all(len(v) == 1 for v in verbalizers):
+            prefix, encoded = self._shared_prefix(lm, encoded)
         bar = tqdm(total=len(prompts), desc=f"{self.model_name} on {split}", unit="ex", disable=not self.progress)
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
-            scores[rows] = self._score_batch(lm, tok, [encoded[i] for i in rows], verbalizers)
+            batch = [encoded[i] for i in rows]
+            if prefix is not None:
+                scores[rows] = self._score_batch_after_prefix(lm, tok, prefix, batch, verbalizers)
+            else:
+                scores[rows] = self._score_batch(lm, tok, batch, verbalizers)
             bar.update(len(rows))
         bar.close()
         scores -= scores.max(axis=1, keepdims=True)
@@ -85,6 +95,44 @@ class PromptedLM:
             logp = self._token_logprobs(lm, tok, seqs)  # (B, T-1)
             out[:, k] = logp[:, -len(verbalizer):].sum(-1).cpu().double().numpy()
         return out
+
+    def _shared_prefix(self, lm, encoded: list[list[int]]):
+        """Encode the tokens every prompt starts with once; return (prefix, per-prompt remainders).
+
+        The instruction (and a chat template's system turn) is most of a short prompt, so its
+        key/value cache, computed once and reused for every batch, saves most of the work.
+        """
+        width = min(len(e) for e in encoded) - 1  # keep at least one token per prompt
+        first = encoded[0]
+        shared = next((i for i in range(width) if any(e[i] != first[i] for e in encoded)), width)
+        if shared < 2:
+            return None, encoded
+        ids = torch.tensor([first[:shared]], device=self.device)
+        cache = lm(input_ids=ids, use_cache=True).cache
+        return (shared, cache), [e[shared:] for e in encoded]
+
+    def _score_batch_after_prefix(self, lm, tok, prefix, seqs, verbalizers) -> np.ndarray:
+        """Next-token scores for [prefix][padding][suffix] rows, reusing the prefix's cache: (B, K).
+
+        Padding sits between the prefix and each suffix, so every row ends at the same position and
+        the LM head runs once per row; masks and positions make it exactly the unpadded sequence.
+        """
+        shared, cache = prefix
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        positions = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s):] = torch.tensor(s)
+            mask[i, shared + width - len(s):] = 1
+            positions[i, width - len(s):] = torch.arange(shared, shared + len(s))
+        batch_cache = copy.deepcopy(cache)
+        batch_cache.batch_repeat_interleave(len(seqs))
+        out = lm(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                 position_ids=positions.to(self.device), cache=batch_cache, use_cache=True, logits_to_keep=1)
+        logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V)
+        return logp[:, [v[0] for v in verbalizers]].cpu().double().numpy()
 
     def _forward(self, lm, tok, seqs: list[list[int]], last_only: bool = False):
         width = max(len(s) for s in seqs)
