@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -31,9 +32,14 @@ def headline(metrics: dict, name: str | None) -> float | None:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from weaks2strong import pipeline
+    from weaks2strong.errors import UserInputError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    metrics = pipeline.run(cfg)
+    try:
+        metrics = pipeline.run(cfg)
+    except UserInputError as err:
+        print(f"w2s: error: {err}", file=sys.stderr)
+        sys.exit(2)
     return headline(metrics, cfg.get("optimized_metric"))
 
 

@@ -19,10 +19,11 @@ from safetensors.torch import save_file
 
 from weaks2strong.aggregate.base import check_probs
 from weaks2strong.artifacts import Artifact, Store, frame_hash, stable_hash, write_json, write_table, write_text
+from weaks2strong.errors import UserInputError
 from weaks2strong.evaluate import classification_metrics
+from weaks2strong.evaluate.report import flat_metrics, render_markdown, render_table, summarize
 from weaks2strong.models import resolve_model
 from weaks2strong.student import TargetsDataModule
-from weaks2strong.evaluate.report import flat_metrics, render_markdown, render_table, summarize
 from weaks2strong.tasks import Task
 from weaks2strong.teachers import check_proba
 
@@ -133,7 +134,7 @@ def example_weights(confidence: np.ndarray, weighting: str) -> np.ndarray:
         return np.clip(confidence, 0.0, 1.0)
     if weighting == "confidence_squared":
         return np.clip(confidence, 0.0, 1.0) ** 2
-    raise ValueError(f"aggregator.weighting='{weighting}' is not one of none, confidence, confidence_squared")
+    raise UserInputError(f"aggregator.weighting='{weighting}' is not one of none, confidence, confidence_squared")
 
 
 # ---------------------------------------------------------------- distill (student and ceiling)

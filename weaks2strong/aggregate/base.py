@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from weaks2strong.errors import UserInputError
+
 
 @dataclass
 class Aggregate:
@@ -21,7 +23,7 @@ class Aggregate:
     teachers: dict = field(default_factory=dict)  # name -> {"accuracy": float, "confusion": [[..]], ...}
 
 
-class AggregatorError(ValueError):
+class AggregatorError(UserInputError):
     """Bad input to an aggregator; the message is one line naming what is wrong."""
 
 

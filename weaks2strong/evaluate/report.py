@@ -13,13 +13,14 @@ def summarize(scores: dict, student_train_probs: np.ndarray, train_targets: np.n
     best, ceiling, student = acc(scores["teachers"][best_name]), acc(scores["ceiling"]), acc(scores["student"])
     aggregate = acc(scores["aggregate"])
     fit = misfit(student_train_probs, train_targets)
+    acc_on = lambda entry: scores[entry]["w2s_train"]["accuracy"]  # noqa: E731
     return {
         **scores,
         "best_teacher": best_name,
         "pgr": {"vs_best_teacher": pgr(student, best, ceiling), "vs_aggregate": pgr(student, aggregate, ceiling)},
         "misfit": fit,
         # Charikar et al. 2024: on w2s_train, gain over the weak labels >= misfit (for convex fits)
-        "gain_over_targets_w2s_train": scores["student"]["w2s_train"]["accuracy"] - scores["aggregate"]["w2s_train"]["accuracy"],
+        "gain_over_targets_w2s_train": acc_on("student") - acc_on("aggregate"),
     }
 
 
@@ -34,7 +35,8 @@ def render_markdown(metrics: dict) -> str:
     lines = [f"# weaks2strong run: {task.get('name', '')}", "", f"Splits: {task.get('sizes', {})}", "",
              "| model | test acc | test AUROC | coverage | w2s_train acc |", "|---|---|---|---|---|"]
     for name, test, train in _rows(metrics):
-        lines.append(f"| {name} | {test['accuracy']:.4f} | {test['auroc']:.4f} | {test['coverage']:.2f} | {train['accuracy']:.4f} |")
+        lines.append(f"| {name} | {test['accuracy']:.4f} | {test['auroc']:.4f} | {test['coverage']:.2f} "
+                     f"| {train['accuracy']:.4f} |")
     p, m = metrics["pgr"], metrics["misfit"]
     lines += ["", f"Best single teacher: **{metrics['best_teacher']}**", "",
               f"PGR vs best teacher: **{p['vs_best_teacher']:.3f}**; PGR vs aggregate: **{p['vs_aggregate']:.3f}**", "",

@@ -17,10 +17,12 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from weaks2strong.errors import UserInputError
+
 log = logging.getLogger(__name__)
 
 
-class ModelError(ValueError):
+class ModelError(UserInputError):
     """A model name that cannot be resolved; one line naming it."""
 
 

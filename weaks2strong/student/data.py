@@ -32,8 +32,10 @@ class TargetsDataModule(pl.LightningDataModule):
         self.tokenizer, self.max_length, self.seed, self.num_workers = tokenizer, max_length, seed, num_workers
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         k = train_targets.shape[1]
-        self.train = _Rows(self._encode(train_texts), train_targets.astype(np.float32), train_weights.astype(np.float32))
-        self.val = _Rows(self._encode(val_texts), np.eye(k, dtype=np.float32)[val_labels], np.ones(len(val_texts), np.float32))
+        self.train = _Rows(self._encode(train_texts), train_targets.astype(np.float32),
+                           train_weights.astype(np.float32))
+        self.val = _Rows(self._encode(val_texts), np.eye(k, dtype=np.float32)[val_labels],
+                         np.ones(len(val_texts), np.float32))
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(list(texts), truncation=True, max_length=self.max_length).input_ids

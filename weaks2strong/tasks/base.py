@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from weaks2strong.errors import UserInputError
+
 SPLITS = ("weak_train", "w2s_train", "test")
 
 
-class TaskError(ValueError):
+class TaskError(UserInputError):
     """Bad task input; the message is one line naming the file, row, column or config key."""
 
 

@@ -5,10 +5,11 @@ from typing import Protocol
 
 import numpy as np
 
+from weaks2strong.errors import UserInputError
 from weaks2strong.tasks import Task
 
 
-class TeacherError(ValueError):
+class TeacherError(UserInputError):
     """A teacher that cannot run or that returned bad output; one line naming it."""
 
 

@@ -19,7 +19,8 @@ class Vader:
 
     def fit(self, task: Task) -> None:
         if task.num_classes != 2:
-            raise TeacherError(f"teacher 'vader' scores binary sentiment; task '{task.name}' has {task.num_classes} classes")
+            raise TeacherError(f"teacher 'vader' scores binary sentiment; task '{task.name}' "
+                               f"has {task.num_classes} classes")
 
     def predict_proba(self, task: Task, split: str) -> np.ndarray:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer

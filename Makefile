@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` (install + default experiment) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Where no GPU is present, torch's CPU build goes in first: a bare `torch` requirement would pull a
+# multi-GB CUDA build. Override for another build, e.g. make install TORCH_SPEC="torch==2.13.0" PIP_TORCH_ARGS="--index-url <your CPU wheel index>".
+TORCH_SPEC ?= torch==2.13.0
+PIP_TORCH_ARGS ?=
+EXTRAS ?= dev,zoo,baselines,sweep
+
+.PHONY: install demo test test-fast clean-cache
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" 2>/dev/null; then \
+		$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(PIP_TORCH_ARGS); fi
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/w2s
+
+test: install
+	$(VENV)/bin/pytest -q
+
+test-fast: install
+	$(VENV)/bin/pytest -q -m "not integration"
+
+clean-cache:
+	rm -rf runs/.cache

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from weaks2strong.aggregate.base import AggregatorError, check_probs
+from weaks2strong.aggregate.baselines import CrowdKitDawidSkene, MajorityVote, MeanProbabilities, SingleTeacher
+
+NAN = [np.nan, np.nan]
+PROBS = np.array([
+    [[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]],
+    [[0.3, 0.7], NAN, [0.1, 0.9]],
+    [NAN, [0.4, 0.6], [0.7, 0.3]],
+])  # (N=3, T=3, K=2)
+
+
+def test_mean_ignores_abstentions():
+    post = MeanProbabilities().fit(PROBS).predict_proba(PROBS)
+    assert np.allclose(post, [[(0.9 + 0.6 + 0.2) / 3, (0.1 + 0.4 + 0.8) / 3], [0.2, 0.8], [0.55, 0.45]])
+
+
+def test_majority_vote_shares_and_ties():
+    post = MajorityVote().fit(PROBS).predict_proba(PROBS)
+    assert np.allclose(post, [[2 / 3, 1 / 3], [0.0, 1.0], [0.5, 0.5]])
+
+
+def test_single_teacher_and_unknown_name():
+    agg = SingleTeacher("b").fit(PROBS, ["a", "b", "c"])
+    assert np.allclose(agg.predict_proba(PROBS)[0], [0.6, 0.4]) and np.allclose(agg.predict_proba(PROBS)[1], 0.5)
+    with pytest.raises(AggregatorError, match="aggregator.teacher='z' is not one of the teachers"):
+        SingleTeacher("z").fit(PROBS, ["a", "b", "c"])
+
+
+def test_crowdkit_ds_baseline_runs_on_votes():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, 300)
+    votes = np.stack([np.where(rng.random(300) < acc, truth, 1 - truth) for acc in (0.9, 0.8, 0.7)], 1)
+    probs = np.eye(2)[votes]
+    post = CrowdKitDawidSkene().fit(probs).predict_proba(probs)
+    assert (post.argmax(1) == truth).mean() > 0.85
+
+
+@pytest.mark.parametrize("probs, message", [
+    (np.full((0, 2, 2), 0.5), "empty"),
+    (np.array([[[0.5, np.nan], [0.5, 0.5]]]), "contain NaN"),
+    (np.array([[[1.5, -0.5], [0.5, 0.5]]]), "negative probability"),
+    (np.array([[[0.5, 0.6], [0.5, 0.5]]]), "sum to 1.1000"),
+    (np.array([[NAN, [0.5, 0.5]]]), "has no labels at all"),
+    (np.array([[[np.inf, 0.0], [0.5, 0.5]]]), "infinite"),
+])
+def test_check_probs_refuses_bad_input(probs, message):
+    with pytest.raises(AggregatorError, match=message):
+        check_probs(probs)

@@ -1,0 +1,78 @@
+import pandas as pd
+import pytest
+
+from weaks2strong.tasks import TaskError, load_task
+
+SIZES = {"weak_train": 50, "w2s_train": 60, "test": 30}
+
+
+def test_sst2_splits_are_disjoint_sized_and_deterministic(mirror):
+    a = load_task("sst2", sizes=SIZES, mirror=str(mirror), split_seed=3)
+    b = load_task("sst2", sizes=SIZES, mirror=str(mirror), split_seed=3)
+    c = load_task("sst2", sizes=SIZES, mirror=str(mirror), split_seed=4)
+    assert {s: len(df) for s, df in a.splits.items()} == SIZES
+    weak, w2s = set(a.splits["weak_train"]["example_id"]), set(a.splits["w2s_train"]["example_id"])
+    assert not weak & w2s
+    assert all(i.startswith("dev-") for i in a.splits["test"]["example_id"])
+    assert a.splits["w2s_train"].equals(b.splits["w2s_train"])
+    assert not a.splits["w2s_train"].equals(c.splits["w2s_train"])
+    assert set(a.labels("weak_train")) == {0, 1}
+
+
+def test_prompts_fill_the_template(mirror):
+    task = load_task("sst2", sizes=SIZES, mirror=str(mirror), prompt="R: {text} ->")
+    assert task.prompts("test")[0] == f"R: {task.splits['test']['text'][0]} ->"
+
+
+@pytest.mark.parametrize("name", ["imdb_small", "amazon_small"])
+def test_review_subsets_load(mirror, name):
+    task = load_task(name, sizes={"weak_train": 100, "w2s_train": 100, "test": 50}, mirror=str(mirror))
+    assert len(task.texts("test")) == 50 and min(map(len, task.texts("test"))) > 0
+
+
+def test_unknown_task_is_one_clear_line(mirror):
+    with pytest.raises(TaskError, match="unknown task 'sst3'.*sst2"):
+        load_task("sst3", sizes=SIZES, mirror=str(mirror))
+
+
+def test_missing_mirror_names_the_path_and_the_fix(tmp_path):
+    with pytest.raises(TaskError, match=r"dataset file not found: .*nowhere/sst2/train.tsv.*paths.data_mirror"):
+        load_task("sst2", sizes=SIZES, mirror=str(tmp_path / "nowhere"))
+
+
+def test_split_larger_than_data_names_the_key(mirror):
+    with pytest.raises(TaskError, match=r"task.sizes.test=5000 is more than the 872 rows"):
+        load_task("sst2", sizes={"weak_train": 10, "w2s_train": 10, "test": 5000}, mirror=str(mirror))
+
+
+def test_user_csv_without_split_column(tmp_path):
+    path = tmp_path / "mine.csv"
+    pd.DataFrame({"review": [f"text {i}" for i in range(30)], "stars": ["good", "bad"] * 15}).to_csv(path, index=False)
+    task = load_task("csv", path=str(path), text_column="review", label_column="stars", classes=["bad", "good"],
+                     sizes={"weak_train": 10, "w2s_train": 10, "test": 10})
+    ids = [set(task.splits[s]["example_id"]) for s in ("weak_train", "w2s_train", "test")]
+    assert not (ids[0] & ids[1]) and not (ids[1] & ids[2]) and not (ids[0] & ids[2])
+    assert set(task.labels("test")) <= {0, 1}
+
+
+def test_user_jsonl_with_split_column(tmp_path):
+    path = tmp_path / "mine.jsonl"
+    rows = [{"t": f"x{i}", "y": i % 2, "part": s} for s in ("weak_train", "w2s_train", "test") for i in range(4)]
+    pd.DataFrame(rows).to_json(path, orient="records", lines=True)
+    task = load_task("csv", path=str(path), text_column="t", label_column="y", split_column="part",
+                     classes=["no", "yes"], sizes={"weak_train": 4, "w2s_train": 4, "test": 4})
+    assert sorted(task.splits["test"]["text"]) == [f"x{i}" for i in range(4)]  # only the rows marked test
+
+
+def test_bad_label_row_is_named(tmp_path):
+    path = tmp_path / "bad.csv"
+    pd.DataFrame({"text": ["a", "b", "c"], "label": ["good", "meh", "bad"]}).to_csv(path, index=False)
+    with pytest.raises(TaskError, match=r"bad.csv: row 2 has label 'meh'"):
+        load_task("csv", path=str(path), classes=["bad", "good"], sizes={"weak_train": 1, "w2s_train": 1, "test": 1})
+
+
+def test_missing_column_is_named(tmp_path):
+    path = tmp_path / "bad.csv"
+    pd.DataFrame({"body": ["a"], "label": [0]}).to_csv(path, index=False)
+    with pytest.raises(TaskError, match=r"no column 'text'"):
+        load_task("csv", path=str(path), classes=["a", "b"], sizes={"weak_train": 1, "w2s_train": 1, "test": 1})

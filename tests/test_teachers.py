@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from weaks2strong.models import ModelError
+from weaks2strong.teachers import TeacherError, check_proba
+from weaks2strong.teachers.classic import TfidfLogReg
+from weaks2strong.teachers.lexicon import Vader
+from weaks2strong.teachers.prompted import PromptedLM
+
+
+def test_vader_abstains_where_no_sentiment_word_is_found(small_sst2):
+    probs = Vader(abstain_on_neutral=True).predict_proba(small_sst2, "test")
+    abstained = np.isnan(probs).all(1)
+    assert 0 < abstained.sum() < len(probs)
+    assert np.allclose(probs[~abstained].sum(1), 1)
+    dense = Vader(abstain_on_neutral=False).predict_proba(small_sst2, "test")
+    assert not np.isnan(dense).any() and np.allclose(dense[abstained], 0.5)
+
+
+def test_tfidf_learns_from_weak_train_only(small_sst2):
+    teacher = TfidfLogReg(max_features=5000)
+    teacher.fit(small_sst2)
+    probs = check_proba(teacher.predict_proba(small_sst2, "test"), "tfidf", "test", 40, 2)
+    accuracy = (probs.argmax(1) == small_sst2.labels("test")).mean()
+    assert accuracy > 0.5  # 200 real sentences already beat chance on SST-2 dev
+
+
+@pytest.fixture(scope="module")
+def tiny_lm(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("models"))
+
+
+def test_prompted_lm_prefix_cache_matches_plain_batches(small_sst2, tiny_lm):
+    fast = PromptedLM("tiny-llama", batch_size=8, reuse_prefix=True, models_dir=tiny_lm, progress=False)
+    plain = PromptedLM("tiny-llama", batch_size=3, reuse_prefix=False, models_dir=tiny_lm, progress=False)
+    fast.fit(small_sst2)
+    a, b = fast.predict_proba(small_sst2, "test"), plain.predict_proba(small_sst2, "test")
+    assert a.shape == (40, 2) and np.allclose(a.sum(1), 1)
+    assert np.abs(a - b).max() < 1e-4
+    assert np.abs(a - a.mean(0)).max() > 1e-4  # not a constant: the inputs matter
+
+
+def test_prompted_lm_multi_token_verbalizers(small_sst2, tiny_lm):
+    small_sst2.verbalizers = [" quite negative", " quite positive"]
+    probs = PromptedLM("tiny-llama", batch_size=8, models_dir=tiny_lm, progress=False).predict_proba(small_sst2, "test")
+    assert probs.shape == (40, 2) and np.allclose(probs.sum(1), 1)
+
+
+def test_verbalizer_that_tokenizes_to_nothing(small_sst2, tiny_lm):
+    small_sst2.verbalizers = ["", " positive"]
+    with pytest.raises(TeacherError, match="verbalizer '' of task 'sst2' tokenizes to nothing"):
+        PromptedLM("tiny-llama", models_dir=tiny_lm, progress=False).fit(small_sst2)
+
+
+def test_unknown_model_name(small_sst2, tiny_lm):
+    with pytest.raises(ModelError, match="unknown model 'no-such-model'"):
+        PromptedLM("no-such-model", models_dir=tiny_lm, progress=False).fit(small_sst2)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.array([[0.5, np.nan]]), "NaN or inf"),
+    (np.array([[0.7, 0.7]]), "summing to 1.4000"),
+    (np.array([[-0.1, 1.1]]), "negative probability"),
+    (np.array([[np.nan, np.nan]]), "abstained on every example"),
+])
+def test_bad_teacher_output_is_refused(bad, message):
+    with pytest.raises(TeacherError, match=message):
+        check_proba(bad, "t", "test", 1, 2)
