@@ -221,11 +221,39 @@ def evaluate(task: Task, labels: dict[str, Artifact], targets: Artifact, ceiling
     train_targets = split_probs(targets, "targets", task, "w2s_train")
     metrics = summarize(scores, split_probs(student, "predictions", task, "w2s_train"), train_targets)
     metrics["task"] = {"name": task.name, "sizes": {s: len(df) for s, df in task.splits.items()}, "source": task.source}
-    metrics["teacher_analysis"] = targets.record("teachers")
+    metrics["teacher_analysis"] = teacher_analysis(targets.record("teachers"), scores["teachers"])
+    metrics["plots"] = make_plots(task, targets, run_dir)
     write_json(run_dir / "metrics.json", metrics)
     write_text(run_dir / "report.md", render_markdown(metrics))
     render_table(metrics)
     return metrics
+
+
+def teacher_analysis(estimates: dict, scores: dict) -> dict:
+    """The aggregator's estimate of each teacher's accuracy next to its true accuracy on w2s_train."""
+    out = {}
+    for name, score in scores.items():
+        est = estimates.get(name, {})
+        out[name] = {"true_accuracy_w2s_train": score["w2s_train"]["accuracy"],
+                     "estimated_accuracy": est.get("accuracy"),
+                     "estimated_interval": [est.get("accuracy_low"), est.get("accuracy_high")]}
+    return out
+
+
+def make_plots(task: Task, targets: Artifact, run_dir: Path) -> list[str]:
+    """Teacher confusion heatmaps (when the aggregator estimates them) and a reliability diagram."""
+    from weaks2strong.aggregate import plots
+
+    folder = run_dir / "plots"
+    folder.mkdir(parents=True, exist_ok=True)
+    made = [str(plots.plot_reliability(split_probs(targets, "targets", task, "test"), task.labels("test"),
+                                       folder / "aggregate_reliability_test.png", title="Aggregate posterior, test"))]
+    teachers = targets.record("teachers")
+    if teachers and all("confusion" in t for t in teachers.values()):
+        names, confusion, low, high = plots.teacher_arrays(teachers)
+        made.append(str(plots.plot_teacher_confusions(confusion, low, high, folder / "teacher_confusions.png",
+                                                      teacher_names=names, class_names=task.classes)))
+    return made
 
 
 # ---------------------------------------------------------------- the whole run
@@ -241,6 +269,8 @@ def run(cfg: DictConfig) -> dict:
     metrics = evaluate(task, labels, targets, ceiling, student, run_dir)
     for logger in make_loggers(cfg.get("logger"), "eval"):
         logger.log_metrics(flat_metrics(metrics))
+        if hasattr(logger, "log_image"):  # W&B shows the plots beside the numbers
+            logger.log_image(key="plots", images=metrics["plots"])
         logger.finalize("success")
     write_json(run_dir / "artifacts.json", {
         "teach": {n: str(a.path) for n, a in labels.items()}, "aggregate": str(targets.path),

@@ -87,13 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .bayes import BayesianDawidSkene  # torch/pyro import only once the arguments are fine
-
     answers = _read_csv(args.answers, ("question", "worker", "answer"), "answers")
     truth = _read_csv(args.truth, ("question", "truth"), "truth") if args.truth else None
     if truth is not None and truth["question"].duplicated().any():
         row = int(np.argmax(truth["question"].duplicated().to_numpy())) + 2
         raise InputError(f"{args.truth}: row {row}, column 'question': question listed twice")
+
+    from .bayes import BayesianDawidSkene  # torch/pyro load only once the input files look right
     kw = {} if args.steps is None else {"steps": args.steps}
     model = BayesianDawidSkene(difficulty=args.difficulty, seed=args.seed, device=args.device,
                                progress=not args.quiet, **kw)

@@ -32,7 +32,7 @@ class LongLabels:
 
 def sort_classes(values) -> list:
     """Class labels in a stable order: numerically when they all are numbers, else as strings."""
-    values = list(pd.unique(pd.Series(list(values))))
+    values = list(pd.Series(values).unique())
     try:
         return sorted(values, key=float)
     except (TypeError, ValueError):

@@ -1,0 +1,30 @@
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from transformers import AutoTokenizer
+
+from weaks2strong.models import resolve_model
+from weaks2strong.student import SoftTargetClassifier, TargetsDataModule
+
+
+def test_tiny_student_fits_soft_targets_and_ignores_zero_weights(small_sst2, tmp_path):
+    path = resolve_model("tiny-bert", tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    texts = small_sst2.texts("w2s_train")
+    n = len(texts)
+    targets = np.tile([0.2, 0.8], (n, 1))
+    weights = np.ones(n)
+    weights[: n // 2] = 0.0  # these rows would pull towards class 0 if they counted
+    targets[: n // 2] = [1.0, 0.0]
+    data = TargetsDataModule(tokenizer, texts, targets, weights, small_sst2.texts("test"),
+                             small_sst2.labels("test"), max_length=48, batch_size=8, seed=0)
+    pl.seed_everything(0, verbose=False)
+    module = SoftTargetClassifier(path, num_classes=2, lr=3e-3, warmup_ratio=0.0, dropout=0.0)
+    trainer = pl.Trainer(max_epochs=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=data)
+    assert 0 <= float(trainer.callback_metrics["val/acc"]) <= 1  # validation ran on the held-out split
+    probs = torch.cat(trainer.predict(module, data.encode_for_predict(texts))).numpy()
+    assert probs.shape == (n, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    # it learned the weighted target (0.8 on class 1), not the zero-weighted one-hot class 0
+    assert abs(probs[:, 1].mean() - 0.8) < 0.1
