@@ -214,7 +214,8 @@ def test_agrees_with_crowdkit_dawid_skene_on_dog():
     answers = pd.read_csv(DOG / "answer.csv").rename(columns={"question": "task", "answer": "label"})
     truth = pd.read_csv(DOG / "truth.csv").set_index("question")["truth"]
     ds = crowdkit.DawidSkene(n_iter=100).fit_predict(answers)
-    plain = BayesianDawidSkene(soft_bins=1, difficulty=False, progress=False).fit_predict_table(answers)[0].idxmax(axis=1)
+    plain = BayesianDawidSkene(soft_bins=1, difficulty=False, progress=False).fit_predict_table(answers)[0]
+    plain = plain.idxmax(axis=1)
     full = BayesianDawidSkene(progress=False).fit_predict_table(answers)[0].idxmax(axis=1)
     # tolerances: plain mode is DS with a weak prior -> >= 98% same labels; the difficulty model may
     # move hard tasks -> >= 95%; neither may be more than half a point less accurate than DS
@@ -279,9 +280,11 @@ def test_bad_arrays_raise_one_line(case):
         ("empty table", pd.DataFrame({"task": [], "worker": [], "label": []}), {}, "empty"),
         ("class outside classes", pd.DataFrame({"task": [1, 1, 2], "worker": ["a", "b", "a"], "label": [0, 1, 2]}),
          {"classes": [0, 1]}, "outside classes"),
-        ("single worker", pd.DataFrame({"task": [1, 2], "worker": ["a", "a"], "label": [0, 1]}), {}, "at least two teachers"),
+        ("single worker", pd.DataFrame({"task": [1, 2], "worker": ["a", "a"], "label": [0, 1]}), {},
+         "at least two teachers"),
         ("missing column", pd.DataFrame({"task": [1], "worker": ["a"]}), {}, "no column 'label'"),
-        ("empty cell", pd.DataFrame({"task": [1, 2], "worker": ["a", None], "label": [0, 1]}), {}, "row 1: column 'worker'"),
+        ("empty cell", pd.DataFrame({"task": [1, 2], "worker": ["a", None], "label": [0, 1]}), {},
+         "row 1: column 'worker'"),
     ],
 )
 def test_bad_tables_raise_one_line(case, df, kw, needle):
@@ -353,8 +356,8 @@ def test_cli_refuses_bad_file(tmp_path, capsys, content, needle):
 def test_cli_console_exit_code(tmp_path):
     bad = tmp_path / "answers.csv"
     bad.write_text("question,answer\n1,0\n")
-    proc = subprocess.run([sys.executable, "-m", "weaks2strong.aggregate.cli", str(bad), "--out", str(tmp_path / "o.csv")],
-                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    cmd = [sys.executable, "-m", "weaks2strong.aggregate.cli", str(bad), "--out", str(tmp_path / "o.csv")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2 and "missing column 'worker'" in proc.stderr
     assert not (tmp_path / "o.csv").exists()
 
@@ -374,3 +377,22 @@ def test_plots_write_files(tmp_path):
     p2 = plot_reliability(agg.posterior, z, tmp_path / "rel.png")
     for p in (p1, p2):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+
+
+def test_warns_when_fit_looks_label_switched():
+    truth = confusion_matrix([0.8, 0.75, 0.7], k=2, seed=15)
+    probs, _ = hard_votes(300, truth, pi=[0.5, 0.5], seed=16)
+    # a prior that insists teachers answer the *other* class drives the fit below chance
+    with pytest.warns(UserWarning, match="label-switched"):
+        BayesianDawidSkene(prior_diag=0.02, prior_strength=5000, difficulty=False, progress=False, steps=50).fit(probs)
+
+
+def test_nuts_runs_on_a_tiny_problem():
+    truth = confusion_matrix([0.9, 0.8, 0.7], k=2, seed=17)
+    probs, z = hard_votes(60, truth, pi=[0.5, 0.5], seed=18)
+    model = BayesianDawidSkene(method="nuts", difficulty=False, nuts_samples=15, nuts_warmup=15, progress=False)
+    model.fit(probs)
+    assert model.samples_["confusion"].shape == (15, 3, 2, 2)
+    svi = BayesianDawidSkene(difficulty=False, progress=False).fit(probs)
+    same = model.predict(probs).posterior.argmax(1) == svi.predict(probs).posterior.argmax(1)
+    assert same.mean() >= 0.9  # posterior-mean globals and the MAP label (nearly) alike

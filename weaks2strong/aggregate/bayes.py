@@ -27,9 +27,6 @@ from torch.distributions import biject_to, constraints
 from .base import Aggregate, AggregatorError, check_probs, confidence_from_posterior
 from .crowd import LongLabels, table_to_long
 
-_GLOBALS = ("pi", "rho", "confusion", "guess")
-
-
 # --------------------------------------------------------------------------------------------
 # Soft outputs -> discrete answers
 # --------------------------------------------------------------------------------------------
@@ -206,6 +203,7 @@ class _Model:
         rho = pyro.sample("rho", dist.Dirichlet(self.alpha_rho)) if self.D > 1 else None  # (D,)
         with pyro.plate("teachers", self.T, dim=-1):
             confusion = pyro.sample("confusion", dist.Dirichlet(self.conf_conc).to_event(1))  # (T, K, A)
+            # with D == 1 guess only meets its prior: kept so one model and guide serve both modes
             guess = pyro.sample("guess", dist.Dirichlet(self.guess_conc))  # (T, A)
         # subsample given: Pyro scales this plate's log-likelihood by size / len(subsample)
         with pyro.plate("examples", size, subsample=subsample, dim=-1):
@@ -271,10 +269,10 @@ class BayesianDawidSkene:
 
     **Model** (Pyro; ``confusion`` rows are over answers, ``lam = linspace(0, max_difficulty, D)``)::
 
-        pi ~ Dirichlet(1 + class_prior / K)                           # class prior
-        rho ~ Dirichlet(1 + difficulty_prior / D)                     # difficulty-level prior
-        confusion[t, z] ~ Dirichlet(1 + prior_strength * w_z)         # w_z: prior_diag of the mass on answers of class z
-        guess[t] ~ Dirichlet(1 + guess_prior * uniform)               # what t says when the example tells it nothing
+        pi ~ Dirichlet(1 + class_prior / K)                     # class prior
+        rho ~ Dirichlet(1 + difficulty_prior / D)               # difficulty-level prior
+        confusion[t, z] ~ Dirichlet(1 + prior_strength * w_z)   # w_z: prior_diag on the answers of class z
+        guess[t] ~ Dirichlet(1 + guess_prior * uniform)         # what t says when the example tells it nothing
         z_i ~ Categorical(pi),  d_i ~ Categorical(rho)
         a_it ~ (1 - lam[d_i]) * confusion[t, z_i] + lam[d_i] * guess[t]      (abstentions: no factor at all)
 
@@ -284,17 +282,40 @@ class BayesianDawidSkene:
     argmaxes agree. ``difficulty_i`` is the posterior mean of lam[d_i]. ``difficulty=False`` is D=1,
     lam=0.
 
-    **Inference.** z and d are enumerated exactly (TraceEnum_ELBO), so given the globals every
-    per-example posterior is exact; the globals get a MAP (delta) guide fitted by SVI with Adam
-    (minibatches of ``batch_size`` examples with Pyro's plate scaling for large N), stopping on an
-    ELBO plateau. Start: confusions from soft-majority-vote counts. Credible intervals for the
-    confusion entries are an approximation: the Dirichlet(prior + expected counts) posterior of a
-    plain DS row given the fitted per-example class marginals, collapsed over confidence bins
-    (a Beta per entry); it ignores the uncertainty of the globals feeding back into those marginals.
+    **Inference.** z and d are enumerated exactly (``TraceEnum_ELBO``; per-example marginals read
+    with ``compute_marginals``), so given the globals every per-example posterior is exact. The
+    globals get a MAP (delta) guide fitted by SVI with Adam -- full batch, or minibatches of
+    ``batch_size`` examples (an epoch-wise permutation handed to the examples plate, which scales
+    the likelihood by N / batch) -- stopping on an ELBO plateau, after which the step is cut once
+    (``lr_decays``) to settle. Start: confusions from soft-majority-vote counts, then up to
+    ``init_em`` closed-form MAP-EM sweeps of the same model on at most ``init_em_examples``
+    examples, so SVI starts near the mode and needs tens of steps rather than hundreds
+    (``init_em=0``: SVI alone; it reaches the same mode, see the tests). ``method="nuts"`` samples
+    the globals with NUTS instead (z, d still enumerated; small problems only, minutes).
+
+    **Teacher summaries** (``teachers_`` and ``Aggregate.teachers``, from the training posterior):
+    ``accuracy`` (expected share of its labels whose argmax is the true class), ``confusion``
+    (K x K, true class x answered class, marginal over difficulty and collapsed over confidence
+    bins), ``confusion_low``/``confusion_high`` and ``accuracy_low``/``accuracy_high`` (central
+    ``credible_mass`` intervals), ``confusion_easy`` (the MAP confusion at lam = 0), ``guess``,
+    ``bin_edges``, ``bin_accuracy``/``bin_share`` (its calibration) and ``n_labels``. The intervals
+    are an approximation: the Dirichlet(prior + expected counts) posterior of a plain DS row given
+    the fitted per-example class marginals, collapsed over bins (a Beta per entry); it ignores the
+    uncertainty of the globals feeding back into those marginals, so it is too narrow when the
+    marginals themselves are uncertain (few teachers).
 
     **Label switching.** A mixture is symmetric under permuting classes; the diagonal-favouring
     prior and the majority-vote start pin the labelling, and after fitting a mean teacher accuracy
     at or below chance (1/K) raises a warning -- that fit is most likely a permuted solution.
+
+    **Parameters.** ``prior_strength``: pseudo-counts per confusion row, ``prior_diag`` of them
+    on the row's own class (weak by default: on the crowd sets a strong prior cost accuracy);
+    ``guess_prior``: pseudo-counts pulling ``guess`` towards uniform (strong by default, so a hard
+    example's answers read as chance, as in GLAD); ``class_prior``/``difficulty_prior``: pseudo-counts
+    on pi and rho. ``batch_size``: "auto" = full batch up to 2^16 examples, else 2^14. ``threads``:
+    "auto" runs small problems on one torch thread (see ``_threads_for``), an int fixes it, None
+    leaves torch alone. ``precision``: "float32" (fast) or "float64". ``seed`` makes fits
+    reproducible (``pyro.set_rng_seed``); ``device`` "auto" is CUDA when available.
     """
 
     def __init__(
@@ -314,7 +335,10 @@ class BayesianDawidSkene:
         lr: float = 0.05,
         tol: float = 1e-4,
         lr_decays: int = 1,
-        batch_size: int | None = None,
+        batch_size: int | str | None = "auto",
+        method: str = "svi",
+        nuts_samples: int = 200,
+        nuts_warmup: int = 200,
         seed: int = 0,
         device="auto",
         progress: bool = True,
@@ -343,7 +367,12 @@ class BayesianDawidSkene:
         self.lr = lr
         self.tol = tol
         self.lr_decays = lr_decays
+        if method not in ("svi", "nuts"):
+            raise AggregatorError(f"method must be 'svi' or 'nuts', got {method!r}")
         self.batch_size = batch_size
+        self.method = method
+        self.nuts_samples = nuts_samples
+        self.nuts_warmup = nuts_warmup
         self.seed = seed
         self.device = device
         self.progress = progress
@@ -355,7 +384,7 @@ class BayesianDawidSkene:
 
     # ---------------------------------------------------------------- public face: arrays
 
-    def fit(self, probs: np.ndarray, teacher_names: list[str] | None = None) -> "BayesianDawidSkene":
+    def fit(self, probs: np.ndarray, teacher_names: list[str] | None = None) -> BayesianDawidSkene:
         """Fit the globals on an (N, T, K) array of teacher probabilities (NaN rows = abstain)."""
         probs = self._check(probs, teacher_names)
         n, t, k = probs.shape
@@ -369,9 +398,8 @@ class BayesianDawidSkene:
         self._require_fit()
         probs = self._check(probs, self.teacher_names_, fitting=False)
         if probs.shape[1:] != (len(self.teacher_names_), self.n_classes_):
-            raise AggregatorError(
-                f"expected {len(self.teacher_names_)} teachers x {self.n_classes_} classes as fitted, got {probs.shape[1:]}"
-            )
+            raise AggregatorError(f"expected {len(self.teacher_names_)} teachers x {self.n_classes_} classes "
+                                  f"as fitted, got {probs.shape[1:]}")
         return self._predict_long(_long_from_probs(probs))
 
     def predict_proba(self, probs: np.ndarray) -> np.ndarray:
@@ -383,7 +411,7 @@ class BayesianDawidSkene:
     # ---------------------------------------------------------------- public face: crowd tables
 
     def fit_table(self, df: pd.DataFrame, task: str = "task", worker: str = "worker", label: str = "label",
-                  classes: list | None = None) -> "BayesianDawidSkene":
+                  classes: list | None = None) -> BayesianDawidSkene:
         """crowd-kit style: fit on a long table of hard labels, one row per (task, worker, label)."""
         labels = table_to_long(df, task, worker, label, classes=classes)
         if len(labels.classes) < 2:
@@ -462,10 +490,13 @@ class BayesianDawidSkene:
         answer = long.label * b + _apply_bins(long.teacher, long.top, self.edges_)  # (M,)
         data = _pad(long, answer, a, dev)
         self._build_model(t, k, b, dev)
-        rows = min(self.batch_size or data.n, data.n)
+        rows = self._batch_rows(data.n) or data.n
         with _torch_threads(self._threads_for(rows * data.codes.shape[1] * k * self.difficulty_levels)):
             init = self._init_values(long, answer, data, t, k, a)
-            self._optimise(data, init)
+            if self.method == "nuts":
+                self._sample_nuts(data, init)
+            else:
+                self._optimise(data, init)
             # teacher statistics come from the training posterior
             post, _ = self._posterior(data)
         self.teachers_ = self._teacher_stats(long, answer, post)
@@ -477,6 +508,13 @@ class BayesianDawidSkene:
                 stacklevel=3,
             )
         return self
+
+    def _batch_rows(self, n: int) -> int | None:
+        """Examples per SVI step; None = all ("auto": full batch up to 2^16 examples, else 2^14)."""
+        bs = self.batch_size
+        if bs == "auto":
+            bs = None if n <= (1 << 16) else 1 << 14
+        return bs if bs and bs < n else None
 
     def _threads_for(self, work: int) -> int | None:
         """Torch threads for tensors of ``work`` elements per step ("auto": 1 below 2^20).
@@ -516,8 +554,7 @@ class BayesianDawidSkene:
         # a label with top-probability p votes p for its class and spreads the rest evenly
         vote += ((1.0 - long.top) / max(k - 1, 1))[:, None]
         vote[np.arange(long.example.size), long.label] = long.top
-        q = np.zeros((long.n, k))
-        np.add.at(q, long.example, vote)
+        q = np.stack([np.bincount(long.example, weights=vote[:, z], minlength=long.n) for z in range(k)], 1)
         q = (q + 1e-3) / (q + 1e-3).sum(1, keepdims=True)  # (N, K) soft majority vote
         counts = self._expected_counts(long, answer, q, t, k, a)  # (T, K, A)
         conf = counts + (self._model.conf_conc.cpu().numpy() - 1.0) + 0.5 * self._used[:, None, :]
@@ -563,7 +600,7 @@ class BayesianDawidSkene:
         elbo = TraceEnum_ELBO(max_plate_nesting=1)
         optim = torch.optim.Adam(params, lr=self.lr)
         n = data.n
-        bs = self.batch_size if self.batch_size and self.batch_size < n else None
+        bs = self._batch_rows(n)
         window = 10
         losses = []
         self.loss_history_ = losses
@@ -606,9 +643,33 @@ class BayesianDawidSkene:
         self.fit_seconds_ = time.perf_counter() - started
         self.n_steps_ = len(losses)
         simplex = biject_to(constraints.simplex)
+        used = {"pi", "confusion", "guess"} | ({"rho"} if model.D > 1 else set())
         with torch.no_grad():
-            self.globals_ = {n: simplex(v).detach() for n, v in values.items()}
-        self._guide_values = {n: v.detach() for n, v in values.items()}
+            self.globals_ = {n: simplex(v).detach() for n, v in values.items() if n in used}
+        self._guide_values = {n: v.detach() for n, v in values.items() if n in used}
+
+    def _sample_nuts(self, data: _Answers, values: dict):
+        """Full-batch NUTS over the globals, z and d still enumerated exactly (small problems only).
+
+        The per-example posteriors and teacher summaries then use the posterior-mean globals (a
+        plug-in, not an average of posteriors over draws); the draws are kept in ``samples_``."""
+        from pyro.infer import MCMC, NUTS
+        from pyro.infer.autoguide.initialization import init_to_value
+
+        simplex = biject_to(constraints.simplex)
+        start = {n: simplex(v).detach() for n, v in values.items() if n != "rho" or self._model.D > 1}
+        kernel = NUTS(self._model.model, max_plate_nesting=1, init_strategy=init_to_value(values=start))
+        mcmc = MCMC(kernel, num_samples=self.nuts_samples, warmup_steps=self.nuts_warmup,
+                    disable_progbar=not self.progress)
+        started = time.perf_counter()
+        mcmc.run(data.codes, data.mask, data.n, None)
+        self.fit_seconds_ = time.perf_counter() - started
+        self.n_steps_ = self.nuts_samples + self.nuts_warmup
+        self.loss_history_ = []
+        self.samples_ = {n: v.detach() for n, v in mcmc.get_samples().items()}
+        mean = {n: v.mean(0) for n, v in self.samples_.items()}  # a mean of simplex points stays on it
+        self.globals_ = mean
+        self._guide_values = {n: simplex.inv(v) for n, v in mean.items()}
 
     # ---------------------------------------------------------------- posteriors
 
@@ -660,25 +721,23 @@ class BayesianDawidSkene:
         g = {n: v.double().cpu().numpy() for n, v in self.globals_.items()}
         conf_easy = g["confusion"].reshape(t, k, k, b).sum(-1)  # (T, K, K)
         guess = g["guess"].reshape(t, k, b).sum(-1)  # (T, K)
-        cnt_kk = counts.reshape(t, k, k, b).sum(-1)  # (T, K, K)
         n_labels = np.bincount(long.teacher, minlength=t)
         per_bin = counts.reshape(t, k, k, b)  # (T, Z, class, bin)
         out = {}
         for j, name in enumerate(self.teacher_names_):
             nb = int(self.bins_[j])
-            correct = np.trace(cnt_kk[j])
             diag = np.diag(alpha_kk[j]).sum()
             bin_total = per_bin[j].sum((0, 1))[:nb]
             bin_right = np.einsum("zzb->b", per_bin[j])[:nb]
             out[name] = {
-                "accuracy": float(correct / max(n_labels[j], 1)),
+                "accuracy": float(diag / alpha_kk[j].sum()),  # the mean of the Beta below
                 "accuracy_low": float(stats.beta.ppf(lo_q, diag, alpha_kk[j].sum() - diag)),
                 "accuracy_high": float(stats.beta.ppf(hi_q, diag, alpha_kk[j].sum() - diag)),
                 "confusion": (alpha_kk[j] / total[j]).tolist(),
                 "confusion_low": low[j].tolist(),
                 "confusion_high": high[j].tolist(),
                 "confusion_easy": conf_easy[j].tolist(),
-                "guess": guess[j].tolist(),
+                "guess": guess[j].tolist() if self._model.D > 1 else None,
                 "bin_edges": self.edges_[j].tolist(),
                 "bin_accuracy": (bin_right / np.maximum(bin_total, 1e-12)).tolist(),
                 "bin_share": (bin_total / max(bin_total.sum(), 1e-12)).tolist(),

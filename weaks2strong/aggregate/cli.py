@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.out.is_dir():
+        raise InputError(f"{args.out}: --out is a folder; give a file path such as {args.out / 'posteriors.csv'}")
     answers = _read_csv(args.answers, ("question", "worker", "answer"), "answers")
     truth = _read_csv(args.truth, ("question", "truth"), "truth") if args.truth else None
     if truth is not None and truth["question"].duplicated().any():

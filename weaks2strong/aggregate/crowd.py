@@ -106,7 +106,8 @@ def long_to_probs(labels: LongLabels) -> np.ndarray:
     return probs
 
 
-def probs_to_table(probs: np.ndarray, tasks=None, workers=None, classes=None, task="task", worker="worker", label="label") -> pd.DataFrame:
+def probs_to_table(probs: np.ndarray, tasks=None, workers=None, classes=None,
+                   task="task", worker="worker", label="label") -> pd.DataFrame:
     """The long table of argmax labels from an (N, T, K) array (abstentions are left out)."""
     probs = np.asarray(probs, dtype=np.float64)
     n, t, k = probs.shape

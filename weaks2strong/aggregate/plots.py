@@ -40,8 +40,9 @@ def plot_teacher_confusions(
     e.g. by number of labels).
     """
     confusion, low, high = (np.asarray(a, dtype=float) for a in (confusion, low, high))  # (T, K, K) each
-    if confusion.ndim != 3 or confusion.shape[1] != confusion.shape[2] or low.shape != confusion.shape or high.shape != confusion.shape:
-        raise ValueError(f"confusion, low, high must all be (T, K, K); got {confusion.shape}, {low.shape}, {high.shape}")
+    square = confusion.ndim == 3 and confusion.shape[1] == confusion.shape[2]
+    if not square or low.shape != confusion.shape or high.shape != confusion.shape:
+        raise ValueError(f"confusion, low, high must be (T, K, K); got {confusion.shape}, {low.shape}, {high.shape}")
     t, k, _ = confusion.shape
     names = teacher_names or [f"teacher {j}" for j in range(t)]
     classes = [str(c) for c in (class_names or range(k))]
@@ -112,7 +113,8 @@ def plot_reliability(posterior: np.ndarray, truth: np.ndarray, path, bins: int =
     fig, (ax, axh) = plt.subplots(2, 1, figsize=(4.8, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     width = edges[1] - edges[0]
     filled = count > 0
-    ax.bar(edges[:-1][filled], acc[filled], width=width, align="edge", edgecolor="black", alpha=0.7, label="gold accuracy")
+    ax.bar(edges[:-1][filled], acc[filled], width=width, align="edge", edgecolor="black", alpha=0.7,
+           label="gold accuracy")
     ax.plot([1.0 / k, 1.0], [1.0 / k, 1.0], "k--", lw=1, label="calibrated")
     ax.plot(mean_conf[filled], acc[filled], "o", color="tab:red", ms=4, label="bin mean confidence")
     ax.set_ylabel("accuracy")
