@@ -29,13 +29,15 @@ from weaks2strong.teachers import check_proba
 
 log = logging.getLogger(__name__)
 # config keys that change how a stage runs but not what it computes
-VOLATILE_KEYS = ("progress", "device", "batch_size", "models_dir", "mirror")
+VOLATILE_KEYS = ("progress", "device", "models_dir")
+# a teacher's inference batch size changes only its speed (the student's changes its training)
+TEACHER_VOLATILE_KEYS = (*VOLATILE_KEYS, "batch_size")
 
 
-def _slice(cfg: DictConfig) -> dict:
+def _slice(cfg: DictConfig, ignore: tuple[str, ...] = VOLATILE_KEYS) -> dict:
     """The config slice that keys a stage, without keys that do not change its result."""
     container = OmegaConf.to_container(cfg, resolve=True)
-    return {k: v for k, v in container.items() if k not in VOLATILE_KEYS} if isinstance(container, dict) else container
+    return {k: v for k, v in container.items() if k not in ignore} if isinstance(container, dict) else container
 
 
 def prob_columns(k: int) -> list[str]:
@@ -52,7 +54,7 @@ def teach(task: Task, teachers_cfg: DictConfig, store: Store) -> dict[str, Artif
     """Fit each teacher on weak_train; label w2s_train and test. One artifact per teacher."""
     out = {}
     for name, cfg in teachers_cfg.items():
-        key = stable_hash(task_key(task), name, _slice(cfg))
+        key = stable_hash(task_key(task), name, _slice(cfg, TEACHER_VOLATILE_KEYS))
         found = store.find("teach", key)
         if found:
             log.info("teach: %s reused (%s)", name, found.path)
@@ -70,7 +72,8 @@ def teach(task: Task, teachers_cfg: DictConfig, store: Store) -> dict[str, Artif
             frame.insert(0, "split", split)
             rows.append(frame)
         seconds = time.perf_counter() - started
-        with store.create("teach", key, {"task": task_key(task)}, {"teacher": name, **_slice(cfg)}) as tmp:
+        with store.create("teach", key, {"task": task_key(task)},
+                          {"teacher": name, **_slice(cfg, TEACHER_VOLATILE_KEYS)}) as tmp:
             write_table(tmp / "labels.parquet", pd.concat(rows, ignore_index=True))
             write_json(tmp / "timing.json", {"seconds": seconds})
         out[name] = store.find("teach", key)
@@ -185,7 +188,8 @@ def _build_student(task: Task, soft: np.ndarray, weights: np.ndarray, cfg: DictC
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.student.model.get("trust_remote_code", False))
     module = instantiate(cfg.student.model, encoder_path=path, num_classes=task.num_classes)
     data = TargetsDataModule(tokenizer, task.texts("w2s_train"), soft, weights, task.texts("test"), task.labels("test"),
-                             max_length=cfg.student.max_length, batch_size=cfg.student.batch_size, seed=cfg.seed)
+                             max_length=cfg.student.max_length, batch_size=cfg.student.batch_size, seed=cfg.seed,
+                             bucket_by_length=cfg.student.get("bucket_by_length", True))
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints" / stage, save_last=True, save_top_k=0)
     trainer = instantiate(cfg.trainer, logger=make_loggers(cfg.get("logger"), stage), callbacks=[checkpoints],
                           default_root_dir=str(run_dir))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class _Rows(Dataset):
@@ -18,6 +18,34 @@ class _Rows(Dataset):
         return self.encodings[i], self.targets[i], self.weights[i]
 
 
+class LengthBucketBatches(Sampler[list[int]]):
+    """Shuffled batches of similar-length rows, so padding (and wasted compute) stays small.
+
+    Each epoch: shuffle, cut into pools of ``pool`` batches, sort each pool by length, batch it,
+    shuffle the batches. Deterministic in (seed, epoch). The ``group_by_length`` idea of HF Trainer.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, pool: int = 50):
+        self.lengths, self.batch_size, self.seed, self.pool = np.asarray(lengths), batch_size, seed, pool
+        self.epoch = 0
+
+    def __iter__(self):
+        rng = np.random.default_rng((self.seed, self.epoch))
+        self.epoch += 1
+        order = rng.permutation(len(self.lengths))
+        span = self.batch_size * self.pool
+        batches = []
+        for start in range(0, len(order), span):
+            chunk = order[start : start + span]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        for b in rng.permutation(len(batches)):
+            yield batches[b]
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+
 class TargetsDataModule(pl.LightningDataModule):
     """Train rows carry soft targets (N, K) and weights (N,); eval rows carry gold labels.
 
@@ -27,8 +55,9 @@ class TargetsDataModule(pl.LightningDataModule):
 
     def __init__(self, tokenizer, train_texts: list[str], train_targets: np.ndarray, train_weights: np.ndarray,
                  val_texts: list[str], val_labels: np.ndarray, max_length: int = 128, batch_size: int = 32,
-                 eval_batch_size: int = 128, seed: int = 0, num_workers: int = 0):
+                 eval_batch_size: int = 128, seed: int = 0, num_workers: int = 0, bucket_by_length: bool = True):
         super().__init__()
+        self.bucket_by_length = bucket_by_length
         self.tokenizer, self.max_length, self.seed, self.num_workers = tokenizer, max_length, seed, num_workers
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         k = train_targets.shape[1]
@@ -62,7 +91,10 @@ class TargetsDataModule(pl.LightningDataModule):
                           num_workers=self.num_workers, generator=generator)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train, shuffle=True, batch_size=self.batch_size)
+        if not self.bucket_by_length:
+            return self._loader(self.train, shuffle=True, batch_size=self.batch_size)
+        sampler = LengthBucketBatches([len(e) for e in self.train.encodings], self.batch_size, self.seed)
+        return DataLoader(self.train, batch_sampler=sampler, collate_fn=self._collate, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val, shuffle=False, batch_size=self.eval_batch_size)
