@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # multi-GB CUDA build. Override for another build, e.g. make install TORCH_SPEC="torch==2.13.0" PIP_TORCH_ARGS="--index-url <your CPU wheel index>".
 TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
-EXTRAS ?= dev,zoo,baselines,sweep
+EXTRAS ?= dev,zoo,baselines,sweep,lexicons
 
 .PHONY: install demo test test-fast clean-cache
 

@@ -40,5 +40,6 @@ def test_classification_metrics_scores_abstentions_as_guesses():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [np.nan, np.nan], [0.3, 0.7]])
     m = classification_metrics(probs, np.array([0, 1, 1, 0]))
     assert m["coverage"] == pytest.approx(0.75)
+    assert m["accuracy_where_answered"] == pytest.approx(2 / 3)
     assert m["accuracy"] == pytest.approx(0.5)  # the uniform row is a tie -> class 0 under threshold 0.5
     assert 0.0 <= m["auroc"] <= 1.0

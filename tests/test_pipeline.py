@@ -80,6 +80,8 @@ def test_changing_the_aggregator_reuses_teachers_and_ceiling(first_run, caplog):
     ("task.name=sst3", "unknown task 'sst3'"),
     ("paths.data_mirror=/nonexistent", "dataset file not found: /nonexistent/sst2/train.tsv"),
     ("aggregator.weighting=loud", "aggregator.weighting='loud' is not one of"),
+    ("+teachers.extra._target_=weaks2strong.teachers.nope.Foo", "config teachers.extra: cannot build"),
+    ("student.encoder=no-such-encoder", "unknown model 'no-such-encoder'"),
 ])
 def test_bad_input_from_the_command_line_is_one_line(tmp_path, override, message):
     done = subprocess.run([sys.executable, "-m", "weaks2strong.cli", "debug=fast", "logger=csv",

@@ -76,3 +76,17 @@ def test_missing_column_is_named(tmp_path):
     pd.DataFrame({"body": ["a"], "label": [0]}).to_csv(path, index=False)
     with pytest.raises(TaskError, match=r"no column 'text'"):
         load_task("csv", path=str(path), classes=["a", "b"], sizes={"weak_train": 1, "w2s_train": 1, "test": 1})
+
+
+def test_reading_tasks_carry_a_text_pair(mirror):
+    boolq = load_task("boolq", sizes={"weak_train": 20, "w2s_train": 20, "test": 20}, mirror=str(mirror),
+                      classes=["no", "yes"], prompt="{text_pair}\nQ: {text}?")
+    assert set(boolq.labels("test")) <= {0, 1} and "text_pair" in boolq.splits["test"]
+    assert boolq.prompts("test")[0].startswith(boolq.splits["test"]["text_pair"][0])
+    cosmos = load_task("cosmosqa", sizes={"weak_train": 20, "w2s_train": 20, "test": 40}, mirror=str(mirror),
+                       classes=["A", "B", "C", "D"])
+    assert cosmos.num_classes == 4 and set(cosmos.labels("test")) <= {0, 1, 2, 3}
+    assert all(f"\n{letter}) " in cosmos.splits["test"]["text_pair"][0] for letter in "ABCD")
+    # the three splits come from the one dev file, disjointly
+    ids = [set(cosmos.splits[s]["example_id"]) for s in ("weak_train", "w2s_train", "test")]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])

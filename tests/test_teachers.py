@@ -3,8 +3,8 @@ import pytest
 
 from weaks2strong.models import ModelError
 from weaks2strong.teachers import TeacherError, check_proba
-from weaks2strong.teachers.classic import TfidfLogReg
-from weaks2strong.teachers.lexicon import Vader
+from weaks2strong.teachers.classic import NaiveBayes, TfidfLogReg
+from weaks2strong.teachers.lexicon import Afinn, TextBlob, Vader
 from weaks2strong.teachers.prompted import PromptedLM
 
 
@@ -66,3 +66,25 @@ def test_unknown_model_name(small_sst2, tiny_lm):
 def test_bad_teacher_output_is_refused(bad, message):
     with pytest.raises(TeacherError, match=message):
         check_proba(bad, "t", "test", 1, 2)
+
+
+@pytest.mark.parametrize("teacher", [Afinn(), TextBlob()])
+def test_other_lexicons_score_real_rows(small_sst2, teacher):
+    probs = teacher.predict_proba(small_sst2, "test")
+    answered = ~np.isnan(probs).all(1)
+    assert 0 < answered.sum() <= len(probs) and np.allclose(probs[answered].sum(1), 1)
+    accuracy = (probs[answered].argmax(1) == small_sst2.labels("test")[answered]).mean()
+    assert accuracy > 0.5
+
+
+def test_naive_bayes_learns_from_weak_train(small_sst2):
+    teacher = NaiveBayes()
+    teacher.fit(small_sst2)
+    probs = check_proba(teacher.predict_proba(small_sst2, "test"), "nb", "test", 40, 2)
+    assert (probs.argmax(1) == small_sst2.labels("test")).mean() > 0.5
+
+
+def test_lexicons_refuse_multiclass_tasks(small_sst2):
+    small_sst2.classes = ["a", "b", "c"]
+    with pytest.raises(TeacherError, match="teacher 'afinn' scores binary sentiment"):
+        Afinn().fit(small_sst2)

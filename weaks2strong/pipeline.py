@@ -40,6 +40,17 @@ def _slice(cfg: DictConfig, ignore: tuple[str, ...] = VOLATILE_KEYS) -> dict:
     return {k: v for k, v in container.items() if k not in ignore} if isinstance(container, dict) else container
 
 
+def build(cfg: DictConfig, key: str, **kwargs):
+    """``instantiate`` with a one-line error naming the config key when the target cannot be built."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as err:
+        reason = str(err).strip().splitlines()[0].split(", set env var HYDRA_FULL_ERROR")[0]
+        raise UserInputError(f"config {key}: cannot build {cfg.get('_target_', '?')}: {reason}") from None
+
+
 def prob_columns(k: int) -> list[str]:
     return [f"p_{c}" for c in range(k)]
 
@@ -60,7 +71,7 @@ def teach(task: Task, teachers_cfg: DictConfig, store: Store) -> dict[str, Artif
             log.info("teach: %s reused (%s)", name, found.path)
             out[name] = found
             continue
-        teacher = instantiate(cfg)
+        teacher = build(cfg, f"teachers.{name}")
         started = time.perf_counter()
         teacher.fit(task)
         rows = []
@@ -103,7 +114,7 @@ def aggregate(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfi
         return found
     names = list(labels)
     train = check_probs(teacher_probs(task, labels, "w2s_train"), names)
-    model = instantiate(aggregator_cfg.model)
+    model = build(aggregator_cfg.model, "aggregator.model")
     started = time.perf_counter()
     model.fit(train, names)
     frames, teachers_report = [], {}
@@ -238,7 +249,7 @@ def teacher_analysis(estimates: dict, scores: dict) -> dict:
     out = {}
     for name, score in scores.items():
         est = estimates.get(name, {})
-        out[name] = {"true_accuracy_w2s_train": score["w2s_train"]["accuracy"],
+        out[name] = {"true_accuracy_w2s_train": score["w2s_train"]["accuracy_where_answered"],
                      "estimated_accuracy": est.get("accuracy"),
                      "estimated_interval": [est.get("accuracy_low"), est.get("accuracy_high")]}
     return out

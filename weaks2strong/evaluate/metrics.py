@@ -22,7 +22,9 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
     else:
         auc = auroc(p, y, task="multiclass", num_classes=k)
         acc = accuracy(p, y, task="multiclass", num_classes=k, average="micro")
-    return {"accuracy": float(acc), "auroc": float(auc), "coverage": float(covered.mean())}
+    answered = float((probs[covered].argmax(-1) == labels[covered]).mean()) if covered.any() else math.nan
+    return {"accuracy": float(acc), "auroc": float(auc), "coverage": float(covered.mean()),
+            "accuracy_where_answered": answered}
 
 
 def pgr(student: float, weak: float, ceiling: float) -> float:

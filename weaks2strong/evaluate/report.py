@@ -42,6 +42,19 @@ def render_markdown(metrics: dict) -> str:
               f"PGR vs best teacher: **{p['vs_best_teacher']:.3f}**; PGR vs aggregate: **{p['vs_aggregate']:.3f}**", "",
               f"Student misfit on its targets (w2s_train): disagreement {m['disagreement']:.4f}, KL {m['kl']:.4f}; "
               f"gain over its targets there: {metrics['gain_over_targets_w2s_train']:+.4f}", ""]
+    analysis = metrics.get("teacher_analysis", {})
+    if any(a.get("estimated_accuracy") is not None for a in analysis.values()):
+        lines += ["## Teachers as the aggregator sees them (w2s_train)", "",
+                  "| teacher | estimated accuracy | 95% interval | true accuracy (where it answered) |",
+                  "|---|---|---|---|"]
+        for name, a in analysis.items():
+            low, high = a["estimated_interval"]
+            interval = f"[{low:.3f}, {high:.3f}]" if low is not None else "-"
+            est, true = a["estimated_accuracy"], a["true_accuracy_w2s_train"]
+            lines.append(f"| {name} | {est:.3f} | {interval} | {true:.3f} |")
+        lines.append("")
+    for plot in metrics.get("plots", []):
+        lines.append(f"![{plot.rsplit('/', 1)[-1]}](plots/{plot.rsplit('/', 1)[-1]})")
     return "\n".join(lines)
 
 

@@ -32,7 +32,31 @@ def _review_subset(folder: str, text: str) -> Callable[[Path], dict[str, pd.Data
     return load
 
 
+def _boolq(mirror: Path) -> dict[str, pd.DataFrame]:
+    """BoolQ dev (the only labelled split mirrored): question + passage -> no/yes, all splits from it."""
+    where = f"{mirror}/boolq/dev.jsonl"
+    rows = standardize(read_table(mirror / "boolq" / "dev.jsonl"), where, "question", "answer", ["no", "yes"],
+                       text_pair="passage", id_prefix="dev-")
+    return {"weak_train": rows, "w2s_train": rows, "test": rows}
+
+
+def _cosmosqa(mirror: Path) -> dict[str, pd.DataFrame]:
+    """CosmosQA dev: context -> one of 4 answers. The options ride in ``text_pair`` as lettered lines."""
+    where = f"{mirror}/cosmosqa/valid.csv"
+    raw = read_table(mirror / "cosmosqa" / "valid.csv")
+    missing = [c for c in ("question", "answer0", "answer1", "answer2", "answer3") if c not in raw.columns]
+    if missing:
+        raise TaskError(f"{where}: no column '{missing[0]}'")
+    raw["options"] = raw["question"].astype(str)
+    for i, letter in enumerate("ABCD"):
+        raw["options"] = raw["options"] + f"\n{letter}) " + raw[f"answer{i}"].astype(str)
+    rows = standardize(raw, where, "context", "label", ["A", "B", "C", "D"], text_pair="options", id_prefix="dev-")
+    return {"weak_train": rows, "w2s_train": rows, "test": rows}
+
+
 TASKS: dict[str, Callable[[Path], dict[str, pd.DataFrame]]] = {
+    "boolq": _boolq,
+    "cosmosqa": _cosmosqa,
     "sst2": _sst2,
     "imdb_small": _review_subset("imdb_small", "text"),
     "amazon_small": _review_subset("amazon_small", "content"),

@@ -28,3 +28,15 @@ class TfidfLogReg:
         # a class missing from weak_train keeps probability 0 rather than shifting the columns
         probs[:, self.model.classes_] = self.model.predict_proba(task.texts(split))
         return probs
+
+
+class NaiveBayes(TfidfLogReg):
+    """Word counts + multinomial naive Bayes."""
+
+    def __init__(self, max_features: int = 50_000, ngram_max: int = 1, alpha: float = 1.0):
+        from sklearn.feature_extraction.text import CountVectorizer
+        from sklearn.naive_bayes import MultinomialNB
+        from sklearn.pipeline import make_pipeline
+
+        self.model = make_pipeline(CountVectorizer(max_features=max_features, ngram_range=(1, ngram_max)),
+                                   MultinomialNB(alpha=alpha))

@@ -1,4 +1,9 @@
-"""Lexicon teachers for sentiment: fixed word lists, no training (Hutto & Gilbert 2014, VADER)."""
+"""Lexicon teachers for binary sentiment: fixed word lists, no training.
+
+Each scores a text, maps the score to p(positive), and (with ``abstain_on_neutral``) abstains where
+the score is exactly 0 (no sentiment word found): the aggregator then sees a missing entry, not a
+coin flip.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -7,28 +12,69 @@ from weaks2strong.tasks import Task
 from weaks2strong.teachers.base import TeacherError
 
 
-class Vader:
-    """VADER's compound score c in [-1, 1] read as p(positive) = (1 + c) / 2.
-
-    With ``abstain_on_neutral`` a score of exactly 0 (no sentiment word found) is an abstention,
-    not a coin flip: the aggregator then sees a missing entry.
-    """
+class _Lexicon:
+    name = "lexicon"
 
     def __init__(self, abstain_on_neutral: bool = True):
         self.abstain_on_neutral = abstain_on_neutral
 
     def fit(self, task: Task) -> None:
         if task.num_classes != 2:
-            raise TeacherError(f"teacher 'vader' scores binary sentiment; task '{task.name}' "
+            raise TeacherError(f"teacher '{self.name}' scores binary sentiment; task '{task.name}' "
                                f"has {task.num_classes} classes")
 
+    def scores(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def positive(self, scores: np.ndarray) -> np.ndarray:
+        return (1.0 + scores) / 2.0  # for scores in [-1, 1]
+
     def predict_proba(self, task: Task, split: str) -> np.ndarray:
+        scores = self.scores(task.texts(split))  # (N,)
+        positive = self.positive(scores)
+        probs = np.stack([1.0 - positive, positive], axis=1)  # (N, 2): [negative, positive]
+        if self.abstain_on_neutral:
+            probs[scores == 0.0] = np.nan
+        return probs
+
+
+class Vader(_Lexicon):
+    """VADER's compound score in [-1, 1] (Hutto & Gilbert 2014)."""
+
+    name = "vader"
+
+    def scores(self, texts):
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
         analyzer = SentimentIntensityAnalyzer()
-        compound = np.array([analyzer.polarity_scores(t)["compound"] for t in task.texts(split)])
-        positive = (1.0 + compound) / 2.0
-        probs = np.stack([1.0 - positive, positive], axis=1)  # (N, 2): [negative, positive]
-        if self.abstain_on_neutral:
-            probs[compound == 0.0] = np.nan
-        return probs
+        return np.array([analyzer.polarity_scores(t)["compound"] for t in texts])
+
+
+class Afinn(_Lexicon):
+    """AFINN's summed word valences (Nielsen 2011), squashed by a logistic with ``scale``."""
+
+    name = "afinn"
+
+    def __init__(self, abstain_on_neutral: bool = True, scale: float = 3.0):
+        super().__init__(abstain_on_neutral)
+        self.scale = scale
+
+    def scores(self, texts):
+        from afinn import Afinn as AfinnScorer
+
+        scorer = AfinnScorer()
+        return np.array([scorer.score(t) for t in texts], dtype=np.float64)
+
+    def positive(self, scores):
+        return 1.0 / (1.0 + np.exp(-scores / self.scale))
+
+
+class TextBlob(_Lexicon):
+    """TextBlob's pattern-lexicon polarity in [-1, 1]."""
+
+    name = "textblob"
+
+    def scores(self, texts):
+        from textblob import TextBlob as Blob
+
+        return np.array([Blob(t).sentiment.polarity for t in texts])
