@@ -88,3 +88,13 @@ def test_lexicons_refuse_multiclass_tasks(small_sst2):
     small_sst2.classes = ["a", "b", "c"]
     with pytest.raises(TeacherError, match="teacher 'afinn' scores binary sentiment"):
         Afinn().fit(small_sst2)
+
+
+def test_encoder_probe_with_truncated_tiny_encoder(small_sst2, tiny_lm):
+    from weaks2strong.teachers.probe import EncoderProbe
+
+    teacher = EncoderProbe("tiny-bert", num_layers=1, models_dir=tiny_lm, progress=False)
+    teacher.fit(small_sst2)
+    assert teacher._encoder[1].config.num_hidden_layers == 1
+    probs = check_proba(teacher.predict_proba(small_sst2, "test"), "probe", "test", 40, 2)
+    assert np.abs(probs - probs.mean(0)).max() > 1e-3  # the embeddings carry the input
