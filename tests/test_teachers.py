@@ -98,3 +98,28 @@ def test_encoder_probe_with_truncated_tiny_encoder(small_sst2, tiny_lm):
     assert teacher._encoder[1].config.num_hidden_layers == 1
     probs = check_proba(teacher.predict_proba(small_sst2, "test"), "probe", "test", 40, 2)
     assert np.abs(probs - probs.mean(0)).max() > 1e-3  # the embeddings carry the input
+
+
+def test_k_shot_demonstrations_come_from_weak_train_only(small_sst2, tiny_lm):
+    teacher = PromptedLM("tiny-llama", shots=3, models_dir=tiny_lm, progress=False)
+    teacher.fit(small_sst2)
+    shot_ids = {example_id for _, _, example_id in teacher.shots_}
+    assert len(shot_ids) == 3 and shot_ids <= set(small_sst2.splits["weak_train"]["example_id"])
+    for split in ("w2s_train", "test"):
+        assert not shot_ids & set(small_sst2.splits[split]["example_id"])
+    tok, _ = teacher._load()
+    rendered = teacher.render(tok, small_sst2.prompts("test")[:1])[0]
+    assert all(p in rendered for p, _, _ in teacher.shots_) and rendered.endswith("assistant\n")
+    probs = teacher.predict_proba(small_sst2, "test")
+    assert probs.shape == (40, 2) and np.allclose(probs.sum(1), 1)
+
+
+def test_contextual_calibration_divides_by_the_content_free_prior(small_sst2, tiny_lm):
+    calibrated = PromptedLM("tiny-llama", calibrate=True, models_dir=tiny_lm, progress=False)
+    calibrated.fit(small_sst2)
+    plain = PromptedLM("tiny-llama", models_dir=tiny_lm, progress=False)
+    raw = plain.predict_proba(small_sst2, "test")
+    expected = raw / calibrated.content_free_
+    expected /= expected.sum(1, keepdims=True)
+    assert np.allclose(calibrated.predict_proba(small_sst2, "test"), expected, atol=1e-5)
+    assert not np.allclose(calibrated.content_free_, 0.5, atol=1e-4)  # a random LM has a prior to undo

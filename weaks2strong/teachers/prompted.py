@@ -6,6 +6,7 @@ of several tokens work), renormalised over the K classes.
 from __future__ import annotations
 
 import copy
+import string
 
 import numpy as np
 import torch
@@ -18,9 +19,11 @@ from weaks2strong.teachers.base import TeacherError
 
 class PromptedLM:
     def __init__(self, model: str, batch_size: int = 16, max_length: int = 256, use_chat_template: bool = True,
-                 reuse_prefix: bool = True, device: str = "auto", models_dir: str | None = None,
-                 trust_remote_code: bool = False, progress: bool = True):
+                 shots: int = 0, shot_seed: int = 0, calibrate: bool = False, reuse_prefix: bool = True,
+                 device: str = "auto", models_dir: str | None = None, trust_remote_code: bool = False,
+                 progress: bool = True):
         self.model_name, self.batch_size, self.max_length = model, batch_size, max_length
+        self.shots, self.shot_seed, self.calibrate = shots, shot_seed, calibrate
         self.reuse_prefix = reuse_prefix
         self.use_chat_template, self.progress = use_chat_template, progress
         self.models_dir, self.trust_remote_code = models_dir, trust_remote_code
@@ -41,15 +44,35 @@ class PromptedLM:
         return self._lm
 
     def fit(self, task: Task) -> None:
-        tok, _ = self._load()
+        """Draw the k shots (from weak_train only) and, with ``calibrate``, the content-free prior."""
+        tok, lm = self._load()
         self._verbalizer_ids(tok, task)  # fail early on a verbalizer that tokenizes to nothing
+        self.shots_ = self._draw_shots(task)
+        self.content_free_ = None
+        if self.calibrate:
+            # contextual calibration (Zhao et al. 2021): q ∝ p / p(· | content-free input)
+            fields = {f for _, f, _, _ in string.Formatter().parse(task.prompt) if f}
+            blank = task.prompt.format(**{f: "N/A" for f in fields})
+            self.content_free_ = self._probs(tok, lm, task, self.render(tok, [blank]), desc=None)[0]  # (K,)
 
-    def render(self, tok, task: Task, split: str) -> list[str]:
-        prompts = task.prompts(split)
+    def _draw_shots(self, task: Task) -> list[tuple[str, str, str]]:
+        """(prompt, answer, example_id) demonstrations, always from weak_train: never the split labelled."""
+        if not self.shots:
+            return []
+        split = task.splits["weak_train"]
+        rows = np.random.default_rng(self.shot_seed).choice(len(split), size=self.shots, replace=False)
+        prompts, labels = task.prompts("weak_train"), task.labels("weak_train")
+        return [(prompts[i], task.verbalizers[labels[i]], split["example_id"][i]) for i in rows]
+
+    def render(self, tok, prompts: list[str]) -> list[str]:
+        shots = getattr(self, "shots_", [])
         if self.use_chat_template and tok.chat_template:
-            return [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+            history = [m for p, answer, _ in shots for m in ({"role": "user", "content": p},
+                                                             {"role": "assistant", "content": answer})]
+            return [tok.apply_chat_template([*history, {"role": "user", "content": p}], tokenize=False,
                                             add_generation_prompt=True) for p in prompts]
-        return prompts
+        demos = "".join(f"{p}{answer}\n\n" for p, answer, _ in shots)
+        return [demos + p for p in prompts]
 
     @staticmethod
     def _verbalizer_ids(tok, task: Task) -> list[list[int]]:
@@ -59,18 +82,27 @@ class PromptedLM:
                 raise TeacherError(f"verbalizer '{verbalizer}' of task '{task.name}' tokenizes to nothing")
         return ids
 
-    @torch.inference_mode()
     def predict_proba(self, task: Task, split: str) -> np.ndarray:
         tok, lm = self._load()
-        prompts = self.render(tok, task, split)
+        if not hasattr(self, "shots_"):
+            self.fit(task)
+        probs = self._probs(tok, lm, task, self.render(tok, task.prompts(split)), desc=f"{self.model_name} on {split}")
+        if self.content_free_ is not None:
+            probs = probs / self.content_free_
+            probs /= probs.sum(axis=1, keepdims=True)
+        return probs
+
+    @torch.inference_mode()
+    def _probs(self, tok, lm, task: Task, prompts: list[str], desc: str | None) -> np.ndarray:
+        """Class probabilities (N, K) from the verbalizers' log-likelihoods after each rendered prompt."""
         verbalizers = self._verbalizer_ids(tok, task)
         encoded = tok(prompts, add_special_tokens=False, truncation=True, max_length=self.max_length).input_ids
         order = np.argsort([len(e) for e in encoded], kind="stable")  # similar lengths share a batch
         scores = np.zeros((len(prompts), task.num_classes))
         prefix = None
-        if self.reuse_prefix and all(len(v) == 1 for v in verbalizers):
+        if self.reuse_prefix and len(prompts) > 1 and all(len(v) == 1 for v in verbalizers):
             prefix, encoded = self._shared_prefix(lm, encoded)
-        bar = tqdm(total=len(prompts), desc=f"{self.model_name} on {split}", unit="ex", disable=not self.progress)
+        bar = tqdm(total=len(prompts), desc=desc, unit="ex", disable=not self.progress or desc is None)
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             batch = [encoded[i] for i in rows]
