@@ -28,3 +28,17 @@ def test_tiny_student_fits_soft_targets_and_ignores_zero_weights(small_sst2, tmp
     assert probs.shape == (n, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
     # it learned the weighted target (0.8 on class 1), not the zero-weighted one-hot class 0
     assert abs(probs[:, 1].mean() - 0.8) < 0.1
+
+
+def test_length_buckets_cover_every_row_once_and_depend_on_the_epoch():
+    from weaks2strong.student.data import LengthBucketBatches
+
+    lengths = list(np.random.default_rng(0).integers(1, 60, 203))
+    sampler = LengthBucketBatches(lengths, batch_size=8, seed=1, pool=4)
+    first = list(sampler)
+    assert sorted(i for b in first for i in b) == list(range(203)) and len(first) == len(sampler) == 26
+    spread = np.mean([np.ptp([lengths[i] for i in b]) for b in first])
+    assert spread < 15  # batches hold similar lengths (random batches spread over ~50)
+    assert list(sampler) == first  # same epoch, same order
+    sampler.set_epoch(1)
+    assert list(sampler) != first

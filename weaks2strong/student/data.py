@@ -22,16 +22,21 @@ class LengthBucketBatches(Sampler[list[int]]):
     """Shuffled batches of similar-length rows, so padding (and wasted compute) stays small.
 
     Each epoch: shuffle, cut into pools of ``pool`` batches, sort each pool by length, batch it,
-    shuffle the batches. Deterministic in (seed, epoch). The ``group_by_length`` idea of HF Trainer.
+    shuffle the batches. Deterministic in (seed, epoch), like DistributedSampler: the trainer calls
+    ``set_epoch``, so a run resumed from a checkpoint sees the same order. The ``group_by_length``
+    idea of HF Trainer.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int, pool: int = 50):
         self.lengths, self.batch_size, self.seed, self.pool = np.asarray(lengths), batch_size, seed, pool
         self.epoch = 0
+        self.sampler = self  # Lightning calls set_epoch on ``batch_sampler.sampler``
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __iter__(self):
         rng = np.random.default_rng((self.seed, self.epoch))
-        self.epoch += 1
         order = rng.permutation(len(self.lengths))
         span = self.batch_size * self.pool
         batches = []
