@@ -6,7 +6,9 @@ a hash of its inputs and config slice), so a rerun skips what is done.
 """
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -173,7 +175,9 @@ def distill(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store,
     with store.create(stage, key, {"task": task_key(task), "targets": source},
                       {"student": _slice(cfg.student), "trainer": _slice(cfg.trainer), "seed": cfg.seed}) as tmp:
         module, trainer, data = _build_student(task, soft, weights, cfg, run_dir, stage)
-        trainer.fit(module, datamodule=data)
+        resume = store.root / stage / f".{key}.resume.json"  # names the checkpoint an interrupted try left
+        checkpoint = _resume_from(resume, run_dir / "checkpoints" / stage / "last.ckpt")
+        trainer.fit(module, datamodule=data, ckpt_path=checkpoint)
         frames = []
         for split in ("w2s_train", "test"):
             batches = trainer.predict(module, data.encode_for_predict(task.texts(split)))
@@ -185,8 +189,23 @@ def distill(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store,
         if cfg.student.get("save_weights", True):
             save_file({n: t.contiguous() for n, t in module.state_dict().items()}, tmp / "model.safetensors")
         write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started})
+    resume.unlink(missing_ok=True)
     log.info("%s: trained in %.1f s", stage, time.perf_counter() - started)
     return store.find(stage, key)
+
+
+def _resume_from(pointer: Path, ours: Path) -> str | None:
+    """Continue an interrupted try of this stage: ``pointer`` names the last checkpoint the try
+    left (in its own run dir); it is copied into ours and training resumes from it."""
+    previous = Path(json.loads(pointer.read_text())["last"]) if pointer.is_file() else None
+    if previous is not None and previous.is_file() and previous != ours:
+        ours.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(previous, ours)
+    write_json(pointer, {"last": str(ours)})
+    if ours.is_file():
+        log.info("resuming from %s", ours)
+        return str(ours)
+    return None
 
 
 def _build_student(task: Task, soft: np.ndarray, weights: np.ndarray, cfg: DictConfig, run_dir: Path, stage: str):

@@ -53,6 +53,14 @@ class SoftTargetClassifier(pl.LightningModule):
     def predict_step(self, batch, batch_idx):
         return self(batch["input_ids"], batch["attention_mask"]).softmax(-1)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # dropout draws from the global generator; restoring it makes a resumed run replay exactly
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+
     def configure_optimizers(self):
         decay = [p for n, p in self.named_parameters() if p.ndim >= 2]
         no_decay = [p for n, p in self.named_parameters() if p.ndim < 2]
