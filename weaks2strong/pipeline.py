@@ -49,6 +49,8 @@ def build(cfg: DictConfig, key: str, **kwargs):
     try:
         return instantiate(cfg, **kwargs)
     except InstantiationException as err:
+        if isinstance(err.__cause__, UserInputError):  # the constructor's own one-line complaint
+            raise err.__cause__ from None
         reason = str(err).strip().splitlines()[0].split(", set env var HYDRA_FULL_ERROR")[0]
         raise UserInputError(f"config {key}: cannot build {cfg.get('_target_', '?')}: {reason}") from None
 
@@ -294,7 +296,7 @@ def make_plots(task: Task, targets: Artifact, run_dir: Path) -> list[str]:
 def run(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.output_dir)
     store = Store(cfg.paths.cache_dir)
-    task: Task = instantiate(cfg.task, _convert_="all")
+    task: Task = build(cfg.task, "task", _convert_="all")
     log.info("task %s: %s", task.name, {s: len(df) for s, df in task.splits.items()})
     labels = teach(task, cfg.teachers, store)
     targets = aggregate(task, labels, cfg.aggregator, store)
