@@ -49,7 +49,7 @@ def plot_teacher_confusions(
     shown = min(t, max_panels)
     ncols = max(1, min(ncols, shown))
     nrows = math.ceil(shown / ncols)
-    cell = 0.55 + 0.5 * k
+    cell = 1.6 + 0.6 * k  # room for the interval text and the tick labels of each panel
     fig, axes = plt.subplots(nrows, ncols, figsize=(cell * ncols + 1.0, cell * nrows + 0.8), squeeze=False)
     font = max(5.0, 10.0 - k)
     for j, ax in enumerate(axes.flat):
@@ -63,9 +63,9 @@ def plot_teacher_confusions(
                 ax.text(c, r, f"{v:.2f}\n[{low[j, r, c]:.2f}, {high[j, r, c]:.2f}]", ha="center", va="center",
                         fontsize=font, color="white" if v > 0.6 else "black")
         acc = np.trace(confusion[j]) / k
-        ax.set_title(f"{names[j]} (mean diag {acc:.2f})", fontsize=9)
+        ax.set_title(f"{names[j]}\nmean diag {acc:.2f}", fontsize=9)
         ax.set_xticks(range(k), classes, fontsize=8)
-        ax.set_yticks(range(k), classes, fontsize=8)
+        ax.set_yticks(range(k), classes if j % ncols == 0 else [""] * k, fontsize=8)
         if j % ncols == 0:
             ax.set_ylabel("true class")
         if j // ncols == nrows - 1:
@@ -116,7 +116,7 @@ def plot_reliability(posterior: np.ndarray, truth: np.ndarray, path, bins: int =
     ax.bar(edges[:-1][filled], acc[filled], width=width, align="edge", edgecolor="black", alpha=0.7,
            label="gold accuracy")
     ax.plot([1.0 / k, 1.0], [1.0 / k, 1.0], "k--", lw=1, label="calibrated")
-    ax.plot(mean_conf[filled], acc[filled], "o", color="tab:red", ms=4, label="bin mean confidence")
+    ax.plot(mean_conf[filled], acc[filled], "o", color="tab:red", ms=4, label="accuracy at the bin's mean confidence")
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
     ax.set_title(f"{title} (ECE {ece:.3f}, n={int(count.sum())})", fontsize=10)
