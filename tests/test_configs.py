@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from weaks2strong.cli import CONFIG_DIR
 
-GROUPS = ["task", "teachers", "aggregator", "student", "trainer", "logger", "experiment", "debug"]
+GROUPS = ["task", "teachers", "aggregator", "student", "trainer", "logger", "experiment", "debug", "hparams_search"]
 
 
 def options(group: str) -> list[str]:
