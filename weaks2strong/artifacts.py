@@ -7,6 +7,7 @@ Tables are parquet, small records JSON, tensors safetensors; never pickle.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -59,7 +60,8 @@ class Artifact:
         return json.loads((self.path / "manifest.json").read_text())
 
     def table(self, name: str) -> pd.DataFrame:
-        return pd.read_parquet(self.path / f"{name}.parquet")
+        """A table of the artifact (read once per process: a published artifact never changes)."""
+        return _read_parquet(str(self.path / f"{name}.parquet"))
 
     def record(self, name: str) -> dict:
         return json.loads((self.path / f"{name}.json").read_text())
@@ -98,6 +100,11 @@ class Store:
             os.rename(scratch, final)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _read_parquet(path: str) -> pd.DataFrame:
+    return pd.read_parquet(path)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -117,13 +117,14 @@ def aggregate(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfi
         log.info("aggregate: reused (%s)", found.path)
         return found
     names = list(labels)
-    train = check_probs(teacher_probs(task, labels, "w2s_train"), names)
+    probs = {split: teacher_probs(task, labels, split) for split in ("w2s_train", "test")}
+    train = check_probs(probs["w2s_train"], names)
     model = build(aggregator_cfg.model, "aggregator.model")
     started = time.perf_counter()
     model.fit(train, names)
     frames, teachers_report = [], {}
     for split in ("w2s_train", "test"):
-        result = model.predict(teacher_probs(task, labels, split))
+        result = model.predict(probs[split])
         frame = pd.DataFrame(result.posterior, columns=prob_columns(task.num_classes))
         frame.insert(0, "example_id", task.splits[split]["example_id"].to_numpy())
         frame.insert(0, "split", split)
