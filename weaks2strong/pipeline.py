@@ -59,6 +59,20 @@ def prob_columns(k: int) -> list[str]:
     return [f"p_{c}" for c in range(k)]
 
 
+def split_frame(task: Task, split: str, probs: np.ndarray) -> pd.DataFrame:
+    """(split, example_id, p_0..p_{K-1}) rows in the split's order: the layout of every artifact table."""
+    frame = pd.DataFrame(probs, columns=prob_columns(task.num_classes))
+    frame.insert(0, "example_id", task.splits[split]["example_id"].to_numpy())
+    frame.insert(0, "split", split)
+    return frame
+
+
+def split_rows(artifact: Artifact, table: str, task: Task, split: str) -> pd.DataFrame:
+    """The rows of an artifact table for a split, in the split's order (the inverse of split_frame)."""
+    frame = artifact.table(table).query(f"split == '{split}'").set_index("example_id")
+    return frame.loc[task.splits[split]["example_id"]]
+
+
 def task_key(task: Task) -> str:
     return stable_hash(task.name, task.classes, task.prompt, task.verbalizers,
                        {s: frame_hash(df) for s, df in task.splits.items()})
@@ -82,10 +96,7 @@ def teach(task: Task, teachers_cfg: DictConfig, store: Store) -> dict[str, Artif
         for split in ("w2s_train", "test"):
             probs = check_proba(teacher.predict_proba(task, split), name, split,
                                 len(task.splits[split]), task.num_classes)
-            frame = pd.DataFrame(probs, columns=prob_columns(task.num_classes))
-            frame.insert(0, "example_id", task.splits[split]["example_id"].to_numpy())
-            frame.insert(0, "split", split)
-            rows.append(frame)
+            rows.append(split_frame(task, split, probs))
         seconds = time.perf_counter() - started
         with store.create("teach", key, {"task": task_key(task)},
                           {"teacher": name, **_slice(cfg, TEACHER_VOLATILE_KEYS)}) as tmp:
@@ -98,14 +109,7 @@ def teach(task: Task, teachers_cfg: DictConfig, store: Store) -> dict[str, Artif
 
 def teacher_probs(task: Task, labels: dict[str, Artifact], split: str) -> np.ndarray:
     """Stack the teachers' labels for a split into (N, T, K), in the split's row order."""
-    ids = task.splits[split]["example_id"]
-    cols = prob_columns(task.num_classes)
-    stacked = []
-    for artifact in labels.values():
-        table = artifact.table("labels")
-        table = table[table["split"] == split].set_index("example_id")
-        stacked.append(table.loc[ids, cols].to_numpy())
-    return np.stack(stacked, axis=1)  # (N, T, K)
+    return np.stack([split_probs(a, "labels", task, split) for a in labels.values()], axis=1)  # (N, T, K)
 
 
 # ---------------------------------------------------------------- aggregate
@@ -116,6 +120,8 @@ def aggregate(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfi
     if found:
         log.info("aggregate: reused (%s)", found.path)
         return found
+    weighting = aggregator_cfg.get("weighting", "none")
+    example_weights(np.ones(1), weighting)  # a bad aggregator.weighting fails before the fit, not after
     names = list(labels)
     probs = {split: teacher_probs(task, labels, split) for split in ("w2s_train", "test")}
     train = check_probs(probs["w2s_train"], names)
@@ -125,12 +131,10 @@ def aggregate(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfi
     frames, teachers_report = [], {}
     for split in ("w2s_train", "test"):
         result = model.predict(probs[split])
-        frame = pd.DataFrame(result.posterior, columns=prob_columns(task.num_classes))
-        frame.insert(0, "example_id", task.splits[split]["example_id"].to_numpy())
-        frame.insert(0, "split", split)
+        frame = split_frame(task, split, result.posterior)
         frame["confidence"] = result.confidence
         frame["difficulty"] = result.difficulty if result.difficulty is not None else np.nan
-        frame["weight"] = example_weights(result.confidence, aggregator_cfg.get("weighting", "none"))
+        frame["weight"] = example_weights(result.confidence, weighting)
         frames.append(frame)
         teachers_report = result.teachers or teachers_report
     with store.create("aggregate", key, {n: a.key for n, a in labels.items()}, _slice(aggregator_cfg)) as tmp:
@@ -171,8 +175,7 @@ def distill(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store,
     if targets is None:
         soft, weights = np.eye(k)[task.labels("w2s_train")], np.ones(len(task.splits["w2s_train"]))
     else:
-        table = targets.table("targets").query("split == 'w2s_train'").set_index("example_id")
-        table = table.loc[task.splits["w2s_train"]["example_id"]]
+        table = split_rows(targets, "targets", task, "w2s_train")
         soft, weights = table[prob_columns(k)].to_numpy(), table["weight"].to_numpy()
     started = time.perf_counter()
     with store.create(stage, key, {"task": task_key(task), "targets": source},
@@ -184,10 +187,7 @@ def distill(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store,
         frames = []
         for split in ("w2s_train", "test"):
             batches = trainer.predict(module, data.encode_for_predict(task.texts(split)))
-            frame = pd.DataFrame(torch.cat(batches).double().numpy(), columns=prob_columns(k))
-            frame.insert(0, "example_id", task.splits[split]["example_id"].to_numpy())
-            frame.insert(0, "split", split)
-            frames.append(frame)
+            frames.append(split_frame(task, split, torch.cat(batches).double().numpy()))
         write_table(tmp / "predictions.parquet", pd.concat(frames, ignore_index=True))
         if cfg.student.get("save_weights", True):
             save_file({n: t.contiguous() for n, t in module.state_dict().items()}, tmp / "model.safetensors")
@@ -237,8 +237,7 @@ def make_loggers(logger_cfg: DictConfig | None, prefix: str) -> list:
 
 
 def split_probs(artifact: Artifact, table: str, task: Task, split: str) -> np.ndarray:
-    frame = artifact.table(table).query(f"split == '{split}'").set_index("example_id")
-    return frame.loc[task.splits[split]["example_id"], prob_columns(task.num_classes)].to_numpy()
+    return split_rows(artifact, table, task, split)[prob_columns(task.num_classes)].to_numpy()
 
 
 # ---------------------------------------------------------------- evaluate
