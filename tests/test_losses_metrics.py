@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from weaks2strong.evaluate import classification_metrics, misfit, pgr
-from weaks2strong.student.losses import weighted_soft_cross_entropy
+from weaks2strong.models.losses import weighted_soft_cross_entropy
 
 
 def test_weighted_soft_cross_entropy_matches_hand_computation():

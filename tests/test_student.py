@@ -31,7 +31,7 @@ def test_tiny_student_fits_soft_targets_and_ignores_zero_weights(small_sst2, tmp
 
 
 def test_length_buckets_cover_every_row_once_and_depend_on_the_epoch():
-    from weaks2strong.student.data import LengthBucketBatches
+    from weaks2strong.models.batching import LengthBucketBatches
 
     lengths = list(np.random.default_rng(0).integers(1, 60, 203))
     sampler = LengthBucketBatches(lengths, batch_size=8, seed=1, pool=4)
@@ -42,3 +42,28 @@ def test_length_buckets_cover_every_row_once_and_depend_on_the_epoch():
     assert list(sampler) == first  # same epoch, same order
     sampler.set_epoch(1)
     assert list(sampler) != first
+
+
+def test_text_pairs_are_encoded_as_pairs_and_the_longer_member_is_truncated(tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("tiny-bert", tmp_path))
+    questions = ["is it raining", "does the sun set"]
+    passages = ["a very long passage " * 40, "short"]
+    data = TargetsDataModule(tokenizer, questions, np.eye(2), np.ones(2), questions, np.array([0, 1]),
+                             max_length=32, train_pairs=passages, val_pairs=passages)
+    long_row, short_row = data.train.encodings
+    assert len(long_row) == 32  # cut to max_length ...
+    question_ids = tokenizer(questions[0], add_special_tokens=False).input_ids
+    assert long_row[1 : 1 + len(question_ids)] == question_ids  # ... from the passage: the question survives
+    sep = tokenizer.sep_token_id
+    assert long_row.count(sep) == 2 and short_row.count(sep) == 2  # [CLS] q [SEP] passage [SEP]
+    assert short_row == tokenizer(questions[1], passages[1]).input_ids
+    loader = data.encode_for_predict(questions, passages)
+    assert next(iter(loader))["input_ids"].shape == (2, 32)
+
+
+def test_truncated_encoder_keeps_only_its_first_layers(tmp_path):
+    path = resolve_model("tiny-bert", tmp_path)
+    full = SoftTargetClassifier(path, num_classes=3)
+    cut = SoftTargetClassifier(path, num_classes=3, num_layers=1)
+    assert len(full.encoder.encoder.layer) == 2 and len(cut.encoder.encoder.layer) == 1
+    torch.testing.assert_close(cut.encoder.encoder.layer[0].state_dict(), full.encoder.encoder.layer[0].state_dict())

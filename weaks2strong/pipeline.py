@@ -186,7 +186,7 @@ def distill(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store,
         trainer.fit(module, datamodule=data, ckpt_path=checkpoint)
         frames = []
         for split in ("w2s_train", "test"):
-            batches = trainer.predict(module, data.encode_for_predict(task.texts(split)))
+            batches = trainer.predict(module, data.encode_for_predict(*task.encoder_inputs(split)))
             frames.append(split_frame(task, split, torch.cat(batches).double().numpy()))
         write_table(tmp / "predictions.parquet", pd.concat(frames, ignore_index=True))
         if cfg.student.get("save_weights", True):
@@ -220,9 +220,11 @@ def _build_student(task: Task, soft: np.ndarray, weights: np.ndarray, cfg: DictC
     path = resolve_model(cfg.student.encoder, cfg.paths.models_dir)
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.student.model.get("trust_remote_code", False))
     module = instantiate(cfg.student.model, encoder_path=path, num_classes=task.num_classes)
-    data = TargetsDataModule(tokenizer, task.texts("w2s_train"), soft, weights, task.texts("test"), task.labels("test"),
+    (train_texts, train_pairs), (test_texts, test_pairs) = task.encoder_inputs("w2s_train"), task.encoder_inputs("test")
+    data = TargetsDataModule(tokenizer, train_texts, soft, weights, test_texts, task.labels("test"),
                              max_length=cfg.student.max_length, batch_size=cfg.student.batch_size, seed=cfg.seed,
-                             bucket_by_length=cfg.student.get("bucket_by_length", True))
+                             bucket_by_length=cfg.student.get("bucket_by_length", True),
+                             train_pairs=train_pairs, val_pairs=test_pairs)
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints" / stage, save_last=True, save_top_k=0)
     trainer = instantiate(cfg.trainer, logger=make_loggers(cfg.get("logger"), stage), callbacks=[checkpoints],
                           default_root_dir=str(run_dir))

@@ -13,7 +13,8 @@ CHAT_TEMPLATE = (
 )
 
 
-def byte_tokenizer():
+def byte_tokenizer(encoder: bool = False):
+    """``encoder=True`` adds BERT's special-token template: ``<s> A </s>`` and ``<s> A </s> B </s>`` for pairs."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -23,6 +24,10 @@ def byte_tokenizer():
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     core.post_processor = processors.ByteLevel(trim_offsets=False)
+    if encoder:
+        core.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", pair="<s> $A </s> $B </s>",
+            special_tokens=[(t, SPECIALS.index(t)) for t in ("<s>", "</s>")])
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
                                   unk_token="<unk>", mask_token="<mask>", cls_token="<s>", sep_token="</s>")
     tok.chat_template = CHAT_TEMPLATE
@@ -34,7 +39,7 @@ def build_tiny(kind: str, out: Path, seed: int = 0) -> None:
     from transformers import AutoModel, AutoModelForCausalLM, BertConfig, LlamaConfig
 
     torch.manual_seed(seed)
-    tok = byte_tokenizer()
+    tok = byte_tokenizer(encoder=kind == "bert")
     if kind == "bert":
         config = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                             intermediate_size=64, max_position_embeddings=512, pad_token_id=tok.pad_token_id)

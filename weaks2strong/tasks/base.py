@@ -41,6 +41,11 @@ class Task:
             return (df["text"] + "\n" + df["text_pair"]).tolist()
         return df["text"].tolist()
 
+    def encoder_inputs(self, split: str) -> tuple[list[str], list[str] | None]:
+        """(texts, pairs) for an encoder's tokenizer: pairs is None on single-text tasks."""
+        df = self.splits[split]
+        return df["text"].tolist(), (df["text_pair"].tolist() if "text_pair" in df else None)
+
     def labels(self, split: str) -> np.ndarray:
         return self.splits[split]["label"].to_numpy(dtype=np.int64)
 

@@ -1,4 +1,5 @@
-"""The strong student: a pretrained encoder, mean pooling, a linear head, trained on soft targets."""
+"""A pretrained encoder, mean pooling and a linear head, trained on soft targets: the strong student,
+and (truncated to a few layers) the fine-tuned weak teacher."""
 from __future__ import annotations
 
 import pytorch_lightning as pl
@@ -6,7 +7,7 @@ import torch
 import torchmetrics
 from torch import nn
 
-from weaks2strong.student.losses import weighted_soft_cross_entropy
+from weaks2strong.models.losses import weighted_soft_cross_entropy
 
 
 class SoftTargetClassifier(pl.LightningModule):
@@ -14,15 +15,19 @@ class SoftTargetClassifier(pl.LightningModule):
 
     The same module trains the ceiling (one-hot gold targets, unit weights) and the student
     (aggregated soft targets, confidence weights), so the two differ only in their labels.
+    ``num_layers`` keeps only the encoder's first layers (the fine-tuned weak teacher).
     """
 
     def __init__(self, encoder_path: str, num_classes: int, lr: float = 5e-5, weight_decay: float = 0.01,
-                 warmup_ratio: float = 0.1, dropout: float = 0.1, trust_remote_code: bool = False):
+                 warmup_ratio: float = 0.1, dropout: float = 0.1, trust_remote_code: bool = False,
+                 num_layers: int | None = None):
         super().__init__()
         from transformers import AutoModel
 
         self.save_hyperparameters()
-        self.encoder = AutoModel.from_pretrained(encoder_path, trust_remote_code=trust_remote_code)
+        # num_layers keeps only the first layers: a weak teacher on purpose
+        extra = {"num_hidden_layers": num_layers} if num_layers else {}
+        self.encoder = AutoModel.from_pretrained(encoder_path, trust_remote_code=trust_remote_code, **extra)
         self.encoder.train()  # from_pretrained returns eval mode; fine-tuning wants dropout on
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.config.hidden_size, num_classes))
         task = "binary" if num_classes == 2 else "multiclass"

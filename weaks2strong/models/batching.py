@@ -1,4 +1,4 @@
-"""A LightningDataModule over (text, soft target, weight) rows, tokenized once, padded per batch."""
+"""A LightningDataModule over (text[, text pair], soft target, weight) rows, tokenized once, padded per batch."""
 from __future__ import annotations
 
 import numpy as np
@@ -54,29 +54,33 @@ class LengthBucketBatches(Sampler[list[int]]):
 class TargetsDataModule(pl.LightningDataModule):
     """Train rows carry soft targets (N, K) and weights (N,); eval rows carry gold labels.
 
-    ``predict_texts`` are scored by ``trainer.predict`` (the test split, and the training split
-    again to measure the student's misfit on its own targets).
+    Reading tasks pass ``*_pairs`` (the passage, the options): the tokenizer encodes each row as a
+    text pair (``[CLS] text [SEP] pair [SEP]``), truncating the longer member first.
+    ``encode_for_predict`` gives a loader for ``trainer.predict``.
     """
 
     def __init__(self, tokenizer, train_texts: list[str], train_targets: np.ndarray, train_weights: np.ndarray,
                  val_texts: list[str], val_labels: np.ndarray, max_length: int = 128, batch_size: int = 32,
-                 eval_batch_size: int = 128, seed: int = 0, num_workers: int = 0, bucket_by_length: bool = True):
+                 eval_batch_size: int = 128, seed: int = 0, num_workers: int = 0, bucket_by_length: bool = True,
+                 train_pairs: list[str] | None = None, val_pairs: list[str] | None = None):
         super().__init__()
         self.bucket_by_length = bucket_by_length
         self.tokenizer, self.max_length, self.seed, self.num_workers = tokenizer, max_length, seed, num_workers
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         k = train_targets.shape[1]
-        self.train = _Rows(self._encode(train_texts), train_targets.astype(np.float32),
+        self.train = _Rows(self._encode(train_texts, train_pairs), train_targets.astype(np.float32),
                            train_weights.astype(np.float32))
-        self.val = _Rows(self._encode(val_texts), np.eye(k, dtype=np.float32)[val_labels],
+        self.val = _Rows(self._encode(val_texts, val_pairs), np.eye(k, dtype=np.float32)[val_labels],
                          np.ones(len(val_texts), np.float32))
 
-    def _encode(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(list(texts), truncation=True, max_length=self.max_length).input_ids
+    def _encode(self, texts: list[str], pairs: list[str] | None = None) -> list[list[int]]:
+        pairs = list(pairs) if pairs is not None else None
+        return self.tokenizer(list(texts), pairs, truncation="longest_first", max_length=self.max_length).input_ids
 
-    def encode_for_predict(self, texts: list[str]) -> DataLoader:
+    def encode_for_predict(self, texts: list[str], pairs: list[str] | None = None) -> DataLoader:
         k = self.train.targets.shape[1]
-        rows = _Rows(self._encode(texts), np.zeros((len(texts), k), np.float32), np.ones(len(texts), np.float32))
+        rows = _Rows(self._encode(texts, pairs), np.zeros((len(texts), k), np.float32),
+                     np.ones(len(texts), np.float32))
         return self._loader(rows, shuffle=False, batch_size=self.eval_batch_size)
 
     def _collate(self, batch):
