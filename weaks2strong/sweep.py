@@ -1,7 +1,11 @@
-"""A Hydra callback that writes one summary table when a multirun ends.
+"""A Hydra callback that writes one summary when a multirun ends.
 
 Jobs are grouped by their overrides minus ``seed``, so ``-m aggregator=mean,bayes seed=0,1,2``
-gives one row per aggregator with mean ± std over the seeds.
+gives one row per aggregator with mean ± std over the seeds. ``sweep_summary.md`` holds the
+headline table and a per-group table of every teacher's test accuracy; ``sweep_summary.png`` draws
+teachers, aggregate, student and ceiling side by side for each group.
+
+Re-render a finished (or partly finished) sweep: ``python -m weaks2strong.sweep <sweep dir>``.
 """
 from __future__ import annotations
 
@@ -36,8 +40,62 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
         seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), "0")
         group = " ".join(o for o in overrides if not o.startswith("seed=")) or "(defaults)"
         metrics = json.loads(metrics_file.read_text())
-        rows.append({"group": group, "seed": seed, **{k: f(metrics) for k, f in COLUMNS.items()}})
+        teachers = {f"teacher:{name}": m["test"]["accuracy"] for name, m in metrics["teachers"].items()}
+        rows.append({"group": group, "seed": seed, **{k: f(metrics) for k, f in COLUMNS.items()}, **teachers})
     return pd.DataFrame(rows)
+
+
+def teacher_table(runs: pd.DataFrame) -> str:
+    """Per group: each teacher's mean test accuracy, then the aggregate, student and ceiling."""
+    lines = ["| group | teachers (test accuracy) | aggregate | student | ceiling | PGR vs best |",
+             "|---|---|---|---|---|---|"]
+    for group, part in runs.groupby("group", sort=False):
+        names = [c for c in part.columns if c.startswith("teacher:") and part[c].notna().any()]
+        cells = ", ".join(f"{c.split(':', 1)[1]} {part[c].mean():.3f}" for c in names)
+        lines.append(f"| {group} | {cells} | {part['aggregate'].mean():.3f} | {part['student'].mean():.3f} | "
+                     f"{part['ceiling'].mean():.3f} | {part['pgr_vs_best'].mean():.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_groups(runs: pd.DataFrame, path: Path) -> Path:
+    """Grouped bars: every teacher (grey), the aggregate, the student and the ceiling, per group."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys(runs["group"]))
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups) + 1, 3.6), sharey=True, squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        part = runs[runs["group"] == group]
+        names = [c for c in part.columns if c.startswith("teacher:") and part[c].notna().any()]
+        labels = [c.split(":", 1)[1] for c in names] + ["aggregate", "student", "ceiling"]
+        values = [part[c].mean() for c in names + ["aggregate", "student", "ceiling"]]
+        colors = ["0.7"] * len(names) + ["tab:blue", "tab:orange", "tab:green"]
+        ax.bar(range(len(values)), values, color=colors)
+        ax.set_xticks(range(len(values)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_title(group.replace("experiment=", ""), fontsize=9)
+        ax.set_ylim(0, 1)
+        for i, v in enumerate(values):
+            ax.text(i, v + 0.01, f"{v:.2f}", ha="center", fontsize=6)
+    axes[0][0].set_ylabel("test accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def write_summary(sweep_dir: Path) -> str | None:
+    runs = collect(sweep_dir)
+    if runs.empty:
+        log.warning("sweep summary: no finished job under %s", sweep_dir)
+        return None
+    runs.to_csv(sweep_dir / "sweep_runs.csv", index=False)
+    table = summarize(runs) + "\n" + teacher_table(runs)
+    (sweep_dir / "sweep_summary.md").write_text(table + "\n![per group](sweep_summary.png)\n")
+    plot_groups(runs, sweep_dir / "sweep_summary.png")
+    log.info("sweep summary (%d jobs) in %s\n%s", len(runs), sweep_dir / "sweep_summary.md", table)
+    return table
 
 
 def summarize(runs: pd.DataFrame) -> str:
@@ -50,12 +108,12 @@ def summarize(runs: pd.DataFrame) -> str:
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        runs = collect(sweep_dir)
-        if runs.empty:
-            log.warning("sweep summary: no finished job under %s", sweep_dir)
-            return
-        runs.to_csv(sweep_dir / "sweep_runs.csv", index=False)
-        table = summarize(runs)
-        (sweep_dir / "sweep_summary.md").write_text(table)
-        log.info("sweep summary (%d jobs) in %s\n%s", len(runs), sweep_dir / "sweep_summary.md", table)
+        write_summary(Path(config.hydra.sweep.dir))
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
+        sys.exit("usage: python -m weaks2strong.sweep <sweep dir>")
+    print(write_summary(Path(sys.argv[1])) or f"no finished job under {sys.argv[1]}")

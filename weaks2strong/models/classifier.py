@@ -22,12 +22,10 @@ class SoftTargetClassifier(pl.LightningModule):
                  warmup_ratio: float = 0.1, dropout: float = 0.1, trust_remote_code: bool = False,
                  num_layers: int | None = None):
         super().__init__()
-        from transformers import AutoModel
+        from weaks2strong.models.zoo import load_encoder
 
         self.save_hyperparameters()
-        # num_layers keeps only the first layers: a weak teacher on purpose
-        extra = {"num_hidden_layers": num_layers} if num_layers else {}
-        self.encoder = AutoModel.from_pretrained(encoder_path, trust_remote_code=trust_remote_code, **extra)
+        self.encoder = load_encoder(encoder_path, num_layers, trust_remote_code)
         self.encoder.train()  # from_pretrained returns eval mode; fine-tuning wants dropout on
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.config.hidden_size, num_classes))
         task = "binary" if num_classes == 2 else "multiclass"

@@ -146,3 +146,22 @@ def _concat(parts: list[Path], dest: Path) -> Path:
             with open(part, "rb") as src:
                 shutil.copyfileobj(src, fh, 1 << 22)
     return dest
+
+
+def load_encoder(path: str, num_layers: int | None = None, trust_remote_code: bool = False):
+    """``AutoModel.from_pretrained``, keeping only the first ``num_layers`` layers when asked.
+
+    The checkpoint's dropped layers are expected to go unused, so transformers' load report (a
+    table of every unused tensor) is silenced for a truncated load.
+    """
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    if not num_layers:
+        return AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code, num_hidden_layers=num_layers)
+    finally:
+        hf_logging.set_verbosity(previous)

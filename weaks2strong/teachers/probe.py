@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from weaks2strong.models import resolve_model
+from weaks2strong.models import load_encoder, resolve_model
 from weaks2strong.tasks import Task
 
 
@@ -26,12 +26,11 @@ class EncoderProbe:
 
     def _load(self):
         if self._encoder is None:
-            from transformers import AutoModel, AutoTokenizer
+            from transformers import AutoTokenizer
 
             path = resolve_model(self.model_name, self.models_dir)
-            extra = {"num_hidden_layers": self.num_layers} if self.num_layers else {}
             tok = AutoTokenizer.from_pretrained(path, trust_remote_code=self.trust_remote_code)
-            enc = AutoModel.from_pretrained(path, trust_remote_code=self.trust_remote_code, **extra)
+            enc = load_encoder(path, self.num_layers, self.trust_remote_code)
             self._encoder = (tok, enc.to(self.device).eval())
         return self._encoder
 
