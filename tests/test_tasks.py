@@ -90,3 +90,24 @@ def test_reading_tasks_carry_a_text_pair(mirror):
     # the three splits come from the one dev file, disjointly
     ids = [set(cosmos.splits[s]["example_id"]) for s in ("weak_train", "w2s_train", "test")]
     assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+
+
+def test_yaml_booleans_as_class_names_are_refused(mirror):
+    # `classes: [no, yes]` in YAML reads as [False, True]
+    with pytest.raises(TaskError, match=r"task.classes\[0\] is False \(bool\), not a string; quote it in YAML"):
+        load_task("boolq", sizes={"weak_train": 5, "w2s_train": 5, "test": 5}, mirror=str(mirror),
+                  classes=[False, True])
+
+
+@pytest.mark.parametrize("name", ["sst2", "imdb_small", "amazon_small", "boolq", "cosmosqa"])
+def test_shipped_task_configs_load_with_string_classes_and_verbalizers(mirror, name):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from weaks2strong.cli import CONFIG_DIR
+
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"task={name}", f"paths.data_mirror={mirror}"])
+    task = instantiate(cfg.task, _convert_="all")
+    assert all(isinstance(v, str) for v in task.classes + task.verbalizers)
+    assert len(task.verbalizers) == task.num_classes and len(task.prompts("test")) == cfg.task.sizes.test

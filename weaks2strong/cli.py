@@ -31,6 +31,9 @@ def headline(metrics: dict, name: str | None) -> float | None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from weaks2strong import pipeline
     from weaks2strong.errors import UserInputError
 
@@ -39,6 +42,8 @@ def main(cfg: DictConfig) -> float | None:
         metrics = pipeline.run(cfg)
     except UserInputError as err:
         print(f"w2s: error: {err}", file=sys.stderr)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the sweep records this job as failed and goes on to the next one
         sys.exit(2)
     return headline(metrics, cfg.get("optimized_metric"))
 

@@ -85,13 +85,22 @@ def plot_groups(runs: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def failures(sweep_dir: Path) -> list[str]:
+    """One line per failed job (``SweepSummary.on_job_end`` leaves a ``failed.txt`` in its folder)."""
+    return [f"{f.parent.name}: {f.read_text().strip()}" for f in sorted(sweep_dir.glob("*/failed.txt"))]
+
+
 def write_summary(sweep_dir: Path) -> str | None:
-    runs = collect(sweep_dir)
+    runs, failed = collect(sweep_dir), failures(sweep_dir)
+    for line in failed:
+        log.error("sweep: job %s", line)
     if runs.empty:
         log.warning("sweep summary: no finished job under %s", sweep_dir)
         return None
     runs.to_csv(sweep_dir / "sweep_runs.csv", index=False)
     table = summarize(runs) + "\n" + teacher_table(runs)
+    if failed:
+        table += "\nFailed jobs:\n" + "".join(f"- {line}\n" for line in failed)
     (sweep_dir / "sweep_summary.md").write_text(table + "\n![per group](sweep_summary.png)\n")
     plot_groups(runs, sweep_dir / "sweep_summary.png")
     log.info("sweep summary (%d jobs) in %s\n%s", len(runs), sweep_dir / "sweep_summary.md", table)
@@ -107,6 +116,17 @@ def summarize(runs: pd.DataFrame) -> str:
 
 
 class SweepSummary(Callback):
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        """A failed job leaves one line in its folder, so the summary can name it (the basic launcher
+        goes on to the next job, and its traceback scrolls away)."""
+        from hydra.core.utils import JobStatus
+
+        if job_return.status != JobStatus.FAILED or config.hydra.mode.name != "MULTIRUN":
+            return
+        error = job_return._return_value
+        line = " ".join(config.hydra.overrides.task) + f" -> {type(error).__name__}: {error}".splitlines()[0]
+        (Path(config.hydra.runtime.output_dir) / "failed.txt").write_text(line + "\n")
+
     def on_multirun_end(self, config, **kwargs) -> None:
         write_summary(Path(config.hydra.sweep.dir))
 

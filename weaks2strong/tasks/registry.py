@@ -95,6 +95,11 @@ def load_task(
     else:
         raise TaskError(f"unknown task '{name}' (task.name); known: {', '.join(sorted(TASKS))}, csv")
     classes = list(classes or SENTIMENT)
+    for key, values in (("classes", classes), ("verbalizers", verbalizers or [])):
+        for i, value in enumerate(values):
+            if not isinstance(value, str):
+                raise TaskError(f"task.{key}[{i}] is {value!r} ({type(value).__name__}), not a string; "
+                                f"quote it in YAML (a bare no/yes/on/off reads as a boolean)")
     if verbalizers is not None and len(verbalizers) != len(classes):
         raise TaskError(f"task.verbalizers has {len(verbalizers)} entries for {len(classes)} classes")
     splits = draw_splits(pools, sizes, split_seed, where)
