@@ -43,3 +43,16 @@ def test_classification_metrics_scores_abstentions_as_guesses():
     assert m["accuracy_where_answered"] == pytest.approx(2 / 3)
     assert m["accuracy"] == pytest.approx(0.5)  # the uniform row is a tie -> class 0 under threshold 0.5
     assert 0.0 <= m["auroc"] <= 1.0
+
+
+def test_ddp_normaliser_makes_the_mean_of_rank_losses_the_global_loss():
+    g = torch.Generator().manual_seed(0)
+    logits, targets = torch.randn(10, 3, generator=g), torch.rand(10, 3, generator=g).softmax(-1)
+    weights = torch.rand(10, generator=g)
+    whole = weighted_soft_cross_entropy(logits, targets, weights)
+    shards = [slice(0, 4), slice(4, 10)]  # uneven weight sums per rank
+    normalizer = sum(weights[s].sum() for s in shards) / len(shards)
+    per_rank = [weighted_soft_cross_entropy(logits[s], targets[s], weights[s], normalizer) for s in shards]
+    torch.testing.assert_close(sum(per_rank) / len(shards), whole)  # what DDP's gradient averaging sees
+    naive = sum(weighted_soft_cross_entropy(logits[s], targets[s], weights[s]) for s in shards) / len(shards)
+    assert abs(naive - whole) > 1e-3  # without it, ranks with little weight would count too much

@@ -67,3 +67,17 @@ def test_truncated_encoder_keeps_only_its_first_layers(tmp_path):
     cut = SoftTargetClassifier(path, num_classes=3, num_layers=1)
     assert len(full.encoder.encoder.layer) == 2 and len(cut.encoder.encoder.layer) == 1
     torch.testing.assert_close(cut.encoder.encoder.layer[0].state_dict(), full.encoder.encoder.layer[0].state_dict())
+
+
+def test_length_buckets_split_each_global_batch_between_ddp_ranks():
+    from weaks2strong.models.batching import LengthBucketBatches
+
+    lengths = list(np.random.default_rng(0).integers(1, 60, 101))
+    single = list(LengthBucketBatches(lengths, batch_size=8, seed=3, pool=4))
+    ranks = [LengthBucketBatches(lengths, batch_size=4, seed=3, pool=4, num_replicas=2, rank=r) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == len(single) == 13  # every rank takes the same number of steps
+    steps = list(zip(*ranks))
+    assert [a + b for a, b in steps] == single  # 2 ranks x 4 rows == one process with 8 rows per batch
+    assert all(len(a) == len(b) == 4 for a, b in steps[:-1] if len(a + b) == 8)
+    tiny = [LengthBucketBatches([5], batch_size=4, seed=0, num_replicas=2, rank=r) for r in (0, 1)]
+    assert [list(t) for t in tiny] == [[[0]], [[0]]]  # fewer rows than ranks: padded, nobody waits forever

@@ -19,6 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
+from weaks2strong import distributed
 from weaks2strong.aggregate.base import check_probs
 from weaks2strong.artifacts import Artifact, Store, frame_hash, stable_hash, write_json, write_table, write_text
 from weaks2strong.errors import UserInputError
@@ -80,11 +81,14 @@ def task_key(task: Task) -> str:
 
 # ---------------------------------------------------------------- teach
 def teach(task: Task, teachers_cfg: DictConfig, store: Store) -> dict[str, Artifact]:
-    """Fit each teacher on weak_train; label w2s_train and test. One artifact per teacher."""
+    """Fit each teacher on weak_train; label w2s_train and test. One artifact per teacher.
+
+    In a launched multi-process run each rank labels its shard of the rows; rank 0 gathers, checks
+    and writes."""
     out = {}
     for name, cfg in teachers_cfg.items():
         key = stable_hash(task_key(task), name, _slice(cfg, TEACHER_VOLATILE_KEYS))
-        found = store.find("teach", key)
+        found = _agreed_find(store, "teach", key)
         if found:
             log.info("teach: %s reused (%s)", name, found.path)
             out[name] = found
@@ -92,19 +96,56 @@ def teach(task: Task, teachers_cfg: DictConfig, store: Store) -> dict[str, Artif
         teacher = build(cfg, f"teachers.{name}")
         started = time.perf_counter()
         teacher.fit(task)
-        rows = []
-        for split in ("w2s_train", "test"):
-            probs = check_proba(teacher.predict_proba(task, split), name, split,
-                                len(task.splits[split]), task.num_classes)
-            rows.append(split_frame(task, split, probs))
+        mine = task.shard(distributed.rank(), distributed.world_size()) if distributed.grouped() else task
+        shards = distributed.gather({split: teacher.predict_proba(mine, split) for split in ("w2s_train", "test")})
         seconds = time.perf_counter() - started
-        with store.create("teach", key, {"task": task_key(task)},
-                          {"teacher": name, **_slice(cfg, TEACHER_VOLATILE_KEYS)}) as tmp:
-            write_table(tmp / "labels.parquet", pd.concat(rows, ignore_index=True))
-            write_json(tmp / "timing.json", {"seconds": seconds})
+
+        def write(name=name, cfg=cfg, key=key, shards=shards, seconds=seconds):
+            rows = []
+            for split in ("w2s_train", "test"):
+                probs = _unshard([shard[split] for shard in shards])
+                probs = check_proba(probs, name, split, len(task.splits[split]), task.num_classes)
+                rows.append(split_frame(task, split, probs))
+            with store.create("teach", key, {"task": task_key(task)},
+                              {"teacher": name, **_slice(cfg, TEACHER_VOLATILE_KEYS)}) as tmp:
+                write_table(tmp / "labels.parquet", pd.concat(rows, ignore_index=True))
+                write_json(tmp / "timing.json", {"seconds": seconds, "ranks": len(shards)})
+            log.info("teach: %s labelled %d examples in %.1f s on %d rank(s)", name, sum(len(r) for r in rows),
+                     seconds, len(shards))
+
+        _on_main(write)
         out[name] = store.find("teach", key)
-        log.info("teach: %s labelled %d examples in %.1f s", name, sum(len(r) for r in rows), seconds)
     return out
+
+
+def _unshard(parts: list[np.ndarray]) -> np.ndarray:
+    """Undo ``Task.shard``: rank r labelled rows r, r+W, r+2W, ..."""
+    out = np.empty((sum(len(p) for p in parts), parts[0].shape[1]))
+    for r, part in enumerate(parts):
+        out[r :: len(parts)] = part
+    return out
+
+
+def _agreed_find(store: Store, stage: str, key: str) -> Artifact | None:
+    """The finished artifact, if any; every rank goes by rank 0's answer, so none skips a stage the
+    others compute."""
+    return store.find(stage, key) if distributed.broadcast(store.find(stage, key) is not None) else None
+
+
+def _on_main(work) -> None:
+    """Run ``work`` (which writes an artifact) on rank 0 only; the other ranks wait for it, and fail
+    with it if it fails."""
+    error = None
+    if distributed.is_main():
+        try:
+            work()
+        except Exception as err:  # noqa: BLE001 - re-raised below, after the other ranks hear of it
+            error = err
+    message = distributed.broadcast(None if error is None else str(error))
+    if error is not None:
+        raise error
+    if message is not None:
+        raise UserInputError(f"(rank {distributed.rank()}) rank 0 failed: {message}")
 
 
 def teacher_probs(task: Task, labels: dict[str, Artifact], split: str) -> np.ndarray:
@@ -116,10 +157,16 @@ def teacher_probs(task: Task, labels: dict[str, Artifact], split: str) -> np.nda
 def aggregate(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfig, store: Store) -> Artifact:
     """Fit the aggregator on w2s_train's teacher labels; write soft targets, confidences and weights."""
     key = stable_hash([a.key for a in labels.values()], _slice(aggregator_cfg))
-    found = store.find("aggregate", key)
+    found = _agreed_find(store, "aggregate", key)
     if found:
         log.info("aggregate: reused (%s)", found.path)
         return found
+    _on_main(lambda: _fit_aggregator(task, labels, aggregator_cfg, store, key))
+    return store.find("aggregate", key)
+
+
+def _fit_aggregator(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfig, store: Store,
+                    key: str) -> None:
     weighting = aggregator_cfg.get("weighting", "none")
     example_weights(np.ones(1), weighting)  # a bad aggregator.weighting fails before the fit, not after
     names = list(labels)
@@ -142,7 +189,6 @@ def aggregate(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfi
         write_json(tmp / "teachers.json", teachers_report)
         write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started})
     log.info("aggregate: %s fitted in %.1f s", type(model).__name__, time.perf_counter() - started)
-    return store.find("aggregate", key)
 
 
 def example_weights(confidence: np.ndarray, weighting: str) -> np.ndarray:
@@ -167,7 +213,7 @@ def distill(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store,
     labels (the ceiling). Writes test and w2s_train predictions and, optionally, the weights."""
     source = targets.key if targets is not None else "gold"
     key = stable_hash(task_key(task), source, _slice(cfg.student), _slice(cfg.trainer), cfg.seed)
-    found = store.find(stage, key)
+    found = _agreed_find(store, stage, key)
     if found:
         log.info("%s: reused (%s)", stage, found.path)
         return found
@@ -178,28 +224,35 @@ def distill(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store,
         table = split_rows(targets, "targets", task, "w2s_train")
         soft, weights = table[prob_columns(k)].to_numpy(), table["weight"].to_numpy()
     started = time.perf_counter()
-    with store.create(stage, key, {"task": task_key(task), "targets": source},
-                      {"student": _slice(cfg.student), "trainer": _slice(cfg.trainer), "seed": cfg.seed}) as tmp:
-        module, trainer, data = _build_student(task, soft, weights, cfg, run_dir, stage)
-        resume = store.root / stage / f".{key}.resume.json"  # names the checkpoint an interrupted try left
-        checkpoint = _resume_from(resume, run_dir / "checkpoints" / stage / "last.ckpt")
-        trainer.fit(module, datamodule=data, ckpt_path=checkpoint)
-        frames = []
-        for split in ("w2s_train", "test"):
-            batches = trainer.predict(module, data.encode_for_predict(*task.encoder_inputs(split)))
-            frames.append(split_frame(task, split, torch.cat(batches).double().numpy()))
-        write_table(tmp / "predictions.parquet", pd.concat(frames, ignore_index=True))
-        if cfg.student.get("save_weights", True):
-            save_file({n: t.contiguous() for n, t in module.state_dict().items()}, tmp / "model.safetensors")
-        write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started})
-    resume.unlink(missing_ok=True)
-    log.info("%s: trained in %.1f s", stage, time.perf_counter() - started)
+    module, trainer, data = _build_student(task, soft, weights, cfg, run_dir, stage)
+    resume = store.root / stage / f".{key}.resume.json"  # names the checkpoint an interrupted try left
+    checkpoint = distributed.broadcast(_resume_from(resume, run_dir / "checkpoints" / stage / "last.ckpt"))
+    trainer.fit(module, datamodule=data, ckpt_path=checkpoint)
+    # every rank predicts every row (the loaders are not sharded); rank 0 writes
+    predictions = {split: torch.cat(trainer.predict(module, data.encode_for_predict(*task.encoder_inputs(split))))
+                   for split in ("w2s_train", "test")}
+
+    def write():
+        with store.create(stage, key, {"task": task_key(task), "targets": source},
+                          {"student": _slice(cfg.student), "trainer": _slice(cfg.trainer), "seed": cfg.seed}) as tmp:
+            frames = [split_frame(task, split, p.double().numpy()) for split, p in predictions.items()]
+            write_table(tmp / "predictions.parquet", pd.concat(frames, ignore_index=True))
+            if cfg.student.get("save_weights", True):
+                save_file({n: t.contiguous() for n, t in module.state_dict().items()}, tmp / "model.safetensors")
+            write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started,
+                                             "world_size": trainer.world_size})
+        resume.unlink(missing_ok=True)
+        log.info("%s: trained in %.1f s", stage, time.perf_counter() - started)
+
+    _on_main(write)
     return store.find(stage, key)
 
 
 def _resume_from(pointer: Path, ours: Path) -> str | None:
     """Continue an interrupted try of this stage: ``pointer`` names the last checkpoint the try
     left (in its own run dir); it is copied into ours and training resumes from it."""
+    if not distributed.is_main():
+        return None  # rank 0 decides, and broadcasts its answer
     previous = Path(json.loads(pointer.read_text())["last"]) if pointer.is_file() else None
     if previous is not None and previous.is_file() and previous != ours:
         ours.parent.mkdir(parents=True, exist_ok=True)
@@ -226,8 +279,9 @@ def _build_student(task: Task, soft: np.ndarray, weights: np.ndarray, cfg: DictC
                              bucket_by_length=cfg.student.get("bucket_by_length", True),
                              train_pairs=train_pairs, val_pairs=test_pairs)
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints" / stage, save_last=True, save_top_k=0)
+    # our batch sampler shards itself across ranks, and every rank predicts every row
     trainer = instantiate(cfg.trainer, logger=make_loggers(cfg.get("logger"), stage), callbacks=[checkpoints],
-                          default_root_dir=str(run_dir))
+                          default_root_dir=str(run_dir), use_distributed_sampler=False)
     return module, trainer, data
 
 
@@ -295,8 +349,10 @@ def make_plots(task: Task, targets: Artifact, run_dir: Path) -> list[str]:
 
 
 # ---------------------------------------------------------------- the whole run
-def run(cfg: DictConfig) -> dict:
-    run_dir = Path(cfg.paths.output_dir)
+def run(cfg: DictConfig) -> dict | None:
+    """The whole run. Returns the metrics on rank 0, None on the other ranks of a multi-process run."""
+    distributed.init_process_group()
+    run_dir = Path(distributed.broadcast(str(Path(cfg.paths.output_dir).resolve())))  # rank 0's run dir
     store = Store(cfg.paths.cache_dir)
     task: Task = build(cfg.task, "task", _convert_="all")
     log.info("task %s: %s", task.name, {s: len(df) for s, df in task.splits.items()})
@@ -304,6 +360,8 @@ def run(cfg: DictConfig) -> dict:
     targets = aggregate(task, labels, cfg.aggregator, store)
     ceiling = distill(task, None, cfg, store, run_dir, stage="ceiling")
     student = distill(task, targets, cfg, store, run_dir, stage="student")
+    if not distributed.is_main():
+        return None
     metrics = evaluate(task, labels, targets, ceiling, student, run_dir)
     for logger in make_loggers(cfg.get("logger"), "eval"):
         logger.log_metrics(flat_metrics(metrics))

@@ -33,13 +33,17 @@ COLUMNS = {
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
-    """One row per finished job: its overrides (minus seed), seed, and the headline numbers."""
-    rows = []
+    """One row per finished job: the overrides that vary across the sweep (minus seed), the seed,
+    and the headline numbers."""
+    jobs = []
     for metrics_file in sorted(sweep_dir.glob("*/metrics.json")):
         overrides = yaml.safe_load((metrics_file.parent / ".hydra" / "overrides.yaml").read_text()) or []
+        jobs.append((overrides, json.loads(metrics_file.read_text())))
+    shared = set.intersection(*(set(o) for o, _ in jobs)) if len(jobs) > 1 else set()
+    rows = []
+    for overrides, metrics in jobs:
         seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), "0")
-        group = " ".join(o for o in overrides if not o.startswith("seed=")) or "(defaults)"
-        metrics = json.loads(metrics_file.read_text())
+        group = " ".join(o for o in overrides if not o.startswith("seed=") and o not in shared) or "(defaults)"
         teachers = {f"teacher:{name}": m["test"]["accuracy"] for name, m in metrics["teachers"].items()}
         rows.append({"group": group, "seed": seed, **{k: f(metrics) for k, f in COLUMNS.items()}, **teachers})
     return pd.DataFrame(rows)

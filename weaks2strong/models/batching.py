@@ -25,10 +25,15 @@ class LengthBucketBatches(Sampler[list[int]]):
     shuffle the batches. Deterministic in (seed, epoch), like DistributedSampler: the trainer calls
     ``set_epoch``, so a run resumed from a checkpoint sees the same order. The ``group_by_length``
     idea of HF Trainer.
+
+    Under DDP each global batch of ``batch_size * num_replicas`` rows is split between the ranks,
+    so N ranks with ``batch_size`` B see exactly the batches one process with batch size N·B sees.
     """
 
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, pool: int = 50):
+    def __init__(self, lengths: list[int], batch_size: int, seed: int, pool: int = 50, num_replicas: int = 1,
+                 rank: int = 0, by_length: bool = True):
         self.lengths, self.batch_size, self.seed, self.pool = np.asarray(lengths), batch_size, seed, pool
+        self.num_replicas, self.rank, self.by_length = num_replicas, rank, by_length
         self.epoch = 0
         self.sampler = self  # Lightning calls set_epoch on ``batch_sampler.sampler``
 
@@ -38,17 +43,21 @@ class LengthBucketBatches(Sampler[list[int]]):
     def __iter__(self):
         rng = np.random.default_rng((self.seed, self.epoch))
         order = rng.permutation(len(self.lengths))
-        span = self.batch_size * self.pool
+        size = self.batch_size * self.num_replicas
         batches = []
-        for start in range(0, len(order), span):
-            chunk = order[start : start + span]
-            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
-            batches += [chunk[i : i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
+        for start in range(0, len(order), size * self.pool):
+            chunk = order[start : start + size * self.pool]
+            if self.by_length:
+                chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + size] for i in range(0, len(chunk), size)]
         for b in rng.permutation(len(batches)):
-            yield batches[b]
+            rows = batches[b]
+            if len(rows) < self.num_replicas:  # every rank needs a batch: repeat rows, as DistributedSampler pads
+                rows = np.resize(rows, self.num_replicas)
+            yield np.array_split(rows, self.num_replicas)[self.rank].tolist()
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        return -(-len(self.lengths) // (self.batch_size * self.num_replicas))
 
 
 class TargetsDataModule(pl.LightningDataModule):
@@ -100,9 +109,12 @@ class TargetsDataModule(pl.LightningDataModule):
                           num_workers=self.num_workers, generator=generator)
 
     def train_dataloader(self) -> DataLoader:
-        if not self.bucket_by_length:
+        # the batch sampler shards itself across DDP ranks (the trainer runs with use_distributed_sampler=False)
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        if not self.bucket_by_length and world == 1:
             return self._loader(self.train, shuffle=True, batch_size=self.batch_size)
-        sampler = LengthBucketBatches([len(e) for e in self.train.encodings], self.batch_size, self.seed)
+        sampler = LengthBucketBatches([len(e) for e in self.train.encodings], self.batch_size, self.seed,
+                                      num_replicas=world, rank=rank, by_length=self.bucket_by_length)
         return DataLoader(self.train, batch_sampler=sampler, collate_fn=self._collate, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:

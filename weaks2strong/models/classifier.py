@@ -15,17 +15,20 @@ class SoftTargetClassifier(pl.LightningModule):
 
     The same module trains the ceiling (one-hot gold targets, unit weights) and the student
     (aggregated soft targets, confidence weights), so the two differ only in their labels.
-    ``num_layers`` keeps only the encoder's first layers (the fine-tuned weak teacher).
+    ``num_layers`` keeps only the encoder's first layers (the fine-tuned weak teacher);
+    ``encoder_dropout`` overrides the encoder's own dropout (None keeps the checkpoint's).
     """
 
     def __init__(self, encoder_path: str, num_classes: int, lr: float = 5e-5, weight_decay: float = 0.01,
                  warmup_ratio: float = 0.1, dropout: float = 0.1, trust_remote_code: bool = False,
-                 num_layers: int | None = None):
+                 num_layers: int | None = None, encoder_dropout: float | None = None):
         super().__init__()
         from weaks2strong.models.zoo import load_encoder
 
         self.save_hyperparameters()
-        self.encoder = load_encoder(encoder_path, num_layers, trust_remote_code)
+        self.encoder = load_encoder(encoder_path, num_layers, trust_remote_code, dropout=encoder_dropout)
+        if getattr(self.encoder, "pooler", None) is not None:
+            self.encoder.pooler = None  # we mean-pool; an unused pooler would stall DDP's gradient sync
         self.encoder.train()  # from_pretrained returns eval mode; fine-tuning wants dropout on
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.config.hidden_size, num_classes))
         task = "binary" if num_classes == 2 else "multiclass"
@@ -41,7 +44,11 @@ class SoftTargetClassifier(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         logits = self(batch["input_ids"], batch["attention_mask"])
-        loss = weighted_soft_cross_entropy(logits, batch["targets"], batch["weights"])
+        weights = batch["weights"]
+        normalizer = None
+        if self.trainer.world_size > 1:  # DDP averages gradients over ranks: normalise by the global weight
+            normalizer = self.trainer.strategy.reduce(weights.sum(), reduce_op="sum") / self.trainer.world_size
+        loss = weighted_soft_cross_entropy(logits, batch["targets"], weights, normalizer)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
         return loss
 

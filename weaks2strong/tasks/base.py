@@ -7,6 +7,7 @@ tasks) and ``label`` (an int class id).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +46,12 @@ class Task:
         """(texts, pairs) for an encoder's tokenizer: pairs is None on single-text tasks."""
         df = self.splits[split]
         return df["text"].tolist(), (df["text_pair"].tolist() if "text_pair" in df else None)
+
+    def shard(self, index: int, count: int) -> Task:
+        """Rows ``index::count`` of w2s_train and test (weak_train whole): one rank's labelling share."""
+        splits = {s: df if s == "weak_train" else df.iloc[index::count].reset_index(drop=True)
+                  for s, df in self.splits.items()}
+        return dataclasses.replace(self, splits=splits)
 
     def labels(self, split: str) -> np.ndarray:
         return self.splits[split]["label"].to_numpy(dtype=np.int64)

@@ -1,0 +1,112 @@
+"""Ranks in a multi-process run: who labels which rows and who writes artifacts.
+
+Two ways a run becomes multi-process:
+
+- **launched**: an external launcher starts every process (``torchrun``, or ``srun`` / the
+  submitit launcher with one task per device). Each runs the whole pipeline from the start, so the
+  process group is made here, before teaching: teachers label one shard each, rank 0 gathers and
+  writes, and Lightning's DDP later reuses the same group.
+- **Lightning's relaunch**: one ``w2s`` with ``trainer.devices=N``. Lightning starts the other
+  ranks at the first ``fit``; they rerun the script, find every earlier stage already written by
+  rank 0, and join training. Labelling then runs on rank 0 alone.
+
+In both, only rank 0 writes artifacts and reports.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+def launched() -> bool:
+    """True when an external launcher started this process as one of several."""
+    if os.environ.get("RANK") is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return True  # torchrun
+    return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
+
+
+def rank() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):  # LOCAL_RANK: a child Lightning started
+        if os.environ.get(name) is not None and (name != "SLURM_PROCID" or launched()):
+            return int(os.environ[name])
+    return 0
+
+
+def world_size() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE") or (os.environ.get("SLURM_NTASKS") if launched() else None) or 1)
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_process_group() -> bool:
+    """Join the launcher's process group (once). CPU objects travel over gloo and CUDA tensors over
+    NCCL, so Lightning's DDP can train in the same group. Returns whether a group exists."""
+    if not launched():
+        return dist.is_available() and dist.is_initialized()
+    if not dist.is_initialized():
+        if "MASTER_ADDR" not in os.environ:  # srun gives no rendezvous address; Lightning knows how
+            from lightning_fabric.plugins.environments import SLURMEnvironment
+
+            slurm = SLURMEnvironment()
+            os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = slurm.main_address, str(slurm.main_port)
+        os.environ.setdefault("RANK", str(rank()))
+        os.environ.setdefault("WORLD_SIZE", str(world_size()))
+        os.environ.setdefault("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return True
+
+
+def grouped() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@functools.cache
+def _objects():
+    """A gloo group for Python objects, whatever backend the training group uses."""
+    return dist.new_group(backend="gloo")
+
+
+def barrier() -> None:
+    if grouped():
+        dist.barrier(group=_objects())
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (unchanged without a group)."""
+    if not grouped():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, group=_objects())
+    return box[0]
+
+
+def gather(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj``, in rank order, on rank 0; None elsewhere."""
+    if not grouped():
+        return [obj]
+    out = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, out, dst=0, group=_objects())
+    return out
+
+
+def release_lightning_ranks() -> None:
+    """After a multirun job that Lightning ran on several processes: its child ranks have exited,
+    so drop the group and the variables Lightning left, and the next job's ``fit`` starts new ones."""
+    if launched():
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _objects.cache_clear()
+    for name in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        os.environ.pop(name, None)
