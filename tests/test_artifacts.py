@@ -38,3 +38,43 @@ def test_a_folder_whose_manifest_names_another_key_is_not_trusted(tmp_path):
     assert store.find("teach", "k3") is None
     (tmp_path / "teach" / "k3" / "manifest.json").write_text("{truncated")
     assert store.find("teach", "k3") is None
+
+
+def _compute_once(root, log_path, delay):
+    """One 'job': claim the stage, compute it (slowly) unless someone already has, and say which."""
+    import time as _time
+
+    store = Store(root)
+    with store.claim("teach", "k") as found:
+        if found is None:
+            _time.sleep(delay)
+            with store.create("teach", "k", {}, {}) as tmp:
+                (tmp / "labels.json").write_text("{}")
+            outcome = "computed"
+        else:
+            outcome = "reused"
+    with open(log_path, "a") as fh:
+        fh.write(outcome + "\n")
+
+
+def test_concurrent_jobs_compute_a_shared_stage_once(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    jobs = [ctx.Process(target=_compute_once, args=(tmp_path / "store", tmp_path / "log", 1.0)) for _ in range(3)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(60)
+    assert sorted((tmp_path / "log").read_text().split()) == ["computed", "reused", "reused"]
+
+
+def test_a_late_writer_keeps_the_published_artifact(tmp_path):
+    store = Store(tmp_path)
+    with store.create("teach", "k", {}, {"who": "first"}) as tmp:
+        (tmp / "x.json").write_text("1")
+    with store.create("teach", "k", {}, {"who": "second"}) as tmp:  # a concurrent duplicate finishing later
+        (tmp / "x.json").write_text("2")
+    found = store.find("teach", "k")
+    assert found.manifest["config"] == {"who": "first"} and (found.path / "x.json").read_text() == "1"
+    assert [p.name for p in (tmp_path / "teach").iterdir()] == ["k"]  # the duplicate's scratch is gone

@@ -7,9 +7,11 @@ Tables are parquet, small records JSON, tensors safetensors; never pickle.
 """
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -23,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 def stable_hash(*parts: Any) -> str:
@@ -84,6 +87,26 @@ class Store:
         return Artifact(stage, key, path)
 
     @contextmanager
+    def claim(self, stage: str, key: str) -> Iterator[Artifact | None]:
+        """Hold the lock of (stage, key) and yield the artifact if it is already done.
+
+        Two processes about to compute the same artifact (parallel sweep jobs sharing teachers)
+        take turns: the second waits, then finds the first one's result instead of recomputing it.
+        """
+        folder = self.root / stage
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f".{key}.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("%s %s: another process is computing it; waiting", stage, key)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield self.find(stage, key)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextmanager
     def create(self, stage: str, key: str, inputs: dict[str, str], config: Any) -> Iterator[Path]:
         """Yield a scratch folder; on clean exit it becomes the artifact, on error it is removed."""
         final = self.root / stage / key
@@ -95,7 +118,9 @@ class Store:
                 "schema": SCHEMA_VERSION, "stage": stage, "key": key, "inputs": inputs,
                 "config": config, "versions": _versions(), "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             })
-            if final.exists():  # an older, untrusted (or concurrent) copy: replace it
+            if self.find(stage, key) is not None:
+                return  # a concurrent process published it first; readers may hold it, keep theirs
+            if final.exists():  # an untrusted leftover (no manifest, or an old schema): replace it
                 shutil.rmtree(final, ignore_errors=True)
             os.rename(scratch, final)
         finally:

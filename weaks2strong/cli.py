@@ -4,19 +4,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+from weaks2strong.checks import check_command_line, find_secret
+from weaks2strong.launch import pin_lightning_children_to_this_job, quiet_other_ranks
+from weaks2strong.resolvers import CONFIG_DIR, register_resolvers
+
 log = logging.getLogger("weaks2strong")
-
-
-def _register_resolvers() -> None:
-    if not OmegaConf.has_resolver("w2s.root"):
-        # the checkout holding conf/, so data/ and runs/ land beside it wherever w2s is called from
-        OmegaConf.register_new_resolver("w2s.root", lambda: str(Path(CONFIG_DIR).parent))
 
 
 def headline(metrics: dict | None, name: str | None) -> float | None:
@@ -39,8 +35,13 @@ def main(cfg: DictConfig) -> float | None:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    secret = find_secret(cfg)
+    if secret:
+        print(f"w2s: error: config key '{secret}' looks like a secret; pass it through the environment "
+              f"(e.g. WANDB_API_KEY) instead. The copy of the config in the run dir was redacted.", file=sys.stderr)
+        sys.exit(2)
     if multirun:
-        _pin_lightning_children_to_this_job()
+        pin_lightning_children_to_this_job()
     try:
         metrics = pipeline.run(cfg)
     except UserInputError as err:
@@ -55,43 +56,18 @@ def main(cfg: DictConfig) -> float | None:
     return headline(metrics, cfg.get("optimized_metric"))
 
 
-def _pin_lightning_children_to_this_job() -> None:
-    """The Hydra + DDP pitfall, multirun side. Lightning starts DDP ranks 1..N-1 by rerunning
-    ``sys.argv`` with ``hydra.run.dir`` set to the run dir; in a multirun that argv is the whole
-    sweep (``-m``) and the run dir is not this job's folder, so each child would start the sweep
-    again elsewhere. Make the argv this one job's overrides and the run dir this job's folder."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict, read_write
-
-    hydra_cfg = HydraConfig.get()
-    flags = [a for a in sys.argv[1:] if a.startswith("-") and "=" in a or a.startswith("--config")]
-    sys.argv = [sys.argv[0], *flags, *hydra_cfg.overrides.task]
-    with read_write(hydra_cfg), open_dict(hydra_cfg):
-        hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
-
-
-def _quiet_other_ranks() -> None:
-    """The Hydra + DDP pitfall, launcher side: under torchrun or srun every rank runs Hydra and would
-    make its own timestamped run dir with a copy of the config. Ranks > 0 write no config and log to
-    ``rank<r>.log``, in ``runs/.ranks/`` unless a run dir is given; rank 0's run dir is the run's
-    (the pipeline broadcasts it)."""
-    from weaks2strong import distributed
-
-    if not distributed.launched() or distributed.rank() == 0:
-        return
-    r = distributed.rank()
-    sys.argv += ["hydra.output_subdir=null", f"hydra.job.name=rank{r}"]
-    if not any(a.startswith("hydra.run.dir=") for a in sys.argv):
-        sys.argv.append("hydra.run.dir=${paths.runs_dir}/.ranks")
-
-
 def entry() -> None:
     """The ``w2s`` console script."""
-    _quiet_other_ranks()
+    if not any(a in ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help") for a in sys.argv[1:]):
+        problem = check_command_line(sys.argv[1:])
+        if problem:
+            print(f"w2s: error: {problem}", file=sys.stderr)
+            sys.exit(2)
+    quiet_other_ranks()
     main()
 
 
-_register_resolvers()
+register_resolvers()
 
 if __name__ == "__main__":
     entry()

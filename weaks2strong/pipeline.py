@@ -10,6 +10,9 @@ import json
 import logging
 import shutil
 import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -85,37 +88,44 @@ def teach(task: Task, teachers_cfg: DictConfig, store: Store) -> dict[str, Artif
 
     In a launched multi-process run each rank labels its shard of the rows; rank 0 gathers, checks
     and writes."""
+    if not teachers_cfg:
+        raise UserInputError("teachers: no teacher configured; pick an ensemble, e.g. teachers=sentiment")
     out = {}
     for name, cfg in teachers_cfg.items():
         key = stable_hash(task_key(task), name, _slice(cfg, TEACHER_VOLATILE_KEYS))
-        found = _agreed_find(store, "teach", key)
-        if found:
-            log.info("teach: %s reused (%s)", name, found.path)
-            out[name] = found
-            continue
-        teacher = build(cfg, f"teachers.{name}")
-        started = time.perf_counter()
-        teacher.fit(task)
-        mine = task.shard(distributed.rank(), distributed.world_size()) if distributed.grouped() else task
-        shards = distributed.gather({split: teacher.predict_proba(mine, split) for split in ("w2s_train", "test")})
-        seconds = time.perf_counter() - started
-
-        def write(name=name, cfg=cfg, key=key, shards=shards, seconds=seconds):
-            rows = []
-            for split in ("w2s_train", "test"):
-                probs = _unshard([shard[split] for shard in shards])
-                probs = check_proba(probs, name, split, len(task.splits[split]), task.num_classes)
-                rows.append(split_frame(task, split, probs))
-            with store.create("teach", key, {"task": task_key(task)},
-                              {"teacher": name, **_slice(cfg, TEACHER_VOLATILE_KEYS)}) as tmp:
-                write_table(tmp / "labels.parquet", pd.concat(rows, ignore_index=True))
-                write_json(tmp / "timing.json", {"seconds": seconds, "ranks": len(shards)})
-            log.info("teach: %s labelled %d examples in %.1f s on %d rank(s)", name, sum(len(r) for r in rows),
-                     seconds, len(shards))
-
-        _on_main(write)
-        out[name] = store.find("teach", key)
+        with _exclusive(store, "teach", key) as found:
+            if found:
+                log.info("teach: %s reused (%s)", name, found.path)
+                out[name] = found
+                continue
+            out[name] = _label(task, name, cfg, store, key)
     return out
+
+
+def _label(task: Task, name: str, cfg: DictConfig, store: Store, key: str) -> Artifact:
+    """Fit one teacher, label this rank's shard, gather on rank 0, check and write."""
+    teacher = build(cfg, f"teachers.{name}")
+    started = time.perf_counter()
+    teacher.fit(task)
+    mine = task.shard(distributed.rank(), distributed.world_size()) if distributed.grouped() else task
+    shards = distributed.gather({split: teacher.predict_proba(mine, split) for split in ("w2s_train", "test")})
+    seconds = time.perf_counter() - started
+
+    def write():
+        rows = []
+        for split in ("w2s_train", "test"):
+            probs = check_proba(_unshard([shard[split] for shard in shards]), name, split,
+                                len(task.splits[split]), task.num_classes)
+            rows.append(split_frame(task, split, probs))
+        with store.create("teach", key, {"task": task_key(task)},
+                          {"teacher": name, **_slice(cfg, TEACHER_VOLATILE_KEYS)}) as tmp:
+            write_table(tmp / "labels.parquet", pd.concat(rows, ignore_index=True))
+            write_json(tmp / "timing.json", {"seconds": seconds, "ranks": len(shards)})
+        log.info("teach: %s labelled %d examples in %.1f s on %d rank(s)", name, sum(len(r) for r in rows),
+                 seconds, len(shards))
+
+    _on_main(write)
+    return store.find("teach", key)
 
 
 def _unshard(parts: list[np.ndarray]) -> np.ndarray:
@@ -124,6 +134,18 @@ def _unshard(parts: list[np.ndarray]) -> np.ndarray:
     for r, part in enumerate(parts):
         out[r :: len(parts)] = part
     return out
+
+
+@contextmanager
+def _exclusive(store: Store, stage: str, key: str) -> Iterator[Artifact | None]:
+    """Yield the artifact if it is done; otherwise the caller computes it while holding its lock, so
+    a concurrent single-process job (parallel sweep jobs sharing teachers) waits and then reuses
+    it. DDP ranks skip the lock: they follow rank 0's answer instead."""
+    if distributed.world_size() > 1:
+        yield _agreed_find(store, stage, key)
+        return
+    with store.claim(stage, key) as found:
+        yield found
 
 
 def _agreed_find(store: Store, stage: str, key: str) -> Artifact | None:
@@ -157,12 +179,12 @@ def teacher_probs(task: Task, labels: dict[str, Artifact], split: str) -> np.nda
 def aggregate(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfig, store: Store) -> Artifact:
     """Fit the aggregator on w2s_train's teacher labels; write soft targets, confidences and weights."""
     key = stable_hash([a.key for a in labels.values()], _slice(aggregator_cfg))
-    found = _agreed_find(store, "aggregate", key)
-    if found:
-        log.info("aggregate: reused (%s)", found.path)
-        return found
-    _on_main(lambda: _fit_aggregator(task, labels, aggregator_cfg, store, key))
-    return store.find("aggregate", key)
+    with _exclusive(store, "aggregate", key) as found:
+        if found:
+            log.info("aggregate: reused (%s)", found.path)
+            return found
+        _on_main(lambda: _fit_aggregator(task, labels, aggregator_cfg, store, key))
+        return store.find("aggregate", key)
 
 
 def _fit_aggregator(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfig, store: Store,
@@ -213,10 +235,15 @@ def distill(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store,
     labels (the ceiling). Writes test and w2s_train predictions and, optionally, the weights."""
     source = targets.key if targets is not None else "gold"
     key = stable_hash(task_key(task), source, _slice(cfg.student), _slice(cfg.trainer), cfg.seed)
-    found = _agreed_find(store, stage, key)
-    if found:
-        log.info("%s: reused (%s)", stage, found.path)
-        return found
+    with _exclusive(store, stage, key) as found:
+        if found:
+            log.info("%s: reused (%s)", stage, found.path)
+            return found
+        return _train(task, targets, source, cfg, store, run_dir, stage, key)
+
+
+def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, store: Store, run_dir: Path,
+           stage: str, key: str) -> Artifact:
     k = task.num_classes
     if targets is None:
         soft, weights = np.eye(k)[task.labels("w2s_train")], np.ones(len(task.splits["w2s_train"]))
@@ -254,14 +281,29 @@ def _resume_from(pointer: Path, ours: Path) -> str | None:
     if not distributed.is_main():
         return None  # rank 0 decides, and broadcasts its answer
     previous = Path(json.loads(pointer.read_text())["last"]) if pointer.is_file() else None
-    if previous is not None and previous.is_file() and previous != ours:
-        ours.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(previous, ours)
+    if previous is not None and previous.is_file():
+        _check_checkpoint(previous, pointer)
+        if previous != ours:
+            ours.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(previous, ours)
     write_json(pointer, {"last": str(ours)})
     if ours.is_file():
+        _check_checkpoint(ours, pointer)
         log.info("resuming from %s", ours)
         return str(ours)
     return None
+
+
+def _check_checkpoint(path: Path, pointer: Path) -> None:
+    """A Lightning checkpoint is a zip (torch.save); check every member's CRC before resuming from it."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError) as err:
+        bad = str(err)
+    if bad:
+        raise UserInputError(f"checkpoint {path} is corrupt or truncated ({bad}); delete it and {pointer} "
+                             f"to train this stage from the start")
 
 
 def _build_student(task: Task, soft: np.ndarray, weights: np.ndarray, cfg: DictConfig, run_dir: Path, stage: str):
@@ -356,7 +398,7 @@ def run(cfg: DictConfig) -> dict | None:
     store = Store(cfg.paths.cache_dir)
     task: Task = build(cfg.task, "task", _convert_="all")
     log.info("task %s: %s", task.name, {s: len(df) for s, df in task.splits.items()})
-    labels = teach(task, cfg.teachers, store)
+    labels = teach(task, cfg.get("teachers") or {}, store)
     targets = aggregate(task, labels, cfg.aggregator, store)
     ceiling = distill(task, None, cfg, store, run_dir, stage="ceiling")
     student = distill(task, targets, cfg, store, run_dir, stage="student")

@@ -389,6 +389,9 @@ class BayesianDawidSkene:
         probs = self._check(probs, teacher_names)
         n, t, k = probs.shape
         names = list(teacher_names) if teacher_names is not None else [f"teacher {j}" for j in range(t)]
+        if t < 2:  # one teacher's confusion cannot be told apart from the class prior
+            raise AggregatorError(f"the Bayesian aggregator needs at least two teachers, got {t} ({', '.join(names)}); "
+                                  "for one teacher use aggregator=single")
         self.classes_ = list(range(k))
         self._fit_long(_long_from_probs(probs), names, k)
         return self

@@ -1,0 +1,118 @@
+# ruff: noqa: E501  (a table of cases reads best one case per line)
+"""The bad-input suite: each bad input, given to the real ``w2s`` command, is refused with exit code 2
+and one line ``w2s: error: ...`` naming the file, row or config key, and leaves no half-written
+artifact behind. ``python tests/test_bad_input.py`` prints the table (input -> message).
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SECRET = "sk-test-9f8e7d"
+
+
+def _csv(tmp: Path, rows: list[dict], name: str = "data.csv") -> str:
+    path = tmp / name
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+def _reviews(n: int = 12, **change) -> list[dict]:
+    rows = [{"text": f"a {'great' if i % 2 else 'awful'} film number {i}", "label": ["bad", "good"][i % 2]}
+            for i in range(n)]
+    for index, row in change.items():
+        rows[int(index[1:])].update(row)
+    return rows
+
+
+def _jsonl_with_broken_line(tmp: Path) -> str:
+    path = tmp / "data.jsonl"
+    path.write_text('{"text": "fine", "label": "good"}\n{"text": "also fine", "label": "bad"}\n{"text": broken\n')
+    return str(path)
+
+
+CSV = ["task=csv", "task.classes=[bad,good]", "task.sizes.weak_train=4", "task.sizes.w2s_train=4",
+       "task.sizes.test=4", "teachers=lexical"]
+
+# (name, overrides (a callable gets the tmp folder), what the one error line must contain)
+CASES = [
+    ("unknown config key", ["trainer.max_epoch=3"], "unknown config key 'trainer.max_epoch'"),
+    ("unknown config option", ["task=sst3"], "no config 'task/sst3'; options: amazon_small"),
+    ("unparsable override", ["trainer.max_epochs=[1"], "cannot parse the command line"),
+    ("read-only run dir", ["paths.runs_dir=/sys/w2s-runs"], "paths.runs_dir=/sys/w2s-runs is not writable"),
+    ("read-only cache dir", ["paths.cache_dir=/proc/w2s-cache"], "paths.cache_dir=/proc/w2s-cache is not writable"),
+    ("secret in the config", [f"+logger.wandb.api_key={SECRET}"], "config key 'logger.wandb.api_key' looks like a secret"),
+    ("dataset mirror missing", ["paths.data_mirror=/nonexistent"], "dataset file not found: /nonexistent/sst2/train.tsv"),
+    ("missing column", lambda t: [*CSV, f"task.path={_csv(t, [{'body': 'x', 'label': 'good'}] * 12)}"],
+     "data.csv: no column 'text'"),
+    ("unknown label", lambda t: [*CSV, f"task.path={_csv(t, _reviews(r3={'label': 'meh'}))}"],
+     "data.csv: row 4 has label 'meh', not one of the classes"),
+    ("empty text", lambda t: [*CSV, f"task.path={_csv(t, _reviews(r5={'text': ''}))}"],
+     "data.csv: row 6 has an empty 'text'"),
+    ("malformed JSON-lines row", lambda t: [*CSV, f"task.path={_jsonl_with_broken_line(t)}"],
+     "data.jsonl:3: not valid JSON"),
+    ("empty split", lambda t: [*CSV, f"task.path={_csv(t, [{**r, 'part': 'weak_train' if i < 6 else 'w2s_train'} for i, r in enumerate(_reviews())])}",
+                               "task.split_column=part"], "no rows with part=test"),
+    ("split larger than the data", ["task.sizes.test=100000"], "task.sizes.test=100000 is more than the"),
+    ("empty split size", ["task.sizes.test=0"], "task.sizes.test must be positive"),
+    ("class names that are not strings", ["task.classes=[true,false]"], "task.classes[0] is True (bool), not a string"),
+    ("verbalizers for the wrong number of classes", ["task.verbalizers=[a,b,c]"],
+     "task.verbalizers has 3 entries for 2 classes"),
+    ("no teachers", ["~teachers"], "teachers: no teacher configured"),
+    ("a teacher class that does not exist", ["teachers=lexical", "+teachers.extra._target_=weaks2strong.teachers.nope.Foo"],
+     "config teachers.extra: cannot build"),
+    ("a teacher naming an unknown model", ["teachers=sentiment", "teachers.smollm2.model=no-such-lm"],
+     "unknown model 'no-such-lm'"),
+    ("a verbalizer that tokenizes to nothing", ["teachers=sentiment", "task.verbalizers=['',Positive]"],
+     "verbalizer '' of task 'sst2' tokenizes to nothing"),
+    ("a teacher that abstains everywhere",
+     lambda t: [*CSV, f"task.path={_csv(t, [{'text': f'the table is in room {i}', 'label': ['bad', 'good'][i % 2]} for i in range(12)])}"],
+     "teacher 'vader' abstained on every example of w2s_train"),
+    ("one teacher for a multi-teacher aggregator", ["teachers=lexical", "~teachers.vader"],
+     "the Bayesian aggregator needs at least two teachers, got 1 (tfidf_lr)"),
+    ("unknown student model", ["teachers=lexical", "student.encoder=no-such-encoder"],
+     "unknown model 'no-such-encoder'"),
+    ("bad weighting scheme", ["teachers=lexical", "aggregator.weighting=loud"], "aggregator.weighting='loud' is not one of"),
+]
+
+
+def run_w2s(tmp: Path, overrides: list[str]) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "weaks2strong.cli", "debug=fast", "logger=csv", f"paths.runs_dir={tmp}/runs",
+            *overrides]
+    return subprocess.run(args, capture_output=True, text=True, timeout=600)
+
+
+def error_lines(done: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in done.stderr.splitlines() if line.startswith("w2s: error:")]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name, overrides, message", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_in_one_line_and_leaves_nothing_half_written(tmp_path, name, overrides, message):
+    done = run_w2s(tmp_path, overrides(tmp_path) if callable(overrides) else overrides)
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = error_lines(done)
+    assert len(errors) == 1 and message in errors[0], done.stderr[-3000:]
+    assert not list(tmp_path.rglob("*.tmp-*"))  # no scratch folder or file survives
+    for stage in ("ceiling", "student"):  # no stage at or after the bad input was published
+        assert not list((tmp_path / "runs" / ".cache" / stage).glob("*/manifest.json"))
+    if SECRET in " ".join(overrides if isinstance(overrides, list) else []):
+        leaked = [p for p in tmp_path.rglob("*") if p.is_file() and SECRET in p.read_text(errors="ignore")]
+        assert not leaked
+
+
+if __name__ == "__main__":  # the table for the docs: input -> message
+    import tempfile
+
+    print("| bad input | override(s) | w2s says |\n|---|---|---|")
+    for name, overrides, _ in CASES:
+        with tempfile.TemporaryDirectory() as tmp:
+            given = overrides(Path(tmp)) if callable(overrides) else overrides
+            shown = [o for o in given if o not in CSV and not o.startswith("task.path=")] + (
+                ["task=csv task.path=<file>"] if callable(overrides) else [])
+            line = (error_lines(run_w2s(Path(tmp), given)) or ["(no error line)"])[0]
+            print(f"| {name} | `{' '.join(shown)}` | {line.replace('|', '/').replace(tmp, '<tmp>')} |")

@@ -1,0 +1,105 @@
+"""Refuse a bad command line before Hydra writes anything: one line naming the key or folder."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from weaks2strong.resolvers import CONFIG_DIR, register_resolvers
+
+SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password")
+
+
+def secret_in(cfg: DictConfig) -> tuple[str, str] | None:
+    """(key, value) of the first config entry whose key looks like it holds a secret, or None."""
+
+    def walk(node, prefix):
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+        for key, value in items:
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if isinstance(value, (dict, list)):
+                yield from walk(value, path)
+            elif value not in (None, "") and any(w in str(key).lower() for w in SECRET_WORDS):
+                yield path, str(value)
+
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    return next(walk(plain, ""), None)
+
+
+def find_secret(cfg: DictConfig) -> str | None:
+    """The key of a secret-looking entry, after redacting its value in the config copies Hydra saved."""
+    from hydra.core.hydra_config import HydraConfig
+
+    found = secret_in(cfg)
+    if found is None:
+        return None
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        files = [Path(hydra_cfg.sweep.dir) / "multirun.yaml"]
+        if hydra_cfg.output_subdir:
+            files += (Path(hydra_cfg.runtime.output_dir) / hydra_cfg.output_subdir).glob("*.yaml")
+        for file in files:
+            if file.is_file():
+                file.write_text(file.read_text().replace(found[1], "***"))
+    return found[0]
+
+
+def check_command_line(args: list[str]) -> str | None:
+    """Compose the config the way ``main`` will and return one line on what is wrong, or None.
+
+    Hydra reports an unknown key or option in several lines with a hint to set HYDRA_FULL_ERROR,
+    and a run dir it cannot create as a traceback; this names the key, or the folder, in one line.
+    Sweep overrides (``a=1,2``) are checked with their first value.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, MissingConfigException
+
+    from weaks2strong.errors import UserInputError
+
+    register_resolvers()
+    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as err:
+        return f"cannot parse the command line: {str(err).splitlines()[0]}"
+    single = []
+    for override, text in zip(parsed, overrides):
+        if override.is_sweep_override():
+            first = next(iter(override.sweep_string_iterator()), None)
+            if first is None or override.is_hydra_override():
+                continue
+            text = f"{'+' if override.is_add() else ''}{override.key_or_group}={first}"
+        single.append(text)
+    try:
+        with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+            cfg = compose("config", overrides=single, return_hydra_config=True)
+    except MissingConfigException as err:
+        options = ", ".join(sorted(err.options or []))
+        return f"no config '{err.missing_cfg_file}'" + (f"; options: {options}" if options else "")
+    except HydraException as err:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        unknown = next((line for line in lines if line.startswith("Could not override '")), None)
+        if unknown:
+            key = unknown.split("'")[1]
+            return f"unknown config key '{key}'; to add a new key, prefix it with '+' (+{key}=...)"
+        return " ".join(lines[:2])
+    except UserInputError as err:
+        return str(err)
+    secret = secret_in(cfg)
+    if secret:
+        return (f"config key '{secret[0]}' looks like a secret; pass it through the environment "
+                "(e.g. WANDB_API_KEY), not the config")
+    for key in ("paths.runs_dir", "paths.cache_dir"):
+        try:
+            folder = Path(OmegaConf.select(cfg, key))
+        except Exception:  # noqa: BLE001 - an interpolation that needs a running job: Hydra will say
+            continue
+        try:  # a real probe: os.access says yes to root even on a read-only mount
+            folder.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError as err:
+            return f"{key}={folder} is not writable ({err.strerror}); choose another folder"
+    return None
