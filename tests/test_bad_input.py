@@ -116,3 +116,23 @@ if __name__ == "__main__":  # the table for the docs: input -> message
                 ["task=csv task.path=<file>"] if callable(overrides) else [])
             line = (error_lines(run_w2s(Path(tmp), given)) or ["(no error line)"])[0]
             print(f"| {name} | `{' '.join(shown)}` | {line.replace('|', '/').replace(tmp, '<tmp>')} |")
+
+
+def test_a_truncated_checkpoint_is_refused_by_name_before_resuming(tmp_path):
+    import json
+
+    import torch
+
+    from weaks2strong.errors import UserInputError
+    from weaks2strong.pipeline import _resume_from
+
+    left = tmp_path / "killed_run" / "last.ckpt"  # what an interrupted try left, cut off mid-write
+    left.parent.mkdir()
+    torch.save({"state_dict": {"w": torch.randn(256, 256)}, "epoch": 1}, left)
+    left.write_bytes(left.read_bytes()[: left.stat().st_size // 2])
+    pointer = tmp_path / ".key.resume.json"
+    pointer.write_text(json.dumps({"last": str(left)}))
+    ours = tmp_path / "this_run" / "last.ckpt"
+    with pytest.raises(UserInputError, match=rf"checkpoint {left} is corrupt or truncated \(.*\); delete it and "):
+        _resume_from(pointer, ours)
+    assert not ours.exists()  # nothing copied, nothing to resume from by mistake

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import get_object
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, read_write
 
 from weaks2strong.cli import CONFIG_DIR
 
@@ -34,3 +34,33 @@ def test_option_composes_and_targets_import(override):
     assert found, override
     for target in found:
         assert get_object(target) is not None, target
+
+
+def test_wandb_runs_are_grouped_per_sweep_and_named_per_job():
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["logger=wandb", "seed=3"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    assert cfg.logger.wandb.group == "sst2" and cfg.logger.wandb.name is None  # a single run: grouped by task
+    with read_write(cfg.hydra):
+        cfg.hydra.mode = RunMode.MULTIRUN
+        cfg.hydra.sweep.dir = "runs/multirun/2026-11-27_12-00-00"
+        cfg.hydra.job.num = 4
+        cfg.hydra.job.override_dirname = "seed=3"
+    HydraConfig.instance().set_config(cfg)
+    assert cfg.logger.wandb.group == "sweep-2026-11-27_12-00-00"
+    assert cfg.logger.wandb.name == "4:seed=3"
+    assert "api_key" not in OmegaConf.to_yaml(cfg.logger)  # the key never lives in a config
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "slurm", "submitit_slurm", "submitit_local"])
+def test_launchers_compose(launcher):
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"hydra/launcher={launcher}", "trainer=ddp", "trainer.devices=4",
+                                           "trainer.num_nodes=2"], return_hydra_config=True)
+    assert get_object(cfg.hydra.launcher._target_) is not None
+    if launcher == "slurm":  # one task per GPU, tied to the trainer
+        slurm = cfg.hydra.launcher
+        assert (slurm.nodes, slurm.tasks_per_node, slurm.gpus_per_node) == (2, 4, 4)

@@ -2,8 +2,6 @@
 import json
 import logging
 import math
-import subprocess
-import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -74,19 +72,3 @@ def test_changing_the_aggregator_reuses_teachers_and_ceiling(first_run, caplog):
     assert any(m.startswith("ceiling: reused") for m in messages)
     assert any(m.startswith("student: trained") for m in messages)
     assert not any(m.startswith("aggregate: reused") for m in messages)
-
-
-@pytest.mark.parametrize("override, message", [
-    ("task.name=sst3", "unknown task 'sst3'"),
-    ("paths.data_mirror=/nonexistent", "dataset file not found: /nonexistent/sst2/train.tsv"),
-    ("aggregator.weighting=loud", "aggregator.weighting='loud' is not one of"),
-    ("+teachers.extra._target_=weaks2strong.teachers.nope.Foo", "config teachers.extra: cannot build"),
-    ("student.encoder=no-such-encoder", "unknown model 'no-such-encoder'"),
-])
-def test_bad_input_from_the_command_line_is_one_line(tmp_path, override, message):
-    done = subprocess.run([sys.executable, "-m", "weaks2strong.cli", "debug=fast", "logger=csv",
-                           f"paths.runs_dir={tmp_path}", "teachers=lexical", override],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 2
-    errors = [line for line in done.stderr.splitlines() if line.startswith("w2s: error:")]
-    assert len(errors) == 1 and message in errors[0], done.stderr[-2000:]
