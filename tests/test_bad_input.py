@@ -124,7 +124,7 @@ def test_a_truncated_checkpoint_is_refused_by_name_before_resuming(tmp_path):
     import torch
 
     from weaks2strong.errors import UserInputError
-    from weaks2strong.pipeline import _resume_from
+    from weaks2strong.pipeline.distill import _resume_from
 
     left = tmp_path / "killed_run" / "last.ckpt"  # what an interrupted try left, cut off mid-write
     left.parent.mkdir()

@@ -1,0 +1,51 @@
+"""Wires the stages teach → aggregate → distill → evaluate from a composed Hydra config.
+
+This package is the only code that sees the config: it turns each slice into plain constructor
+calls with ``hydra.utils.instantiate``. Each stage reads and writes artifacts in the store (keyed
+by a hash of its inputs and config slice), so a rerun skips what is done.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from weaks2strong import distributed
+from weaks2strong.artifacts import Store, write_json
+from weaks2strong.evaluate.report import flat_metrics
+from weaks2strong.pipeline.aggregate import aggregate
+from weaks2strong.pipeline.common import build, make_loggers
+from weaks2strong.pipeline.distill import distill
+from weaks2strong.pipeline.evaluate import evaluate
+from weaks2strong.pipeline.teach import teach
+from weaks2strong.tasks import Task
+
+log = logging.getLogger(__name__)
+
+__all__ = ["aggregate", "distill", "evaluate", "run", "teach"]
+
+
+def run(cfg: DictConfig) -> dict | None:
+    """The whole run. Returns the metrics on rank 0, None on the other ranks of a multi-process run."""
+    distributed.init_process_group()
+    run_dir = Path(distributed.broadcast(str(Path(cfg.paths.output_dir).resolve())))  # rank 0's run dir
+    store = Store(cfg.paths.cache_dir)
+    task: Task = build(cfg.task, "task", _convert_="all")
+    log.info("task %s: %s", task.name, {s: len(df) for s, df in task.splits.items()})
+    labels = teach(task, cfg.get("teachers") or {}, store)
+    targets = aggregate(task, labels, cfg.aggregator, store)
+    ceiling = distill(task, None, cfg, store, run_dir, stage="ceiling")
+    student = distill(task, targets, cfg, store, run_dir, stage="student")
+    if not distributed.is_main():
+        return None
+    metrics = evaluate(task, labels, targets, ceiling, student, run_dir)
+    for logger in make_loggers(cfg.get("logger"), "eval"):
+        logger.log_metrics(flat_metrics(metrics))
+        if hasattr(logger, "log_image"):  # W&B shows the plots beside the numbers
+            logger.log_image(key="plots", images=metrics["plots"])
+        logger.finalize("success")
+    write_json(run_dir / "artifacts.json", {
+        "teach": {n: str(a.path) for n, a in labels.items()}, "aggregate": str(targets.path),
+        "ceiling": str(ceiling.path), "student": str(student.path)})
+    return metrics

@@ -1,0 +1,70 @@
+"""aggregate: fit the aggregator on the teachers' w2s_train labels; write soft targets and weights."""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from weaks2strong.aggregate.base import check_probs
+from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table
+from weaks2strong.errors import UserInputError
+from weaks2strong.pipeline.common import build, config_slice, exclusive, on_main, split_frame
+from weaks2strong.pipeline.teach import teacher_probs
+from weaks2strong.tasks import Task
+
+log = logging.getLogger("weaks2strong.pipeline")
+
+
+def aggregate(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfig, store: Store) -> Artifact:
+    """Fit the aggregator on w2s_train's teacher labels; write soft targets, confidences and weights."""
+    key = stable_hash([a.key for a in labels.values()], config_slice(aggregator_cfg))
+    with exclusive(store, "aggregate", key) as found:
+        if found:
+            log.info("aggregate: reused (%s)", found.path)
+            return found
+        on_main(lambda: _fit_aggregator(task, labels, aggregator_cfg, store, key))
+        return store.find("aggregate", key)
+
+
+def _fit_aggregator(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfig, store: Store,
+                    key: str) -> None:
+    weighting = aggregator_cfg.get("weighting", "none")
+    example_weights(np.ones(1), weighting)  # a bad aggregator.weighting fails before the fit, not after
+    names = list(labels)
+    probs = {split: teacher_probs(task, labels, split) for split in ("w2s_train", "test")}
+    train = check_probs(probs["w2s_train"], names)
+    model = build(aggregator_cfg.model, "aggregator.model")
+    started = time.perf_counter()
+    model.fit(train, names)
+    frames, teachers_report = [], {}
+    for split in ("w2s_train", "test"):
+        result = model.predict(probs[split])
+        frame = split_frame(task, split, result.posterior)
+        frame["confidence"] = result.confidence
+        frame["difficulty"] = result.difficulty if result.difficulty is not None else np.nan
+        frame["weight"] = example_weights(result.confidence, weighting)
+        frames.append(frame)
+        teachers_report = result.teachers or teachers_report
+    with store.create("aggregate", key, {n: a.key for n, a in labels.items()}, config_slice(aggregator_cfg)) as tmp:
+        write_table(tmp / "targets.parquet", pd.concat(frames, ignore_index=True))
+        write_json(tmp / "teachers.json", teachers_report)
+        write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started})
+    log.info("aggregate: %s fitted in %.1f s", type(model).__name__, time.perf_counter() - started)
+
+
+def example_weights(confidence: np.ndarray, weighting: str) -> np.ndarray:
+    """How much each example counts in the student's loss (aggregator.weighting).
+
+    ``none``: all 1. ``confidence``: the posterior's rescaled max probability, so an example the
+    aggregator is unsure of (or finds hard) pulls the student less. ``confidence_squared``: sharper.
+    """
+    if weighting == "none":
+        return np.ones_like(confidence)
+    if weighting == "confidence":
+        return np.clip(confidence, 0.0, 1.0)
+    if weighting == "confidence_squared":
+        return np.clip(confidence, 0.0, 1.0) ** 2
+    raise UserInputError(f"aggregator.weighting='{weighting}' is not one of none, confidence, confidence_squared")

@@ -1,0 +1,85 @@
+"""teach: fit each teacher on weak_train and label w2s_train and test (one artifact per teacher)."""
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from weaks2strong import distributed
+from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table
+from weaks2strong.errors import UserInputError
+from weaks2strong.pipeline.common import (
+    TEACHER_VOLATILE_KEYS,
+    build,
+    config_slice,
+    exclusive,
+    on_main,
+    split_frame,
+    split_probs,
+    task_key,
+)
+from weaks2strong.tasks import Task
+from weaks2strong.teachers import check_proba
+
+log = logging.getLogger("weaks2strong.pipeline")
+
+
+def teach(task: Task, teachers_cfg: DictConfig, store: Store) -> dict[str, Artifact]:
+    """Fit each teacher on weak_train; label w2s_train and test. One artifact per teacher.
+
+    In a launched multi-process run each rank labels its shard of the rows; rank 0 gathers, checks
+    and writes."""
+    if not teachers_cfg:
+        raise UserInputError("teachers: no teacher configured; pick an ensemble, e.g. teachers=sentiment")
+    out = {}
+    for name, cfg in teachers_cfg.items():
+        key = stable_hash(task_key(task), name, config_slice(cfg, TEACHER_VOLATILE_KEYS))
+        with exclusive(store, "teach", key) as found:
+            if found:
+                log.info("teach: %s reused (%s)", name, found.path)
+                out[name] = found
+                continue
+            out[name] = _label(task, name, cfg, store, key)
+    return out
+
+
+def _label(task: Task, name: str, cfg: DictConfig, store: Store, key: str) -> Artifact:
+    """Fit one teacher, label this rank's shard, gather on rank 0, check and write."""
+    teacher = build(cfg, f"teachers.{name}")
+    started = time.perf_counter()
+    teacher.fit(task)
+    mine = task.shard(distributed.rank(), distributed.world_size()) if distributed.grouped() else task
+    shards = distributed.gather({split: teacher.predict_proba(mine, split) for split in ("w2s_train", "test")})
+    seconds = time.perf_counter() - started
+
+    def write():
+        rows = []
+        for split in ("w2s_train", "test"):
+            probs = check_proba(_unshard([shard[split] for shard in shards]), name, split,
+                                len(task.splits[split]), task.num_classes)
+            rows.append(split_frame(task, split, probs))
+        with store.create("teach", key, {"task": task_key(task)},
+                          {"teacher": name, **config_slice(cfg, TEACHER_VOLATILE_KEYS)}) as tmp:
+            write_table(tmp / "labels.parquet", pd.concat(rows, ignore_index=True))
+            write_json(tmp / "timing.json", {"seconds": seconds, "ranks": len(shards)})
+        log.info("teach: %s labelled %d examples in %.1f s on %d rank(s)", name, sum(len(r) for r in rows),
+                 seconds, len(shards))
+
+    on_main(write)
+    return store.find("teach", key)
+
+
+def _unshard(parts: list[np.ndarray]) -> np.ndarray:
+    """Undo ``Task.shard``: rank r labelled rows r, r+W, r+2W, ..."""
+    out = np.empty((sum(len(p) for p in parts), parts[0].shape[1]))
+    for r, part in enumerate(parts):
+        out[r :: len(parts)] = part
+    return out
+
+
+def teacher_probs(task: Task, labels: dict[str, Artifact], split: str) -> np.ndarray:
+    """Stack the teachers' labels for a split into (N, T, K), in the split's row order."""
+    return np.stack([split_probs(a, "labels", task, split) for a in labels.values()], axis=1)  # (N, T, K)
