@@ -11,248 +11,19 @@ from __future__ import annotations
 
 import time
 import warnings
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.infer import TraceEnum_ELBO
-from pyro.ops.indexing import Vindex
 from scipy import stats
 from torch.distributions import biject_to, constraints
 
+from .answers import Answers, Long, apply_bins, bin_edges, long_from_probs, long_from_table, pad_answers
 from .base import Aggregate, AggregatorError, check_probs, confidence_from_posterior
-from .crowd import LongLabels, table_to_long
-
-# --------------------------------------------------------------------------------------------
-# Soft outputs -> discrete answers
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Long:
-    """Teacher outputs as one row per (example, teacher) label that exists."""
-
-    example: np.ndarray  # (M,) int
-    teacher: np.ndarray  # (M,) int
-    label: np.ndarray  # (M,) int, argmax class
-    top: np.ndarray  # (M,) float, the max probability (1.0 for a hard vote)
-    n: int  # number of examples
-
-
-def _long_from_probs(probs: np.ndarray) -> _Long:
-    seen = ~np.isnan(probs[..., 0])  # (N, T)
-    i, t = np.nonzero(seen)  # row-major, so already grouped by example
-    rows = probs[i, t]  # (M, K)
-    return _Long(i, t, rows.argmax(-1), rows.max(-1), probs.shape[0])
-
-
-def _long_from_table(labels: LongLabels) -> _Long:
-    keep = labels.worker >= 0  # unknown workers (at predict time) carry no learned confusion
-    order = np.argsort(labels.task[keep], kind="stable")
-    return _Long(
-        labels.task[keep][order],
-        labels.worker[keep][order],
-        labels.label[keep][order],
-        np.ones(int(keep.sum())),
-        len(labels.tasks),
-    )
-
-
-def _bin_edges(teacher: np.ndarray, top: np.ndarray, n_teachers: int, bins: int) -> list[np.ndarray]:
-    """Per teacher, interior edges at the quantiles of its own max-probability.
-
-    Quantiles (not fixed cut points) so that an uncalibrated teacher squeezed into [0.55, 0.7]
-    still gets ``bins`` informative bins. Ties collapse edges: hard 0/1 votes get a single bin.
-    """
-    edges = []
-    levels = np.arange(1, bins) / bins
-    for t in range(n_teachers):
-        v = top[teacher == t]
-        if bins == 1 or v.size == 0:
-            edges.append(np.empty(0))
-            continue
-        e = np.unique(np.quantile(v, levels))
-        # an edge at/above the max (or below the min) would leave an empty bin
-        edges.append(e[(e >= v.min()) & (e < v.max())])
-    return edges
-
-
-def _apply_bins(teacher: np.ndarray, top: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
-    b = np.zeros(teacher.shape, dtype=np.int64)
-    for t, e in enumerate(edges):
-        sel = teacher == t
-        if e.size and sel.any():
-            b[sel] = np.searchsorted(e, top[sel], side="left")  # bin j holds edge[j-1] < v <= edge[j]
-    return b
-
-
-@dataclass
-class _Answers:
-    """Padded per-example answer lists: codes[i, l] = teacher * A + answer, valid where mask."""
-
-    codes: torch.Tensor  # (N, L) int64
-    mask: torch.Tensor  # (N, L) bool
-
-    @property
-    def n(self) -> int:
-        return self.codes.shape[0]
-
-    def rows(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.codes[idx], self.mask[idx]
-
-
-def _pad(long: _Long, answer: np.ndarray, n_answers: int, device) -> _Answers:
-    """Dense (N, L) layout with L = most labels on one example: for T teachers of a benchmark
-    L = T, for a sparse crowd (3 of 176 workers per task) L = 3, so no N x T blow-up."""
-    n = long.n
-    counts = np.bincount(long.example, minlength=n)  # (N,)
-    width = max(int(counts.max()) if counts.size else 0, 1)
-    start = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    pos = np.arange(long.example.size) - start[long.example]
-    codes = np.zeros((n, width), dtype=np.int64)
-    mask = np.zeros((n, width), dtype=bool)
-    codes[long.example, pos] = long.teacher * n_answers + answer
-    mask[long.example, pos] = True
-    return _Answers(torch.as_tensor(codes, device=device), torch.as_tensor(mask, device=device))
-
-
-# --------------------------------------------------------------------------------------------
-# The Pyro model
-# --------------------------------------------------------------------------------------------
-
-
-class _Model:
-    """Generative story (shapes: T teachers, K classes, B bins, A = K*B answers, D levels):
-
-        pi ~ Dirichlet(alpha_pi)                       # (K,) class prior
-        rho ~ Dirichlet(alpha_rho)                     # (D,) difficulty-level prior
-        confusion[t, z] ~ Dirichlet(conf_conc[t, z])   # (T, K, A) answers on an easy example
-        guess[t] ~ Dirichlet(guess_conc[t])            # (T, A) answers when the example says nothing
-        for each example i:
-            z_i ~ Categorical(pi); d_i ~ Categorical(rho)
-            a_it ~ (1 - lam[d_i]) * confusion[t, z_i] + lam[d_i] * guess[t]   for the teachers that answered
-    """
-
-    def __init__(self, conf_conc, guess_conc, alpha_pi, alpha_rho, lam):
-        self.conf_conc = conf_conc  # (T, K, A)
-        self.guess_conc = guess_conc  # (T, A)
-        self.alpha_pi = alpha_pi  # (K,)
-        self.alpha_rho = alpha_rho  # (D,)
-        self.lam = lam  # (D,)
-        self.T, self.K, self.A = conf_conc.shape
-        self.D = lam.shape[0]
-
-    def loglik(self, confusion, guess, codes, mask) -> torch.Tensor:
-        """log p(answers of example i | z, d), summed over its teachers: (n, K, D)."""
-        conf_flat = confusion.transpose(1, 2).reshape(self.T * self.A, self.K)  # (T*A, K)
-        c = conf_flat[codes]  # (n, L, K)
-        if self.D == 1:
-            lp = c.log()[..., None]  # (n, L, K, 1)
-        else:
-            g = guess.reshape(-1)[codes]  # (n, L)
-            lp = torch.log(c[..., None] * (1.0 - self.lam) + g[..., None, None] * self.lam)  # (n, L, K, D)
-        # padding slots count for nothing; where() rather than a product so a -inf can never leak
-        return torch.where(mask[..., None, None], lp, lp.new_zeros(())).sum(1)  # (n, K, D)
-
-    @torch.no_grad()
-    def em_step(self, values: dict, codes, mask, scale: float = 1.0) -> dict:
-        """One MAP-EM sweep (Dawid & Skene 1979, with the difficulty mixture resolved per answer):
-        E: q(z, d) per example and, per answer, the chance it came from confusion rather than guess;
-        M: every Dirichlet-categorical global becomes (expected counts + concentration - 1), normalised.
-        ``scale`` = N / len(codes) when sweeping a sample, so counts weigh against the prior as in full data."""
-        pi, rho, conf, guess = values["pi"], values["rho"], values["confusion"], values["guess"]
-        ll = self.loglik(conf, guess, codes, mask)  # (n, K, D)
-        logq = ll + pi.log()[:, None] + (rho.log() if self.D > 1 else 0.0)
-        q = torch.softmax(logq.reshape(ll.shape[0], -1), -1).reshape(ll.shape)  # (n, K, D)
-        flat = codes[mask]  # (m,) answers present
-        conf_flat = conf.transpose(1, 2).reshape(self.T * self.A, self.K)  # (T*A, K)
-        c = conf_flat[flat]  # (m, K)
-        ex = torch.nonzero(mask)[:, 0]  # (m,) example of each answer
-        qa = q[ex] * scale  # (m, K, D)
-        if self.D > 1:
-            g = guess.reshape(-1)[flat]  # (m,)
-            easy = c[..., None] * (1.0 - self.lam)  # (m, K, D)
-            r = easy / (easy + g[:, None, None] * self.lam)  # P(answer from confusion | z, d)
-            w_conf = (qa * r).sum(-1)  # (m, K)
-            w_guess = (qa * (1 - r)).sum((1, 2))  # (m,)
-        else:
-            w_conf, w_guess = qa[..., 0], torch.zeros_like(flat, dtype=c.dtype)
-        n_conf = torch.zeros_like(conf_flat).index_add_(0, flat, w_conf)  # (T*A, K)
-        n_conf = n_conf.reshape(self.T, self.A, self.K).transpose(1, 2)  # (T, K, A)
-        n_guess = torch.zeros(self.T * self.A, dtype=c.dtype, device=c.device).index_add_(0, flat, w_guess)
-
-        def mode(counts, conc):
-            # floor keeps never-seen answers strictly inside the simplex (Dirichlet log-density)
-            m = (counts + conc - 1.0).clamp_min(1e-6)
-            return m / m.sum(-1, keepdim=True)
-
-        out = dict(values)
-        out["confusion"] = mode(n_conf, self.conf_conc)
-        out["guess"] = mode(n_guess.reshape(self.T, self.A), self.guess_conc)
-        out["pi"] = mode(q.sum((0, 2)) * scale, self.alpha_pi)
-        if self.D > 1:
-            out["rho"] = mode(q.sum((0, 1)) * scale, self.alpha_rho)
-        return out
-
-    def model(self, codes, mask, size, subsample=None):
-        pi = pyro.sample("pi", dist.Dirichlet(self.alpha_pi))  # (K,)
-        rho = pyro.sample("rho", dist.Dirichlet(self.alpha_rho)) if self.D > 1 else None  # (D,)
-        with pyro.plate("teachers", self.T, dim=-1):
-            confusion = pyro.sample("confusion", dist.Dirichlet(self.conf_conc).to_event(1))  # (T, K, A)
-            # with D == 1 guess only meets its prior: kept so one model and guide serve both modes
-            guess = pyro.sample("guess", dist.Dirichlet(self.guess_conc))  # (T, A)
-        # subsample given: Pyro scales this plate's log-likelihood by size / len(subsample)
-        with pyro.plate("examples", size, subsample=subsample, dim=-1):
-            ll = self.loglik(confusion, guess, codes, mask)  # (n, K, D)
-            z = pyro.sample("z", dist.Categorical(pi), infer={"enumerate": "parallel"})  # (K, 1) enumerated
-            if self.D > 1:
-                d = pyro.sample("d", dist.Categorical(rho), infer={"enumerate": "parallel"})  # (D, 1, 1)
-                pyro.factor("answers", Vindex(ll)[..., z, d])  # (D, K, n)
-            else:
-                pyro.factor("answers", Vindex(ll)[..., z, 0])  # (K, n)
-
-    def make_guide(self, values: dict):
-        """MAP (delta) guide over the globals; ``values`` holds unconstrained tensors being optimised."""
-        simplex = biject_to(constraints.simplex)
-
-        def guide(codes, mask, size, subsample=None):
-            pyro.sample("pi", dist.Delta(simplex(values["pi"]), event_dim=1))
-            if self.D > 1:
-                pyro.sample("rho", dist.Delta(simplex(values["rho"]), event_dim=1))
-            with pyro.plate("teachers", self.T, dim=-1):
-                pyro.sample("confusion", dist.Delta(simplex(values["confusion"]), event_dim=2))
-                pyro.sample("guess", dist.Delta(simplex(values["guess"]), event_dim=1))
-
-        return guide
-
-
-# --------------------------------------------------------------------------------------------
-# The aggregator
-# --------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def _torch_threads(n: int | None):
-    """Temporarily set torch's intra-op threads (restored afterwards); None leaves them alone."""
-    if n is None or n == torch.get_num_threads():
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def _resolve_device(device) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+from .bayes_model import DawidSkeneModel, resolve_device, torch_threads
+from .crowd import table_to_long
 
 
 class BayesianDawidSkene:
@@ -393,7 +164,7 @@ class BayesianDawidSkene:
             raise AggregatorError(f"the Bayesian aggregator needs at least two teachers, got {t} ({', '.join(names)}); "
                                   "for one teacher use aggregator=single")
         self.classes_ = list(range(k))
-        self._fit_long(_long_from_probs(probs), names, k)
+        self._fit_long(long_from_probs(probs), names, k)
         return self
 
     def predict(self, probs: np.ndarray) -> Aggregate:
@@ -403,7 +174,7 @@ class BayesianDawidSkene:
         if probs.shape[1:] != (len(self.teacher_names_), self.n_classes_):
             raise AggregatorError(f"expected {len(self.teacher_names_)} teachers x {self.n_classes_} classes "
                                   f"as fitted, got {probs.shape[1:]}")
-        return self._predict_long(_long_from_probs(probs))
+        return self._predict_long(long_from_probs(probs))
 
     def predict_proba(self, probs: np.ndarray) -> np.ndarray:
         return self.predict(probs).posterior
@@ -422,7 +193,7 @@ class BayesianDawidSkene:
         if len(labels.workers) < 2:
             raise AggregatorError(f"needs at least two teachers (workers); the table has {len(labels.workers)}")
         self.classes_ = labels.classes
-        self._fit_long(_long_from_table(labels), [str(w) for w in labels.workers], len(labels.classes),
+        self._fit_long(long_from_table(labels), [str(w) for w in labels.workers], len(labels.classes),
                        worker_ids=labels.workers)
         return self
 
@@ -443,7 +214,7 @@ class BayesianDawidSkene:
         unknown = int((labels.worker < 0).sum())
         if unknown:
             warnings.warn(f"{unknown} labels from workers not seen at fit time were ignored", stacklevel=2)
-        agg = self._predict_long(_long_from_table(labels))
+        agg = self._predict_long(long_from_table(labels))
         frame = pd.DataFrame(agg.posterior, index=pd.Index(labels.tasks, name=task), columns=self.classes_)
         return frame, agg
 
@@ -474,9 +245,9 @@ class BayesianDawidSkene:
         if not hasattr(self, "globals_"):
             raise AggregatorError("BayesianDawidSkene is not fitted yet; call fit() or fit_table() first")
 
-    def _fit_long(self, long: _Long, names: list[str], k: int, worker_ids=None):
+    def _fit_long(self, long: Long, names: list[str], k: int, worker_ids=None):
         pyro.set_rng_seed(self.seed)
-        dev = _resolve_device(self.device)
+        dev = resolve_device(self.device)
         t = len(names)
         silent = np.bincount(long.teacher, minlength=t) == 0
         if silent.any():
@@ -485,16 +256,16 @@ class BayesianDawidSkene:
         self.worker_ids_ = worker_ids
         self.n_classes_ = k
         self.device_ = dev
-        self.edges_ = _bin_edges(long.teacher, long.top, t, self.soft_bins)
+        self.edges_ = bin_edges(long.teacher, long.top, t, self.soft_bins)
         self.bins_ = np.array([e.size + 1 for e in self.edges_])  # (T,) bins actually used
         b = int(self.bins_.max())
         self.stride_ = b
         a = k * b
-        answer = long.label * b + _apply_bins(long.teacher, long.top, self.edges_)  # (M,)
-        data = _pad(long, answer, a, dev)
+        answer = long.label * b + apply_bins(long.teacher, long.top, self.edges_)  # (M,)
+        data = pad_answers(long, answer, a, dev)
         self._build_model(t, k, b, dev)
         rows = self._batch_rows(data.n) or data.n
-        with _torch_threads(self._threads_for(rows * data.codes.shape[1] * k * self.difficulty_levels)):
+        with torch_threads(self._threads_for(rows * data.codes.shape[1] * k * self.difficulty_levels)):
             init = self._init_values(long, answer, data, t, k, a)
             if self.method == "nuts":
                 self._sample_nuts(data, init)
@@ -543,7 +314,7 @@ class BayesianDawidSkene:
         d = self.difficulty_levels
         self.lam_ = np.linspace(0.0, self.max_difficulty, d) if d > 1 else np.zeros(1)
         self._used = used_ab
-        self._model = _Model(
+        self._model = DawidSkeneModel(
             torch.tensor(conf_conc, **f),
             torch.tensor(guess_conc, **f),
             torch.full((k,), 1.0 + self.class_prior / k, **f),
@@ -551,7 +322,7 @@ class BayesianDawidSkene:
             torch.tensor(self.lam_, **f),
         )
 
-    def _init_values(self, long: _Long, answer, data, t, k, a) -> dict:
+    def _init_values(self, long: Long, answer, data, t, k, a) -> dict:
         """Confusions from soft-majority-vote counts: a start on the right side of label switching."""
         vote = np.full((long.example.size, k), 0.0)
         # a label with top-probability p votes p for its class and spreads the rest evenly
@@ -588,14 +359,14 @@ class BayesianDawidSkene:
         return {n: simplex.inv(v).detach().clone().requires_grad_(True) for n, v in vals.items()}
 
     @staticmethod
-    def _expected_counts(long: _Long, answer, q, t, k, a) -> np.ndarray:
+    def _expected_counts(long: Long, answer, q, t, k, a) -> np.ndarray:
         """counts[t, z, a] = sum over t's labels with answer a of P(z_i = z)."""
         flat = long.teacher * a + answer  # (M,)
         w = q[long.example]  # (M, K)
         out = np.stack([np.bincount(flat, weights=w[:, z], minlength=t * a) for z in range(k)], 1)  # (T*A, K)
         return out.reshape(t, a, k).transpose(0, 2, 1)
 
-    def _optimise(self, data: _Answers, values: dict):
+    def _optimise(self, data: Answers, values: dict):
         model = self._model
         params = [values[n] for n in ("pi", "confusion", "guess")]
         params += [values["rho"]] if model.D > 1 else []
@@ -651,7 +422,7 @@ class BayesianDawidSkene:
             self.globals_ = {n: simplex(v).detach() for n, v in values.items() if n in used}
         self._guide_values = {n: v.detach() for n, v in values.items() if n in used}
 
-    def _sample_nuts(self, data: _Answers, values: dict):
+    def _sample_nuts(self, data: Answers, values: dict):
         """Full-batch NUTS over the globals, z and d still enumerated exactly (small problems only).
 
         The per-example posteriors and teacher summaries then use the posterior-mean globals (a
@@ -676,7 +447,7 @@ class BayesianDawidSkene:
 
     # ---------------------------------------------------------------- posteriors
 
-    def _posterior(self, data: _Answers, chunk: int = 1 << 16):
+    def _posterior(self, data: Answers, chunk: int = 1 << 16):
         """Exact per-example marginals of z and d (TraceEnum_ELBO.compute_marginals), chunked."""
         model = self._model
         guide = model.make_guide(self._guide_values)
@@ -695,11 +466,11 @@ class BayesianDawidSkene:
         difficulty = torch.cat(diff).double().cpu().numpy() if diff else np.zeros(data.n)
         return post, difficulty
 
-    def _predict_long(self, long: _Long) -> Aggregate:
+    def _predict_long(self, long: Long) -> Aggregate:
         k, b = self.n_classes_, self.stride_
-        answer = long.label * b + _apply_bins(long.teacher, long.top, self.edges_)
-        data = _pad(long, answer, k * b, self.device_)
-        with _torch_threads(self._threads_for(data.codes.numel() * k * self.difficulty_levels)):
+        answer = long.label * b + apply_bins(long.teacher, long.top, self.edges_)
+        data = pad_answers(long, answer, k * b, self.device_)
+        with torch_threads(self._threads_for(data.codes.numel() * k * self.difficulty_levels)):
             post, difficulty = self._posterior(data)
         return Aggregate(
             posterior=post,
@@ -710,7 +481,7 @@ class BayesianDawidSkene:
 
     # ---------------------------------------------------------------- teacher summaries
 
-    def _teacher_stats(self, long: _Long, answer, post) -> dict:
+    def _teacher_stats(self, long: Long, answer, post) -> dict:
         t, k, b = len(self.teacher_names_), self.n_classes_, self.stride_
         a = k * b
         counts = self._expected_counts(long, answer, post, t, k, a)  # (T, K, A)
