@@ -44,3 +44,22 @@ def test_sweep_cli_usage(argv):
 
     result = subprocess.run([sys.executable, "-m", "weaks2strong.sweep", *argv], capture_output=True, text=True)
     assert result.returncode == 1 and "usage: python -m weaks2strong.sweep <sweep dir>" in result.stderr
+
+
+@pytest.mark.integration
+def test_a_failed_job_does_not_stop_the_sweep_and_is_listed(tmp_path):
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    done = subprocess.run([sys.executable, "-m", "weaks2strong.cli", "-m", "debug=fast", "teachers=lexical",
+                           "logger=none", "task.sizes.test=100000,96", f"paths.runs_dir={tmp_path}/runs",
+                           f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0  # Hydra reports the failure when the sweep ends ...
+    assert "w2s: error: task.sizes.test=100000 is more than" in done.stderr
+    assert (sweep / "1" / "metrics.json").is_file()  # ... after running the job that came next
+    failed = (sweep / "0" / "failed.txt").read_text()
+    assert "task.sizes.test=100000" in failed and "-> TaskError: task.sizes.test=100000 is more than" in failed
+    summary = (sweep / "sweep_summary.md").read_text()
+    assert "| task.sizes.test=96 | 1 |" in summary
+    assert "Failed jobs:\n- 0: " in summary and "TaskError: task.sizes.test=100000" in summary

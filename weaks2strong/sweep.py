@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
 from hydra.experimental.callback import Callback
+
+from weaks2strong.artifacts import write_text
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,8 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
     for metrics_file in sorted(sweep_dir.glob("*/metrics.json")):
         overrides = yaml.safe_load((metrics_file.parent / ".hydra" / "overrides.yaml").read_text()) or []
         jobs.append((overrides, json.loads(metrics_file.read_text())))
-    shared = set.intersection(*(set(o) for o, _ in jobs)) if len(jobs) > 1 else set()
+    every_job = [yaml.safe_load(f.read_text()) or [] for f in sweep_dir.glob("*/.hydra/overrides.yaml")]
+    shared = set.intersection(*(set(o) for o in every_job)) if len(every_job) > 1 else set()  # failed ones too
     rows = []
     for overrides, metrics in jobs:
         seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), "0")
@@ -94,20 +98,24 @@ def failures(sweep_dir: Path) -> list[str]:
     return [f"{f.parent.name}: {f.read_text().strip()}" for f in sorted(sweep_dir.glob("*/failed.txt"))]
 
 
-def write_summary(sweep_dir: Path) -> str | None:
+def write_summary(sweep_dir: Path, quiet: bool = False) -> str | None:
+    """Write the summary files (atomically: parallel jobs may all be writing them) and return the table."""
     runs, failed = collect(sweep_dir), failures(sweep_dir)
-    for line in failed:
-        log.error("sweep: job %s", line)
     if runs.empty:
-        log.warning("sweep summary: no finished job under %s", sweep_dir)
+        if not quiet:
+            log.warning("sweep summary: no finished job under %s", sweep_dir)
         return None
-    runs.to_csv(sweep_dir / "sweep_runs.csv", index=False)
     table = summarize(runs) + "\n" + teacher_table(runs)
     if failed:
         table += "\nFailed jobs:\n" + "".join(f"- {line}\n" for line in failed)
-    (sweep_dir / "sweep_summary.md").write_text(table + "\n![per group](sweep_summary.png)\n")
-    plot_groups(runs, sweep_dir / "sweep_summary.png")
-    log.info("sweep summary (%d jobs) in %s\n%s", len(runs), sweep_dir / "sweep_summary.md", table)
+    write_text(sweep_dir / "sweep_runs.csv", runs.to_csv(index=False))
+    write_text(sweep_dir / "sweep_summary.md", table + "\n![per group](sweep_summary.png)\n")
+    scratch = sweep_dir / f".sweep_summary.{os.getpid()}.png"
+    os.replace(plot_groups(runs, scratch), sweep_dir / "sweep_summary.png")
+    if not quiet:
+        for line in failed:
+            log.error("sweep: job %s", line)
+        log.info("sweep summary (%d jobs) in %s\n%s", len(runs), sweep_dir / "sweep_summary.md", table)
     return table
 
 
@@ -121,15 +129,18 @@ def summarize(runs: pd.DataFrame) -> str:
 
 class SweepSummary(Callback):
     def on_job_end(self, config, job_return, **kwargs) -> None:
-        """A failed job leaves one line in its folder, so the summary can name it (the basic launcher
-        goes on to the next job, and its traceback scrolls away)."""
+        """After every job the summary is brought up to date, so a sweep that stops early (Hydra's
+        basic sweeper raises at the end of a batch in which a job failed) still has one. A failed
+        job leaves one line in its folder, which the summary lists."""
         from hydra.core.utils import JobStatus
 
-        if job_return.status != JobStatus.FAILED or config.hydra.mode.name != "MULTIRUN":
+        if config.hydra.mode.name != "MULTIRUN":
             return
-        error = job_return._return_value
-        line = " ".join(config.hydra.overrides.task) + f" -> {type(error).__name__}: {error}".splitlines()[0]
-        (Path(config.hydra.runtime.output_dir) / "failed.txt").write_text(line + "\n")
+        if job_return.status == JobStatus.FAILED:
+            error = job_return._return_value
+            line = " ".join(config.hydra.overrides.task) + f" -> {type(error).__name__}: {error}".splitlines()[0]
+            write_text(Path(config.hydra.runtime.output_dir) / "failed.txt", line + "\n")
+        write_summary(Path(config.hydra.sweep.dir), quiet=True)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         write_summary(Path(config.hydra.sweep.dir))
