@@ -60,6 +60,8 @@ CASES = [
     ("split larger than the data", ["task.sizes.test=100000"], "task.sizes.test=100000 is more than the"),
     ("empty split size", ["task.sizes.test=0"], "task.sizes.test must be positive"),
     ("class names that are not strings", ["task.classes=[true,false]"], "task.classes[0] is True (bool), not a string"),
+    ("a prompt naming a field the rows lack", ["task.prompt='{text_pair} {text}'"],
+     "task.prompt uses {text_pair}, but the rows of"),
     ("verbalizers for the wrong number of classes", ["task.verbalizers=[a,b,c]"],
      "task.verbalizers has 3 entries for 2 classes"),
     ("no teachers", ["~teachers"], "teachers: no teacher configured"),

@@ -3,6 +3,7 @@ import json
 import logging
 import math
 
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -52,6 +53,9 @@ def test_debug_fast_end_to_end(first_run):
     assert (tmp / artifacts["student"] / "model.safetensors").stat().st_size > 1e6
     assert (run / "checkpoints" / "student" / "last.ckpt").is_file()
     assert (run / "csv").is_dir()  # the CSV logger wrote its metrics
+    vader = pd.read_parquet(tmp / artifacts["teach"]["vader"] / "labels.parquet")
+    abstained = vader[["p_0", "p_1"]].isna().all(axis=1)
+    assert 0 < abstained.sum() < len(vader)  # an abstention stays a missing entry, not a 0.5 guess
 
 
 def test_identical_rerun_reuses_every_stage(first_run, caplog):

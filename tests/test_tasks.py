@@ -111,3 +111,10 @@ def test_shipped_task_configs_load_with_string_classes_and_verbalizers(mirror, n
     task = instantiate(cfg.task, _convert_="all")
     assert all(isinstance(v, str) for v in task.classes + task.verbalizers)
     assert len(task.verbalizers) == task.num_classes and len(task.prompts("test")) == cfg.task.sizes.test
+
+
+def test_a_prompt_asking_for_a_field_the_rows_lack_is_refused(mirror):
+    with pytest.raises(TaskError, match=r"task.prompt uses \{text_pair\}, but the rows of .*sst2 have no 'text_pair' "
+                                        r"\(fields: text\)"):
+        load_task("sst2", sizes={"weak_train": 5, "w2s_train": 5, "test": 5}, mirror=str(mirror),
+                  prompt="{text_pair}\nQ: {text}?")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import string
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,6 +104,11 @@ def load_task(
     if verbalizers is not None and len(verbalizers) != len(classes):
         raise TaskError(f"task.verbalizers has {len(verbalizers)} entries for {len(classes)} classes")
     splits = draw_splits(pools, sizes, split_seed, where)
+    columns = [c for c in splits["test"].columns if c not in ("example_id", "label")]
+    for field in (f for _, f, _, _ in string.Formatter().parse(prompt) if f):
+        if field not in columns:
+            raise TaskError(f"task.prompt uses {{{field}}}, but the rows of {where} have no '{field}' "
+                            f"(fields: {', '.join(columns)})")
     return Task(name=name, classes=classes, splits=splits, prompt=prompt,
                 verbalizers=list(verbalizers or classes), source=where)
 
