@@ -173,3 +173,13 @@ def load_encoder(path: str, num_layers: int | None = None, trust_remote_code: bo
         return AutoModel.from_pretrained(path, config=config, trust_remote_code=trust_remote_code)
     finally:
         hf_logging.set_verbosity(previous)
+
+
+def pick_device(device: str = "auto") -> str:
+    """``auto``: this process's GPU (``cuda:<LOCAL_RANK>``, so the ranks of a launched run each label
+    on their own device) when there is one, else the CPU."""
+    import torch
+
+    if device != "auto":
+        return device
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"

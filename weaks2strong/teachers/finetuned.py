@@ -6,6 +6,8 @@ encoder, so its errors differ from the probe's and from the student's.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -28,7 +30,10 @@ class FineTunedEncoder:
     def _make_trainer(self):
         import pytorch_lightning as pl
 
-        return pl.Trainer(max_epochs=self.epochs, accelerator=self.accelerator, devices=1, logger=False,
+        # one device per process: under torchrun each rank fits on its own GPU
+        on_gpu = torch.cuda.is_available() and self.accelerator in ("auto", "gpu", "cuda")
+        devices = [int(os.environ.get("LOCAL_RANK", 0))] if on_gpu else 1
+        return pl.Trainer(max_epochs=self.epochs, accelerator=self.accelerator, devices=devices, logger=False,
                           enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
                           enable_progress_bar=self.progress, limit_val_batches=0)
 

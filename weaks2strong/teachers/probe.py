@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from weaks2strong.models import load_encoder, resolve_model
+from weaks2strong.models import load_encoder, pick_device, resolve_model
 from weaks2strong.tasks import Task
 
 
@@ -20,7 +20,7 @@ class EncoderProbe:
 
         self.model_name, self.num_layers, self.batch_size, self.max_length = model, num_layers, batch_size, max_length
         self.models_dir, self.trust_remote_code, self.progress = models_dir, trust_remote_code, progress
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.device = pick_device(device)
         self.head = LogisticRegression(C=C, max_iter=2000, random_state=seed)
         self._encoder = None
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from weaks2strong.models import resolve_model
+from weaks2strong.models import pick_device, resolve_model
 from weaks2strong.tasks import Task
 from weaks2strong.teachers.base import TeacherError
 
@@ -27,7 +27,7 @@ class PromptedLM:
         self.reuse_prefix = reuse_prefix
         self.use_chat_template, self.progress = use_chat_template, progress
         self.models_dir, self.trust_remote_code = models_dir, trust_remote_code
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.device = pick_device(device)
         self._lm = None
 
     def _load(self):
