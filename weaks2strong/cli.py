@@ -58,7 +58,9 @@ def main(cfg: DictConfig) -> float | None:
 
 def entry() -> None:
     """The ``w2s`` console script."""
-    if not any(a in ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help") for a in sys.argv[1:]):
+    # the pre-check composes conf/config.yaml; with another primary config or a help flag, Hydra alone decides
+    other = ("--help", "-h", "--cfg", "-c", "--info", "--hydra-help", "-cn", "-cp", "-cd")
+    if not any(a in other or a.startswith(("--config", "-cn=", "-cp=", "-cd=")) for a in sys.argv[1:]):
         problem = check_command_line(sys.argv[1:])
         if problem:
             print(f"w2s: error: {problem}", file=sys.stderr)
