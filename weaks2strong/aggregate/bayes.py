@@ -160,9 +160,6 @@ class BayesianDawidSkene:
         probs = self._check(probs, teacher_names)
         n, t, k = probs.shape
         names = list(teacher_names) if teacher_names is not None else [f"teacher {j}" for j in range(t)]
-        if t < 2:  # one teacher's confusion cannot be told apart from the class prior
-            raise AggregatorError(f"the Bayesian aggregator needs at least two teachers, got {t} ({', '.join(names)}); "
-                                  "for one teacher use aggregator=single")
         self.classes_ = list(range(k))
         self._fit_long(long_from_probs(probs), names, k)
         return self
@@ -233,8 +230,9 @@ class BayesianDawidSkene:
                     check_probs(arr[:, spoke], [n for n, s in zip(names, spoke) if s])
                     return arr
         probs = check_probs(probs, names)
-        if fitting and probs.shape[1] < 2:
-            raise AggregatorError(f"needs at least two teachers; got {probs.shape[1]}")
+        if fitting and probs.shape[1] < 2:  # one teacher's confusion cannot be told apart from the class prior
+            raise AggregatorError(f"the Bayesian aggregator needs at least two teachers, got {probs.shape[1]} "
+                                  f"({', '.join(names or ['teacher 0'])}); for one teacher use aggregator=single")
         return probs
 
     @property
