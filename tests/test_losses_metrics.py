@@ -28,6 +28,7 @@ def test_zero_weight_examples_do_not_move_the_student():
 def test_pgr_and_misfit():
     assert pgr(0.8, 0.7, 0.9) == pytest.approx(0.5)
     assert math.isnan(pgr(0.8, 0.7, 0.7))
+    assert math.isnan(pgr(0.52, 0.76, 0.57))  # the ceiling below the weak teacher: no gap to recover
     student = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
     targets = np.array([[1.0, 0.0], [1.0, 0.0], [0.5, 0.5]])
     fit = misfit(student, targets)

@@ -28,9 +28,13 @@ def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, f
 
 
 def pgr(student: float, weak: float, ceiling: float) -> float:
-    """Performance gap recovered, (student − weak) / (ceiling − weak) (Burns et al. 2023, §3)."""
+    """Performance gap recovered, (student − weak) / (ceiling − weak) (Burns et al. 2023, §3).
+
+    NaN when the ceiling does not beat the weak supervisor: there is no gap to recover, and the
+    ratio's sign would flip (a student below a weak teacher that beats the ceiling would score > 0).
+    """
     gap = ceiling - weak
-    return (student - weak) / gap if abs(gap) > 1e-12 else math.nan
+    return (student - weak) / gap if gap > 1e-12 else math.nan
 
 
 def misfit(student_probs: np.ndarray, targets: np.ndarray) -> dict[str, float]:

@@ -1,6 +1,8 @@
 """The run's summary: PGR, misfit, a markdown report and the table printed at the end of a run."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from weaks2strong.evaluate.metrics import misfit, pgr
@@ -39,7 +41,8 @@ def render_markdown(metrics: dict) -> str:
                      f"| {train['accuracy']:.4f} |")
     p, m = metrics["pgr"], metrics["misfit"]
     lines += ["", f"Best single teacher: **{metrics['best_teacher']}**", "",
-              f"PGR vs best teacher: **{p['vs_best_teacher']:.3f}**; PGR vs aggregate: **{p['vs_aggregate']:.3f}**", "",
+              f"PGR vs best teacher: **{_pgr(p['vs_best_teacher'])}**; PGR vs aggregate: **{_pgr(p['vs_aggregate'])}**",
+              "",
               f"Student misfit on its targets (w2s_train): disagreement {m['disagreement']:.4f}, KL {m['kl']:.4f}; "
               f"gain over its targets there: {metrics['gain_over_targets_w2s_train']:+.4f}", ""]
     analysis = metrics.get("teacher_analysis", {})
@@ -71,8 +74,12 @@ def render_table(metrics: dict) -> None:
     console = Console()
     console.print(table)
     p, m = metrics["pgr"], metrics["misfit"]
-    console.print(f"PGR vs best teacher ({metrics['best_teacher']}): {p['vs_best_teacher']:.3f}   "
-                  f"PGR vs aggregate: {p['vs_aggregate']:.3f}   misfit: {m['disagreement']:.4f}")
+    console.print(f"PGR vs best teacher ({metrics['best_teacher']}): {_pgr(p['vs_best_teacher'])}   "
+                  f"PGR vs aggregate: {_pgr(p['vs_aggregate'])}   misfit: {m['disagreement']:.4f}")
+
+
+def _pgr(value: float) -> str:
+    return "n/a (the ceiling does not beat the weak labels)" if math.isnan(value) else f"{value:.3f}"
 
 
 def flat_metrics(metrics: dict) -> dict[str, float]:
