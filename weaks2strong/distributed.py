@@ -77,11 +77,6 @@ def _objects():
     return dist.new_group(backend="gloo")
 
 
-def barrier() -> None:
-    if grouped():
-        dist.barrier(group=_objects())
-
-
 def broadcast(obj: Any) -> Any:
     """Rank 0's ``obj`` on every rank (unchanged without a group)."""
     if not grouped():

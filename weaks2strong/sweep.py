@@ -38,12 +38,9 @@ COLUMNS = {
 def collect(sweep_dir: Path) -> pd.DataFrame:
     """One row per finished job: the overrides that vary across the sweep (minus seed), the seed,
     and the headline numbers."""
-    jobs = []
-    for metrics_file in sorted(sweep_dir.glob("*/metrics.json")):
-        overrides = yaml.safe_load((metrics_file.parent / ".hydra" / "overrides.yaml").read_text()) or []
-        jobs.append((overrides, json.loads(metrics_file.read_text())))
-    every_job = [yaml.safe_load(f.read_text()) or [] for f in sweep_dir.glob("*/.hydra/overrides.yaml")]
-    shared = set.intersection(*(set(o) for o in every_job)) if len(every_job) > 1 else set()  # failed ones too
+    every_job = {f.parents[1]: yaml.safe_load(f.read_text()) or [] for f in sweep_dir.glob("*/.hydra/overrides.yaml")}
+    shared = set.intersection(*map(set, every_job.values())) if len(every_job) > 1 else set()  # failed ones too
+    jobs = [(every_job.get(f.parent, []), json.loads(f.read_text())) for f in sorted(sweep_dir.glob("*/metrics.json"))]
     rows = []
     for overrides, metrics in jobs:
         seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), "0")

@@ -89,7 +89,10 @@ def exclusive(store: Store, stage: str, key: str) -> Iterator[Artifact | None]:
 def agreed_find(store: Store, stage: str, key: str) -> Artifact | None:
     """The finished artifact, if any; every rank goes by rank 0's answer, so none skips a stage the
     others compute."""
-    return store.find(stage, key) if distributed.broadcast(store.find(stage, key) is not None) else None
+    found = store.find(stage, key)
+    if not distributed.broadcast(found is not None):
+        return None
+    return found or store.find(stage, key)  # rank 0 found it; a rank on a slower file system looks again
 
 
 def on_main(work) -> None:

@@ -87,14 +87,14 @@ def _resume_from(pointer: Path, ours: Path) -> str | None:
     if not distributed.is_main():
         return None  # rank 0 decides, and broadcasts its answer
     previous = Path(json.loads(pointer.read_text())["last"]) if pointer.is_file() else None
-    if previous is not None and previous.is_file():
-        _check_checkpoint(previous, pointer)
-        if previous != ours:
-            ours.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(previous, ours)
+    if previous is not None and previous.is_file() and previous != ours:
+        _check_checkpoint(previous, pointer)  # before copying, so the error names the file the try left
+        ours.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(previous, ours)
+    elif ours.is_file():
+        _check_checkpoint(ours, pointer)
     write_json(pointer, {"last": str(ours)})
     if ours.is_file():
-        _check_checkpoint(ours, pointer)
         log.info("resuming from %s", ours)
         return str(ours)
     return None
