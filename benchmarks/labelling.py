@@ -31,7 +31,7 @@ def plain_loop(tok, lm, prompts: list[str], verbalizer_ids: list[int], batch_siz
 
 
 def main() -> None:
-    from weaks2strong.models import resolve_model
+    from weaks2strong.zoo import resolve_model
     from weaks2strong.tasks import load_task
     from weaks2strong.teachers.prompted import PromptedLM
 

@@ -3,7 +3,7 @@ import pytorch_lightning as pl
 import torch
 from transformers import AutoTokenizer
 
-from weaks2strong.models import resolve_model
+from weaks2strong.zoo import resolve_model
 from weaks2strong.student import SoftTargetClassifier, TargetsDataModule
 
 

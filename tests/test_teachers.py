@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from weaks2strong.models import ModelError
+from weaks2strong.zoo import ModelError
 from weaks2strong.teachers import TeacherError, check_proba
 from weaks2strong.teachers.classic import NaiveBayes, TfidfLogReg
 from weaks2strong.teachers.lexicon import Afinn, TextBlob, Vader

@@ -1,4 +1,4 @@
-"""The model zoo: short names resolve to local Hugging Face folders."""
-from weaks2strong.models.zoo import ZOO, ModelError, load_encoder, pick_device, resolve_model
+"""nn.Modules, heads and losses (pure functions); models are loaded from zoo folders."""
+from weaks2strong.models.encoders import load_encoder
 
-__all__ = ["ZOO", "ModelError", "load_encoder", "pick_device", "resolve_model"]
+__all__ = ["load_encoder"]

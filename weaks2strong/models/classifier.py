@@ -23,7 +23,7 @@ class SoftTargetClassifier(pl.LightningModule):
                  warmup_ratio: float = 0.1, dropout: float = 0.1, trust_remote_code: bool = False,
                  num_layers: int | None = None, encoder_dropout: float | None = None):
         super().__init__()
-        from weaks2strong.models.zoo import load_encoder
+        from weaks2strong.models.encoders import load_encoder
 
         self.save_hyperparameters()
         self.encoder = load_encoder(encoder_path, num_layers, trust_remote_code, dropout=encoder_dropout)

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from weaks2strong import distributed
 from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table
 from weaks2strong.errors import UserInputError
-from weaks2strong.models import resolve_model
+from weaks2strong.zoo import resolve_model
 from weaks2strong.pipeline.common import (
     config_slice,
     exclusive,

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import torch
 
-from weaks2strong.models import resolve_model
+from weaks2strong.zoo import resolve_model
 from weaks2strong.models.batching import TargetsDataModule
 from weaks2strong.models.classifier import SoftTargetClassifier
 from weaks2strong.tasks import Task

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from weaks2strong.models import load_encoder, pick_device, resolve_model
+from weaks2strong.models import load_encoder
+from weaks2strong.zoo import pick_device, resolve_model
 from weaks2strong.tasks import Task
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from weaks2strong.models import pick_device, resolve_model
+from weaks2strong.zoo import pick_device, resolve_model
 from weaks2strong.tasks import Task
 from weaks2strong.teachers.base import TeacherError
 

@@ -71,7 +71,7 @@ def _build(name: str, entry: ZooEntry, target: Path) -> None:
     try:
         out = scratch / "model"
         if entry.tiny:
-            from weaks2strong.models.tiny import build_tiny
+            from weaks2strong.zoo.tiny import build_tiny
 
             build_tiny(entry.tiny, out)
         else:
@@ -146,33 +146,6 @@ def _concat(parts: list[Path], dest: Path) -> Path:
             with open(part, "rb") as src:
                 shutil.copyfileobj(src, fh, 1 << 22)
     return dest
-
-
-def load_encoder(path: str, num_layers: int | None = None, trust_remote_code: bool = False,
-                 dropout: float | None = None):
-    """``AutoModel.from_pretrained``, keeping only the first ``num_layers`` layers when asked, and
-    with every dropout probability the config names set to ``dropout`` when given.
-
-    The checkpoint's dropped layers are expected to go unused, so transformers' load report (a
-    table of every unused tensor) is silenced for a truncated load.
-    """
-    from transformers import AutoConfig, AutoModel
-    from transformers.utils import logging as hf_logging
-
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-    if num_layers:
-        config.num_hidden_layers = num_layers
-    if dropout is not None:
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout"):
-            if hasattr(config, name):
-                setattr(config, name, dropout)
-    previous = hf_logging.get_verbosity()
-    if num_layers:
-        hf_logging.set_verbosity_error()
-    try:
-        return AutoModel.from_pretrained(path, config=config, trust_remote_code=trust_remote_code)
-    finally:
-        hf_logging.set_verbosity(previous)
 
 
 def pick_device(device: str = "auto") -> str:
