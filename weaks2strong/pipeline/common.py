@@ -47,7 +47,7 @@ def prob_columns(k: int) -> list[str]:
 def split_frame(task: Task, split: str, probs: np.ndarray) -> pd.DataFrame:
     """(split, example_id, p_0..p_{K-1}) rows in the split's order: the layout of every artifact table."""
     frame = pd.DataFrame(probs, columns=prob_columns(task.num_classes))
-    frame.insert(0, "example_id", task.splits[split]["example_id"].to_numpy())
+    frame.insert(0, "example_id", task.split(split)["example_id"].to_numpy())
     frame.insert(0, "split", split)
     return frame
 
@@ -55,7 +55,7 @@ def split_frame(task: Task, split: str, probs: np.ndarray) -> pd.DataFrame:
 def split_rows(artifact: Artifact, table: str, task: Task, split: str) -> pd.DataFrame:
     """The rows of an artifact table for a split, in the split's order (the inverse of split_frame)."""
     frame = artifact.table(table).query(f"split == '{split}'").set_index("example_id")
-    return frame.loc[task.splits[split]["example_id"]]
+    return frame.loc[task.split(split)["example_id"]]
 
 
 def split_probs(artifact: Artifact, table: str, task: Task, split: str) -> np.ndarray:

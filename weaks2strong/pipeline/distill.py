@@ -52,7 +52,7 @@ def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, s
            stage: str, key: str) -> Artifact:
     k = task.num_classes
     if targets is None:
-        soft, weights = np.eye(k)[task.labels("w2s_train")], np.ones(len(task.splits["w2s_train"]))
+        soft, weights = np.eye(k)[task.labels("w2s_train")], np.ones(len(task.split("w2s_train")))
     else:
         table = split_rows(targets, "targets", task, "w2s_train")
         soft, weights = table[prob_columns(k)].to_numpy(), table["weight"].to_numpy()

@@ -59,7 +59,7 @@ def _label(task: Task, name: str, cfg: DictConfig, store: Store, key: str) -> Ar
         rows = []
         for split in ("w2s_train", "test"):
             probs = check_proba(_unshard([shard[split] for shard in shards]), name, split,
-                                len(task.splits[split]), task.num_classes)
+                                len(task.split(split)), task.num_classes)
             rows.append(split_frame(task, split, probs))
         with store.create("teach", key, {"task": task_key(task)},
                           {"teacher": name, **config_slice(cfg, TEACHER_VOLATILE_KEYS)}) as tmp:

@@ -1,9 +1,14 @@
 """The Task record and the Burns et al. (2023) split rule.
 
-A task holds three disjoint splits: ``weak_train`` (gold labels; the weak teachers learn from it),
-``w2s_train`` (gold hidden from the student; used only to score the teachers' labels) and ``test``.
-Every split is a DataFrame with columns ``example_id``, ``text`` (and ``text_pair`` for reading
-tasks) and ``label`` (an int class id).
+A task holds four disjoint splits: ``weak_train`` (gold labels; the weak teachers learn from it),
+``val`` (the one small labelled dev set a practitioner has: every choice is made on it),
+``w2s_train`` (gold hidden from the student; used only to score the teachers' labels) and ``test``
+(read once, by the evaluate stage, for the reported number). Every split is a DataFrame with
+columns ``example_id``, ``text`` (and ``text_pair`` for reading tasks) and ``label`` (an int class
+id).
+
+The stages before evaluate get ``task.without_test()``: the same task with the test split sealed,
+so no teacher, aggregator or student can read a test row before the reported number is computed.
 """
 from __future__ import annotations
 
@@ -15,7 +20,11 @@ import pandas as pd
 
 from weaks2strong.errors import UserInputError
 
-SPLITS = ("weak_train", "w2s_train", "test")
+SPLITS = ("weak_train", "val", "w2s_train", "test")
+# splits drawn from a shared pool in this order, so adding ``val`` left the other three unchanged
+DRAW_ORDER = ("weak_train", "w2s_train", "test", "val")
+# the splits that the stages before evaluate label and predict
+DEV_SPLITS = ("w2s_train", "val")
 
 
 class TaskError(UserInputError):
@@ -30,6 +39,23 @@ class Task:
     prompt: str = "{text}"  # rendered for a prompted LM; fields of the row fill the braces
     verbalizers: list[str] = field(default_factory=list)  # one answer word per class, for prompted LMs
     source: str = ""  # where the rows came from, for the report
+    sealed: bool = False  # True before evaluate: the test split cannot be read
+
+    def split(self, name: str) -> pd.DataFrame:
+        """The rows of a split; the one way to reach them, so a sealed test split stays sealed."""
+        if name == "test" and self.sealed:
+            raise TaskError("the test split is sealed until the evaluate stage: teachers, aggregators and "
+                            "students make every choice on 'val'")
+        if name not in self.splits:
+            raise TaskError(f"task {self.name} has no split '{name}' (splits: {', '.join(self.splits)})")
+        return self.splits[name]
+
+    def without_test(self) -> Task:
+        """This task with its test split sealed: what every stage before evaluate receives."""
+        return dataclasses.replace(self, sealed=True)
+
+    def sizes(self) -> dict[str, int]:
+        return {s: len(df) for s, df in self.splits.items()}
 
     @property
     def num_classes(self) -> int:
@@ -37,27 +63,27 @@ class Task:
 
     def texts(self, split: str) -> list[str]:
         """One string per example, for teachers that read plain text (pairs joined by a newline)."""
-        df = self.splits[split]
+        df = self.split(split)
         if "text_pair" in df:
             return (df["text"] + "\n" + df["text_pair"]).tolist()
         return df["text"].tolist()
 
     def encoder_inputs(self, split: str) -> tuple[list[str], list[str] | None]:
         """(texts, pairs) for an encoder's tokenizer: pairs is None on single-text tasks."""
-        df = self.splits[split]
+        df = self.split(split)
         return df["text"].tolist(), (df["text_pair"].tolist() if "text_pair" in df else None)
 
     def shard(self, index: int, count: int) -> Task:
-        """Rows ``index::count`` of w2s_train and test (weak_train whole): one rank's labelling share."""
+        """Rows ``index::count`` of every split but weak_train (whole): one rank's labelling share."""
         splits = {s: df if s == "weak_train" else df.iloc[index::count].reset_index(drop=True)
                   for s, df in self.splits.items()}
         return dataclasses.replace(self, splits=splits)
 
     def labels(self, split: str) -> np.ndarray:
-        return self.splits[split]["label"].to_numpy(dtype=np.int64)
+        return self.split(split)["label"].to_numpy(dtype=np.int64)
 
     def prompts(self, split: str) -> list[str]:
-        df = self.splits[split]
+        df = self.split(split)
         fields = [c for c in df.columns if c not in ("example_id", "label")]
         return [self.prompt.format(**dict(zip(fields, row))) for row in df[fields].itertuples(index=False)]
 
@@ -65,17 +91,18 @@ class Task:
 def draw_splits(
     pools: dict[str, pd.DataFrame], sizes: dict[str, int], seed: int, where: str
 ) -> dict[str, pd.DataFrame]:
-    """Draw the three splits, deterministic in ``seed``.
+    """Draw the four splits, deterministic in ``seed``.
 
     ``pools`` maps a split name to the rows it may be drawn from; splits that share a pool (the
     usual case: weak_train and w2s_train both come from the source's train file) are drawn
-    disjointly from one shuffle of it.
+    disjointly from one shuffle of it. ``val`` comes from w2s_train's pool unless ``pools`` names one.
     """
+    pools = {"val": pools["w2s_train"], **pools}
     rng = np.random.default_rng(seed)
     order: dict[int, np.ndarray] = {}
     taken: dict[int, int] = {}
     out = {}
-    for split in SPLITS:
+    for split in DRAW_ORDER:
         pool = pools[split]
         size = int(sizes[split])
         if size <= 0:
@@ -92,4 +119,4 @@ def draw_splits(
             )
         out[split] = pool.iloc[order[key][start : start + size]].reset_index(drop=True)
         taken[key] = start + size
-    return out
+    return {split: out[split] for split in SPLITS}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from weaks2strong.tasks.base import Task, TaskError, draw_splits
+from weaks2strong.tasks.base import SPLITS, Task, TaskError, draw_splits
 from weaks2strong.tasks.readers import read_table, standardize
 
 SENTIMENT = ["negative", "positive"]
@@ -123,7 +123,7 @@ def _user_file(path: Path, classes, text_column, label_column, text_pair_column,
     if split_column not in df.columns:
         raise TaskError(f"{path}: no column '{split_column}' (task.split_column)")
     pools = {}
-    for split in ("weak_train", "w2s_train", "test"):
+    for split in SPLITS:
         part = df[df[split_column] == split].reset_index(drop=True)
         if part.empty:
             raise TaskError(f"{path}: no rows with {split_column}={split}")

@@ -24,7 +24,7 @@ class TfidfLogReg:
         self.num_classes = task.num_classes
 
     def predict_proba(self, task: Task, split: str) -> np.ndarray:
-        probs = np.zeros((len(task.splits[split]), task.num_classes))
+        probs = np.zeros((len(task.split(split)), task.num_classes))
         # a class missing from weak_train keeps probability 0 rather than shifting the columns
         probs[:, self.model.classes_] = self.model.predict_proba(task.texts(split))
         return probs

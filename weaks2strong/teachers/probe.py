@@ -54,6 +54,6 @@ class EncoderProbe:
                       task.labels("weak_train"))
 
     def predict_proba(self, task: Task, split: str) -> np.ndarray:
-        probs = np.zeros((len(task.splits[split]), task.num_classes))
+        probs = np.zeros((len(task.split(split)), task.num_classes))
         probs[:, self.head.classes_] = self.head.predict_proba(self.embed(task.texts(split), f"probe: {split}"))
         return probs

@@ -59,7 +59,7 @@ class PromptedLM:
         """(prompt, answer, example_id) demonstrations, always from weak_train: never the split labelled."""
         if not self.shots:
             return []
-        split = task.splits["weak_train"]
+        split = task.split("weak_train")
         rows = np.random.default_rng(self.shot_seed).choice(len(split), size=self.shots, replace=False)
         prompts, labels = task.prompts("weak_train"), task.labels("weak_train")
         return [(prompts[i], task.verbalizers[labels[i]], split["example_id"][i]) for i in rows]
