@@ -26,5 +26,5 @@ def models_dir(tmp_path_factory) -> Path:
 def small_sst2(mirror):
     from weaks2strong.tasks import load_task
 
-    return load_task("sst2", sizes={"weak_train": 200, "w2s_train": 40, "test": 40}, mirror=str(mirror),
+    return load_task("sst2", sizes={"weak_train": 200, "val": 40, "w2s_train": 40, "test": 40}, mirror=str(mirror),
                      prompt="Review: {text}\nSentiment:", verbalizers=[" negative", " positive"])

@@ -3,8 +3,18 @@ import pytorch_lightning as pl
 import torch
 from transformers import AutoTokenizer
 
+from weaks2strong.models import EncoderClassifier, SoftTargetModule, TargetsDataModule
 from weaks2strong.zoo import resolve_model
-from weaks2strong.student import SoftTargetClassifier, TargetsDataModule
+
+
+def make_module(path, num_classes, lr=5e-5, warmup_ratio=0.1, dropout=0.1, loss="soft_ce", **net):
+    from functools import partial
+
+    from weaks2strong.models.schedules import linear_warmup_decay
+
+    return SoftTargetModule(EncoderClassifier(path, num_classes, dropout=dropout, **net), num_classes,
+                            optimizer=partial(torch.optim.AdamW, lr=lr, weight_decay=0.01),
+                            scheduler=partial(linear_warmup_decay, warmup_ratio=warmup_ratio), loss=loss)
 
 
 def test_tiny_student_fits_soft_targets_and_ignores_zero_weights(small_sst2, tmp_path):
@@ -16,14 +26,14 @@ def test_tiny_student_fits_soft_targets_and_ignores_zero_weights(small_sst2, tmp
     weights = np.ones(n)
     weights[: n // 2] = 0.0  # these rows would pull towards class 0 if they counted
     targets[: n // 2] = [1.0, 0.0]
-    data = TargetsDataModule(tokenizer, texts, targets, weights, small_sst2.texts("test"),
-                             small_sst2.labels("test"), max_length=48, batch_size=8, seed=0)
+    data = TargetsDataModule(tokenizer, texts, targets, weights, small_sst2.texts("val"),
+                             small_sst2.labels("val"), max_length=48, batch_size=8, seed=0)
     pl.seed_everything(0, verbose=False)
-    module = SoftTargetClassifier(path, num_classes=2, lr=3e-3, warmup_ratio=0.0, dropout=0.0)
+    module = make_module(path, num_classes=2, lr=3e-3, warmup_ratio=0.0, dropout=0.0)
     trainer = pl.Trainer(max_epochs=6, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=data)
-    assert 0 <= float(trainer.callback_metrics["val/acc"]) <= 1  # validation ran on the held-out split
+    assert "val/acc" in trainer.callback_metrics  # validation ran on the val split
     probs = torch.cat(trainer.predict(module, data.encode_for_predict(texts))).numpy()
     assert probs.shape == (n, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
     # it learned the weighted target (0.8 on class 1), not the zero-weighted one-hot class 0
@@ -63,8 +73,8 @@ def test_text_pairs_are_encoded_as_pairs_and_the_longer_member_is_truncated(tmp_
 
 def test_truncated_encoder_keeps_only_its_first_layers(tmp_path):
     path = resolve_model("tiny-bert", tmp_path)
-    full = SoftTargetClassifier(path, num_classes=3)
-    cut = SoftTargetClassifier(path, num_classes=3, num_layers=1)
+    full = EncoderClassifier(path, num_classes=3)
+    cut = EncoderClassifier(path, num_classes=3, num_layers=1)
     assert len(full.encoder.encoder.layer) == 2 and len(cut.encoder.encoder.layer) == 1
     torch.testing.assert_close(cut.encoder.encoder.layer[0].state_dict(), full.encoder.encoder.layer[0].state_dict())
 

@@ -6,28 +6,36 @@ import pytest
 from weaks2strong.sweep import write_summary
 
 
-def _job(folder, overrides, student, teachers):
+def _job(folder, overrides, student, teachers, pgr=0.5, seed=0):
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    test = lambda acc: {"test": {"accuracy": acc}}  # noqa: E731
-    metrics = {"student": test(student), "ceiling": test(0.9),
-               "aggregate": {**test(0.7), "w2s_train": {"accuracy": 0.72}},
-               "teachers": {n: test(a) for n, a in teachers.items()}, "best_teacher": max(teachers, key=teachers.get),
-               "pgr": {"vs_best_teacher": 0.5, "vs_aggregate": 0.4}, "misfit": {"disagreement": 0.1}}
-    (folder / "metrics.json").write_text(json.dumps(metrics))
+    acc = lambda a: {"test": {"accuracy": a}, "val": {"accuracy": a}}  # noqa: E731
+    metrics = {"student": acc(student), "ceiling": acc(0.9),
+               "aggregate": {**acc(0.7), "w2s_train": {"accuracy": 0.72}},
+               "teachers": {n: acc(a) for n, a in teachers.items()}, "best_teacher": max(teachers, key=teachers.get),
+               "pgr": {s: {"vs_best_teacher": pgr, "vs_aggregate": 0.4} for s in ("val", "test")},
+               "misfit": {"w2s_train": {"gain_ge_misfit": True}},
+               "seeds": {"splits": 0, "teachers": 0, "aggregator": seed, "student": seed}}
+    (folder / "metrics.json").write_text(json.dumps(metrics).replace("NaN", "NaN"))
 
 
 def test_sweep_summary_groups_seeds_and_lists_each_groups_teachers(tmp_path):
-    _job(tmp_path / "0", ["experiment=sst2", "seed=0"], 0.80, {"vader": 0.6, "tfidf": 0.7})
-    _job(tmp_path / "1", ["experiment=sst2", "seed=1"], 0.84, {"vader": 0.6, "tfidf": 0.7})
+    _job(tmp_path / "0", ["experiment=sst2", "seed=0"], 0.80, {"vader": 0.6, "tfidf": 0.7}, seed=0)
+    _job(tmp_path / "1", ["experiment=sst2", "seed=1"], 0.84, {"vader": 0.6, "tfidf": 0.7}, pgr=float("nan"), seed=1)
     _job(tmp_path / "2", ["experiment=boolq", "seed=0"], 0.66, {"tfidf": 0.62, "smollm2": 0.55})
     (tmp_path / "3").mkdir()  # a job that died before writing metrics is left out
     table = write_summary(tmp_path)
-    # n=2, student mean ± sample std of 0.80 and 0.84
-    assert "| experiment=sst2 | 2 | 0.8200 ± 0.0283 |" in table
-    assert "| experiment=boolq | 1 | 0.6600 ± 0.0000 |" in table
+    # 2 runs, student mean ± sample std of 0.80 and 0.84, both finite
+    assert "| experiment=sst2 | 2 | 0.8200 ± 0.0283 (2/2) |" in table
+    assert "| experiment=boolq | 1 | 0.6600 ± 0.0000 (1/1) |" in table
+    # an undefined PGR is counted, not silently dropped: one finite value of two
+    sst2 = next(line for line in table.splitlines() if line.startswith("| experiment=sst2 | 2 |"))
+    assert "0.5000 ± 0.0000 (1/2)" in sst2
+    assert "Seeds within each group: splits fixed (0); teachers fixed (0); aggregator varied (0, 1); " \
+           "student varied (0, 1)." in table
     teacher_rows = [line for line in table.splitlines() if "smollm2 0.550" in line]
-    assert teacher_rows == ["| experiment=boolq | tfidf 0.620, smollm2 0.550 | 0.700 | 0.660 | 0.900 | 0.500 |"]
+    assert teacher_rows == ["| experiment=boolq | tfidf 0.620, smollm2 0.550 | 0.700 | 0.660 | 0.900 | "
+                            "0.5000 ± 0.0000 (1/1) |"]
     assert (tmp_path / "sweep_summary.png").stat().st_size > 10_000
     assert len(pd.read_csv(tmp_path / "sweep_runs.csv")) == 3
 

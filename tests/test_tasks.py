@@ -3,7 +3,7 @@ import pytest
 
 from weaks2strong.tasks import TaskError, load_task
 
-SIZES = {"weak_train": 50, "w2s_train": 60, "test": 30}
+SIZES = {"weak_train": 50, "val": 20, "w2s_train": 60, "test": 30}
 
 
 def test_sst2_splits_are_disjoint_sized_and_deterministic(mirror):
@@ -12,6 +12,8 @@ def test_sst2_splits_are_disjoint_sized_and_deterministic(mirror):
     c = load_task("sst2", sizes=SIZES, mirror=str(mirror), split_seed=4)
     assert {s: len(df) for s, df in a.splits.items()} == SIZES
     weak, w2s = set(a.splits["weak_train"]["example_id"]), set(a.splits["w2s_train"]["example_id"])
+    val = set(a.splits["val"]["example_id"])
+    assert len(val) == 20 and not (val & weak) and not (val & w2s)
     assert not weak & w2s
     assert all(i.startswith("dev-") for i in a.splits["test"]["example_id"])
     assert a.splits["w2s_train"].equals(b.splits["w2s_train"])
@@ -26,7 +28,7 @@ def test_prompts_fill_the_template(mirror):
 
 @pytest.mark.parametrize("name", ["imdb_small", "amazon_small"])
 def test_review_subsets_load(mirror, name):
-    task = load_task(name, sizes={"weak_train": 100, "w2s_train": 100, "test": 50}, mirror=str(mirror))
+    task = load_task(name, sizes={"weak_train": 100, "w2s_train": 100, "test": 50, "val": 10}, mirror=str(mirror))
     assert len(task.texts("test")) == 50 and min(map(len, task.texts("test"))) > 0
 
 
@@ -42,25 +44,25 @@ def test_missing_mirror_names_the_path_and_the_fix(tmp_path):
 
 def test_split_larger_than_data_names_the_key(mirror):
     with pytest.raises(TaskError, match=r"task.sizes.test=5000 is more than the 872 rows"):
-        load_task("sst2", sizes={"weak_train": 10, "w2s_train": 10, "test": 5000}, mirror=str(mirror))
+        load_task("sst2", sizes={"weak_train": 10, "w2s_train": 10, "test": 5000, "val": 10}, mirror=str(mirror))
 
 
 def test_user_csv_without_split_column(tmp_path):
     path = tmp_path / "mine.csv"
-    pd.DataFrame({"review": [f"text {i}" for i in range(30)], "stars": ["good", "bad"] * 15}).to_csv(path, index=False)
+    pd.DataFrame({"review": [f"text {i}" for i in range(40)], "stars": ["good", "bad"] * 20}).to_csv(path, index=False)
     task = load_task("csv", path=str(path), text_column="review", label_column="stars", classes=["bad", "good"],
-                     sizes={"weak_train": 10, "w2s_train": 10, "test": 10})
-    ids = [set(task.splits[s]["example_id"]) for s in ("weak_train", "w2s_train", "test")]
-    assert not (ids[0] & ids[1]) and not (ids[1] & ids[2]) and not (ids[0] & ids[2])
+                     sizes={"weak_train": 10, "w2s_train": 10, "test": 10, "val": 10})
+    ids = [set(task.splits[s]["example_id"]) for s in ("weak_train", "val", "w2s_train", "test")]
+    assert sum(map(len, ids)) == len(set.union(*ids)) == 40  # four disjoint splits
     assert set(task.labels("test")) <= {0, 1}
 
 
 def test_user_jsonl_with_split_column(tmp_path):
     path = tmp_path / "mine.jsonl"
-    rows = [{"t": f"x{i}", "y": i % 2, "part": s} for s in ("weak_train", "w2s_train", "test") for i in range(4)]
+    rows = [{"t": f"x{i}", "y": i % 2, "part": s} for s in ("weak_train", "val", "w2s_train", "test") for i in range(4)]
     pd.DataFrame(rows).to_json(path, orient="records", lines=True)
     task = load_task("csv", path=str(path), text_column="t", label_column="y", split_column="part",
-                     classes=["no", "yes"], sizes={"weak_train": 4, "w2s_train": 4, "test": 4})
+                     classes=["no", "yes"], sizes={"weak_train": 4, "val": 4, "w2s_train": 4, "test": 4})
     assert sorted(task.splits["test"]["text"]) == [f"x{i}" for i in range(4)]  # only the rows marked test
 
 
@@ -68,22 +70,22 @@ def test_bad_label_row_is_named(tmp_path):
     path = tmp_path / "bad.csv"
     pd.DataFrame({"text": ["a", "b", "c"], "label": ["good", "meh", "bad"]}).to_csv(path, index=False)
     with pytest.raises(TaskError, match=r"bad.csv: row 2 has label 'meh'"):
-        load_task("csv", path=str(path), classes=["bad", "good"], sizes={"weak_train": 1, "w2s_train": 1, "test": 1})
+        load_task("csv", path=str(path), classes=["bad", "good"], sizes={"weak_train": 1, "w2s_train": 1, "test": 1, "val": 1})
 
 
 def test_missing_column_is_named(tmp_path):
     path = tmp_path / "bad.csv"
     pd.DataFrame({"body": ["a"], "label": [0]}).to_csv(path, index=False)
     with pytest.raises(TaskError, match=r"no column 'text'"):
-        load_task("csv", path=str(path), classes=["a", "b"], sizes={"weak_train": 1, "w2s_train": 1, "test": 1})
+        load_task("csv", path=str(path), classes=["a", "b"], sizes={"weak_train": 1, "w2s_train": 1, "test": 1, "val": 1})
 
 
 def test_reading_tasks_carry_a_text_pair(mirror):
-    boolq = load_task("boolq", sizes={"weak_train": 20, "w2s_train": 20, "test": 20}, mirror=str(mirror),
+    boolq = load_task("boolq", sizes={"weak_train": 20, "w2s_train": 20, "test": 20, "val": 10}, mirror=str(mirror),
                       classes=["no", "yes"], prompt="{text_pair}\nQ: {text}?")
     assert set(boolq.labels("test")) <= {0, 1} and "text_pair" in boolq.splits["test"]
     assert boolq.prompts("test")[0].startswith(boolq.splits["test"]["text_pair"][0])
-    cosmos = load_task("cosmosqa", sizes={"weak_train": 20, "w2s_train": 20, "test": 40}, mirror=str(mirror),
+    cosmos = load_task("cosmosqa", sizes={"weak_train": 20, "w2s_train": 20, "test": 40, "val": 10}, mirror=str(mirror),
                        classes=["A", "B", "C", "D"])
     assert cosmos.num_classes == 4 and set(cosmos.labels("test")) <= {0, 1, 2, 3}
     assert all(f"\n{letter}) " in cosmos.splits["test"]["text_pair"][0] for letter in "ABCD")
@@ -95,7 +97,7 @@ def test_reading_tasks_carry_a_text_pair(mirror):
 def test_yaml_booleans_as_class_names_are_refused(mirror):
     # `classes: [no, yes]` in YAML reads as [False, True]
     with pytest.raises(TaskError, match=r"task.classes\[0\] is False \(bool\), not a string; quote it in YAML"):
-        load_task("boolq", sizes={"weak_train": 5, "w2s_train": 5, "test": 5}, mirror=str(mirror),
+        load_task("boolq", sizes={"weak_train": 5, "w2s_train": 5, "test": 5, "val": 5}, mirror=str(mirror),
                   classes=[False, True])
 
 
@@ -116,5 +118,25 @@ def test_shipped_task_configs_load_with_string_classes_and_verbalizers(mirror, n
 def test_a_prompt_asking_for_a_field_the_rows_lack_is_refused(mirror):
     with pytest.raises(TaskError, match=r"task.prompt uses \{text_pair\}, but the rows of .*sst2 have no 'text_pair' "
                                         r"\(fields: text\)"):
-        load_task("sst2", sizes={"weak_train": 5, "w2s_train": 5, "test": 5}, mirror=str(mirror),
+        load_task("sst2", sizes={"weak_train": 5, "w2s_train": 5, "test": 5, "val": 5}, mirror=str(mirror),
                   prompt="{text_pair}\nQ: {text}?")
+
+
+def test_a_sealed_test_split_cannot_be_read_and_does_not_enter_the_keys(mirror):
+    from weaks2strong.pipeline.tables import task_key
+
+    task = load_task("sst2", sizes=SIZES, mirror=str(mirror))
+    dev = task.without_test()
+    for read in (lambda: dev.texts("test"), lambda: dev.labels("test"), lambda: dev.prompts("test"),
+                 lambda: dev.encoder_inputs("test"), lambda: dev.split("test")):
+        with pytest.raises(TaskError, match="the test split is sealed until the evaluate stage"):
+            read()
+    assert dev.texts("val") == task.texts("val")
+    # the stages' keys come from the sealed task: they cannot depend on the test rows
+    other_test = load_task("sst2", sizes={**SIZES, "test": 31}, mirror=str(mirror)).without_test()
+    assert task_key(dev) == task_key(other_test) != task_key(task)
+
+
+def test_sizes_without_val_are_refused_by_key(mirror):
+    with pytest.raises(TaskError, match=r"task.sizes.val is missing"):
+        load_task("sst2", sizes={"weak_train": 5, "w2s_train": 5, "test": 5}, mirror=str(mirror))

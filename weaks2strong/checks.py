@@ -6,6 +6,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from weaks2strong import schema
 from weaks2strong.resolvers import CONFIG_DIR, register_resolvers
 
 SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password")
@@ -51,6 +52,7 @@ def check_command_line(args: list[str]) -> str | None:
 
     Hydra reports an unknown key or option in several lines with a hint to set HYDRA_FULL_ERROR,
     and a run dir it cannot create as a traceback; this names the key, or the folder, in one line.
+    A value of the wrong type or range (``weaks2strong.schema``) is named the same way.
     Sweep overrides (``a=1,2``) are checked with their first value.
     """
     from hydra import compose, initialize_config_dir
@@ -92,6 +94,9 @@ def check_command_line(args: list[str]) -> str | None:
     if secret:
         return (f"config key '{secret[0]}' looks like a secret; pass it through the environment "
                 "(e.g. WANDB_API_KEY), not the config")
+    bad_value = schema.problem(cfg)  # a value of the wrong type or range, before any stage runs
+    if bad_value:
+        return bad_value
     for key in ("paths.runs_dir", "paths.cache_dir"):
         try:
             folder = Path(OmegaConf.select(cfg, key))

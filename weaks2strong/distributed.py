@@ -2,10 +2,10 @@
 
 Two ways a run becomes multi-process:
 
-- **launched**: an external launcher starts every process (``torchrun``, or ``srun`` / the
-  submitit launcher with one task per device). Each runs the whole pipeline from the start, so the
-  process group is made here, before teaching: teachers label one shard each, rank 0 gathers and
-  writes, and Lightning's DDP later reuses the same group.
+- **launched**: an external launcher starts every process (``torchrun``, ``srun``, or the submitit
+  launchers ``hydra/launcher=slurm|local`` with one task per device). Each runs the whole pipeline
+  from the start, so the process group is made here, before teaching: teachers label one shard
+  each, rank 0 gathers and writes, and Lightning's DDP later reuses the same group.
 - **Lightning's relaunch**: one ``w2s`` with ``trainer.devices=N``. Lightning starts the other
   ranks at the first ``fit``; they rerun the script, find every earlier stage already written by
   rank 0, and join training. Labelling then runs on rank 0 alone.
@@ -22,18 +22,30 @@ import torch
 import torch.distributed as dist
 
 
+# (rank, number of processes) as each launcher that starts every process names them, first match wins
+LAUNCHERS = (("RANK", "WORLD_SIZE"),                                 # torchrun
+             ("SLURM_PROCID", "SLURM_NTASKS"),                       # srun, submitit on SLURM
+             ("SUBMITIT_LOCAL_GLOBALID", "SUBMITIT_LOCAL_NTASKS"))   # submitit's local executor
+
+
+def _launcher() -> tuple[str, str] | None:
+    for rank_name, size_name in LAUNCHERS:
+        if os.environ.get(rank_name) is not None and int(os.environ.get(size_name) or 1) > 1:
+            return rank_name, size_name
+    return None
+
+
 def launched() -> bool:
     """True when an external launcher started this process as one of several."""
-    if os.environ.get("RANK") is not None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return True  # torchrun
-    return int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in os.environ
+    return _launcher() is not None
 
 
 def rank() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank()
-    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):  # LOCAL_RANK: a child Lightning started
-        if os.environ.get(name) is not None and (name != "SLURM_PROCID" or launched()):
+    names = _launcher() or ("RANK", "LOCAL_RANK")  # LOCAL_RANK: a child Lightning started
+    for name in names:
+        if os.environ.get(name) is not None:
             return int(os.environ[name])
     return 0
 
@@ -41,7 +53,8 @@ def rank() -> int:
 def world_size() -> int:
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
-    return int(os.environ.get("WORLD_SIZE") or (os.environ.get("SLURM_NTASKS") if launched() else None) or 1)
+    found = _launcher()
+    return int(os.environ[found[1]] if found else os.environ.get("WORLD_SIZE") or 1)
 
 
 def is_main() -> bool:
@@ -54,6 +67,9 @@ def init_process_group() -> bool:
     if not launched():
         return dist.is_available() and dist.is_initialized()
     if not dist.is_initialized():
+        if "MASTER_ADDR" not in os.environ and "SUBMITIT_LOCAL_JOB_ID" in os.environ:
+            os.environ["MASTER_ADDR"] = "127.0.0.1"  # one machine; a port per job (its id is a pid)
+            os.environ.setdefault("MASTER_PORT", str(15000 + int(os.environ["SUBMITIT_LOCAL_JOB_ID"]) % 10000))
         if "MASTER_ADDR" not in os.environ:  # srun gives no rendezvous address; Lightning knows how
             from lightning_fabric.plugins.environments import SLURMEnvironment
 
@@ -61,7 +77,8 @@ def init_process_group() -> bool:
             os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = slurm.main_address, str(slurm.main_port)
         os.environ.setdefault("RANK", str(rank()))
         os.environ.setdefault("WORLD_SIZE", str(world_size()))
-        os.environ.setdefault("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
+        local = os.environ.get("SLURM_LOCALID") or os.environ.get("SUBMITIT_LOCAL_LOCALID") or "0"
+        os.environ.setdefault("LOCAL_RANK", local)
         backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
     return True

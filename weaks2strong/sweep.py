@@ -23,16 +23,19 @@ from weaks2strong.artifacts import write_text
 
 log = logging.getLogger(__name__)
 
-COLUMNS = {
+COLUMNS = {  # test numbers, except where a column says val (the best teacher is chosen on val)
     "student": lambda m: m["student"]["test"]["accuracy"],
+    "student_val": lambda m: m["student"]["val"]["accuracy"],
     "ceiling": lambda m: m["ceiling"]["test"]["accuracy"],
     "aggregate": lambda m: m["aggregate"]["test"]["accuracy"],
     "targets_w2s_acc": lambda m: m["aggregate"]["w2s_train"]["accuracy"],
     "best_teacher": lambda m: m["teachers"][m["best_teacher"]]["test"]["accuracy"],
-    "pgr_vs_best": lambda m: m["pgr"]["vs_best_teacher"],
-    "pgr_vs_aggregate": lambda m: m["pgr"]["vs_aggregate"],
-    "misfit": lambda m: m["misfit"]["disagreement"],
+    "pgr_vs_best": lambda m: m["pgr"]["test"]["vs_best_teacher"],
+    "pgr_vs_best_val": lambda m: m["pgr"]["val"]["vs_best_teacher"],
+    "pgr_vs_aggregate": lambda m: m["pgr"]["test"]["vs_aggregate"],
+    "gain_ge_misfit": lambda m: float(m["misfit"]["w2s_train"]["gain_ge_misfit"]),
 }
+SEED_KINDS = ("splits", "teachers", "aggregator", "student")
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:
@@ -46,7 +49,9 @@ def collect(sweep_dir: Path) -> pd.DataFrame:
         seed = next((o.split("=", 1)[1] for o in overrides if o.startswith("seed=")), "0")
         group = " ".join(o for o in overrides if not o.startswith("seed=") and o not in shared) or "(defaults)"
         teachers = {f"teacher:{name}": m["test"]["accuracy"] for name, m in metrics["teachers"].items()}
-        rows.append({"group": group, "seed": seed, **{k: f(metrics) for k, f in COLUMNS.items()}, **teachers})
+        seeds = {f"seed_{kind}": metrics.get("seeds", {}).get(kind) for kind in SEED_KINDS}
+        rows.append({"group": group, "seed": seed, **seeds, **{k: f(metrics) for k, f in COLUMNS.items()},
+                     **teachers})
     return pd.DataFrame(rows)
 
 
@@ -58,7 +63,7 @@ def teacher_table(runs: pd.DataFrame) -> str:
         names = [c for c in part.columns if c.startswith("teacher:") and part[c].notna().any()]
         cells = ", ".join(f"{c.split(':', 1)[1]} {part[c].mean():.3f}" for c in names)
         lines.append(f"| {group} | {cells} | {part['aggregate'].mean():.3f} | {part['student'].mean():.3f} | "
-                     f"{part['ceiling'].mean():.3f} | {part['pgr_vs_best'].mean():.3f} |")
+                     f"{part['ceiling'].mean():.3f} | {mean_std(part['pgr_vs_best'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -116,10 +121,33 @@ def write_summary(sweep_dir: Path, quiet: bool = False) -> str | None:
     return table
 
 
+def mean_std(values: pd.Series) -> str:
+    """``mean ± sample std (finite/all)``: a NaN (an undefined PGR) is counted, never silently dropped."""
+    finite = values[np.isfinite(values.astype(float))]
+    if finite.empty:
+        return f"n/a (0/{len(values)})"
+    std = np.std(finite, ddof=1) if len(finite) > 1 else 0.0
+    return f"{np.mean(finite):.4f} ± {std:.4f} ({len(finite)}/{len(values)})"
+
+
+def seeds_line(runs: pd.DataFrame) -> str:
+    """Which sources of randomness varied across the runs of a group, and which were held fixed."""
+    said = []
+    for kind in SEED_KINDS:
+        column = runs.get(f"seed_{kind}")
+        if column is None or column.isna().all():
+            continue
+        values = sorted(set(column.dropna().astype(int)))
+        said.append(f"{kind} {'varied' if len(values) > 1 else 'fixed'} ({', '.join(map(str, values))})")
+    return ("Seeds within each group: " + "; ".join(said) + ".") if said else ""
+
+
 def summarize(runs: pd.DataFrame) -> str:
-    lines = ["| group | n | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
+    lines = ["Test numbers unless a column says val; mean ± std over a group's runs (runs with a finite "
+             "value / runs).", seeds_line(runs), "",
+             "| group | runs | " + " | ".join(COLUMNS) + " |", "|---|---|" + "---|" * len(COLUMNS)]
     for group, part in runs.groupby("group", sort=False):
-        cells = [f"{np.mean(part[c]):.4f} ± {np.std(part[c], ddof=1) if len(part) > 1 else 0:.4f}" for c in COLUMNS]
+        cells = [mean_std(part[c]) for c in COLUMNS]
         lines.append(f"| {group} | {len(part)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -5,25 +5,26 @@ import math
 
 import numpy as np
 import torch
-from torchmetrics.functional.classification import accuracy, auroc
+from torchmetrics.functional.classification import auroc
 
 
 def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy and AUROC of (N, K) probabilities against gold ids; abstained rows (NaN) are
-    scored as uniform guesses, and ``coverage`` says how many were not."""
+    """Accuracy and AUROC of (N, K) probabilities against gold ids.
+
+    An abstained row (NaN) is not a prediction of class 0: it counts 1/K towards ``accuracy`` (the
+    expected accuracy of a uniform guess) and as a uniform row in AUROC; ``accuracy_where_answered``
+    and ``coverage`` stand beside it."""
     probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
     k = probs.shape[1]
     covered = ~np.isnan(probs).any(-1)
     filled = np.where(covered[:, None], probs, 1.0 / k)
+    hits = (filled.argmax(-1) == labels).astype(np.float64)
+    accuracy = float(np.where(covered, hits, 1.0 / k).mean())
     p, y = torch.tensor(filled, dtype=torch.float32), torch.tensor(labels, dtype=torch.long)
-    if k == 2:
-        auc = auroc(p[:, 1], y, task="binary")
-        acc = accuracy(p[:, 1], y, task="binary")
-    else:
-        auc = auroc(p, y, task="multiclass", num_classes=k)
-        acc = accuracy(p, y, task="multiclass", num_classes=k, average="micro")
-    answered = float((probs[covered].argmax(-1) == labels[covered]).mean()) if covered.any() else math.nan
-    return {"accuracy": float(acc), "auroc": float(auc), "coverage": float(covered.mean()),
+    auc = auroc(p[:, 1], y, task="binary") if k == 2 else auroc(p, y, task="multiclass", num_classes=k)
+    answered = float(hits[covered].mean()) if covered.any() else math.nan
+    return {"accuracy": accuracy, "auroc": float(auc), "coverage": float(covered.mean()),
             "accuracy_where_answered": answered}
 
 
@@ -37,11 +38,27 @@ def pgr(student: float, weak: float, ceiling: float) -> float:
     return (student - weak) / gap if gap > 1e-12 else math.nan
 
 
-def misfit(student_probs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    """How far the student moved from the labels it was trained on (Charikar et al. 2024 bound the
-    gain over the weak teacher from below by this misfit): the disagreement rate of the argmaxes and
-    the mean KL(target ‖ student)."""
-    eps = 1e-12
-    q, p = np.clip(targets, eps, 1.0), np.clip(student_probs, eps, 1.0)
-    kl = float((q * (np.log(q) - np.log(p))).sum(-1).mean())
-    return {"disagreement": float((student_probs.argmax(-1) != targets.argmax(-1)).mean()), "kl": kl}
+def squared_error(probs: np.ndarray, labels: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """err(p) = E‖p − e_y‖², the squared loss on the simplex (Charikar et al. 2024). probs: (N, K)."""
+    onehot = np.eye(probs.shape[1])[labels]  # (N, K)
+    return float(np.average(((probs - onehot) ** 2).sum(-1), weights=weights))
+
+
+def misfit_gain(student: np.ndarray, targets: np.ndarray, labels: np.ndarray,
+                weights: np.ndarray | None = None) -> dict[str, float | bool]:
+    """Charikar et al. 2024 (Thm. 1): when the student's function class is convex, the gain over the
+    weak targets, err(targets) − err(student), is at least the misfit E‖student − targets‖².
+
+    student, targets: (N, K) probabilities; labels: (N,) gold ids (for the report only); weights:
+    (N,) the student's training weights, for the weighted misfit. The gain is in squared loss, where
+    the theorem is stated: with 0-1 loss the comparison is vacuous."""
+    gain = squared_error(targets, labels) - squared_error(student, labels)
+    gap = ((student - targets) ** 2).sum(-1)  # (N,)
+    misfit = float(gap.mean())
+    out = {"err_targets": squared_error(targets, labels), "err_student": squared_error(student, labels),
+           "gain": gain, "misfit": misfit, "gain_ge_misfit": bool(gain >= misfit),
+           "disagreement": float((student.argmax(-1) != targets.argmax(-1)).mean())}
+    if weights is not None and weights.sum() > 0:
+        weighted = float(np.average(gap, weights=weights))
+        out.update(misfit_weighted=weighted, gain_ge_misfit_weighted=bool(gain >= weighted))
+    return out

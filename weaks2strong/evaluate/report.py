@@ -1,50 +1,62 @@
-"""The run's summary: PGR, misfit, a markdown report and the table printed at the end of a run."""
+"""The run's summary: PGR on val and test, the misfit/gain of Charikar et al., a markdown report and
+the table printed at the end of a run."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-from weaks2strong.evaluate.metrics import misfit, pgr
+from weaks2strong.evaluate.metrics import misfit_gain, pgr
+
+SPLITS = ("val", "test")
+ENTRIES = ("aggregate", "ceiling", "student")
 
 
-def summarize(scores: dict, student_train_probs: np.ndarray, train_targets: np.ndarray) -> dict:
-    """Add PGR (against the best single teacher and against the aggregate) and the student's misfit."""
-    acc = lambda entry: entry["test"]["accuracy"]  # noqa: E731
-    best_name = max(scores["teachers"], key=lambda n: acc(scores["teachers"][n]))
-    best, ceiling, student = acc(scores["teachers"][best_name]), acc(scores["ceiling"]), acc(scores["student"])
-    aggregate = acc(scores["aggregate"])
-    fit = misfit(student_train_probs, train_targets)
-    acc_on = lambda entry: scores[entry]["w2s_train"]["accuracy"]  # noqa: E731
-    return {
-        **scores,
-        "best_teacher": best_name,
-        "pgr": {"vs_best_teacher": pgr(student, best, ceiling), "vs_aggregate": pgr(student, aggregate, ceiling)},
-        "misfit": fit,
-        # Charikar et al. 2024: on w2s_train, gain over the weak labels >= misfit (for convex fits)
-        "gain_over_targets_w2s_train": acc_on("student") - acc_on("aggregate"),
-    }
+def summarize(scores: dict, fits: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> dict:
+    """PGR against the best single teacher (chosen on val, never on test) and against the aggregate,
+    on val and on test; the misfit/gain comparison on each split of ``fits``: split -> (student probs,
+    target probs, gold labels, training weights)."""
+    acc = lambda entry, split: entry[split]["accuracy"]  # noqa: E731
+    best_name = max(scores["teachers"], key=lambda n: acc(scores["teachers"][n], "val"))
+    out = {**scores, "best_teacher": best_name, "best_teacher_chosen_on": "val", "pgr": {}}
+    for split in SPLITS:
+        student, ceiling = acc(scores["student"], split), acc(scores["ceiling"], split)
+        out["pgr"][split] = {"vs_best_teacher": pgr(student, acc(scores["teachers"][best_name], split), ceiling),
+                             "vs_aggregate": pgr(student, acc(scores["aggregate"], split), ceiling)}
+    out["misfit"] = {split: misfit_gain(*arrays) for split, arrays in fits.items()}
+    return out
 
 
-def _rows(metrics: dict) -> list[tuple[str, dict, dict]]:
-    rows = [(f"teacher: {n}", s["test"], s["w2s_train"]) for n, s in metrics["teachers"].items()]
-    rows += [(name, metrics[name]["test"], metrics[name]["w2s_train"]) for name in ("aggregate", "ceiling", "student")]
-    return rows
+def _rows(metrics: dict) -> list[tuple[str, dict]]:
+    rows = [(f"teacher: {n}", s) for n, s in metrics["teachers"].items()]
+    return rows + [(name, metrics[name]) for name in ENTRIES]
+
+
+def _cells(score: dict) -> list[str]:
+    return [f"{score['val']['accuracy']:.4f}", f"{score['test']['accuracy']:.4f}", f"{score['test']['auroc']:.4f}",
+            f"{score['test']['coverage']:.2f}", f"{score['w2s_train']['accuracy']:.4f}"]
+
+
+HEADER = ("model", "val acc", "test acc", "test AUROC", "test coverage", "w2s_train acc")
 
 
 def render_markdown(metrics: dict) -> str:
     task = metrics.get("task", {})
     lines = [f"# weaks2strong run: {task.get('name', '')}", "", f"Splits: {task.get('sizes', {})}", "",
-             "| model | test acc | test AUROC | coverage | w2s_train acc |", "|---|---|---|---|---|"]
-    for name, test, train in _rows(metrics):
-        lines.append(f"| {name} | {test['accuracy']:.4f} | {test['auroc']:.4f} | {test['coverage']:.2f} "
-                     f"| {train['accuracy']:.4f} |")
-    p, m = metrics["pgr"], metrics["misfit"]
-    lines += ["", f"Best single teacher: **{metrics['best_teacher']}**", "",
-              f"PGR vs best teacher: **{_pgr(p['vs_best_teacher'])}**; PGR vs aggregate: **{_pgr(p['vs_aggregate'])}**",
-              "",
-              f"Student misfit on its targets (w2s_train): disagreement {m['disagreement']:.4f}, KL {m['kl']:.4f}; "
-              f"gain over its targets there: {metrics['gain_over_targets_w2s_train']:+.4f}", ""]
+             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += [f"| {name} | " + " | ".join(_cells(score)) + " |" for name, score in _rows(metrics)]
+    lines += ["", f"Best single teacher (chosen on val): **{metrics['best_teacher']}**", "",
+              "| PGR | val | test |", "|---|---|---|"]
+    for against in ("vs_best_teacher", "vs_aggregate"):
+        lines.append(f"| {against} | {_pgr(metrics['pgr']['val'][against])} | {_pgr(metrics['pgr']['test'][against])} |")
+    lines += ["", "Misfit and gain in squared loss (Charikar et al. 2024: gain ≥ misfit when the student's class "
+              "is convex):", "", "| split | err(targets) | err(student) | gain | misfit | misfit (weighted) | "
+              "gain ≥ misfit |", "|---|---|---|---|---|---|---|"]
+    for split, m in metrics["misfit"].items():
+        weighted = f"{m['misfit_weighted']:.4f}" if "misfit_weighted" in m else "-"
+        lines.append(f"| {split} | {m['err_targets']:.4f} | {m['err_student']:.4f} | {m['gain']:+.4f} | "
+                     f"{m['misfit']:.4f} | {weighted} | {'yes' if m['gain_ge_misfit'] else 'no'} |")
+    lines.append("")
     analysis = metrics.get("teacher_analysis", {})
     if any(a.get("estimated_accuracy") is not None for a in analysis.values()):
         lines += ["## Teachers as the aggregator sees them (w2s_train)", "",
@@ -66,16 +78,16 @@ def render_table(metrics: dict) -> None:
     from rich.table import Table
 
     table = Table(title=f"weaks2strong · {metrics.get('task', {}).get('name', '')}")
-    for col in ("model", "test acc", "test AUROC", "coverage", "w2s_train acc"):
+    for col in HEADER:
         table.add_column(col, justify="left" if col == "model" else "right")
-    for name, test, train in _rows(metrics):
-        table.add_row(name, f"{test['accuracy']:.4f}", f"{test['auroc']:.4f}", f"{test['coverage']:.2f}",
-                      f"{train['accuracy']:.4f}")
+    for name, score in _rows(metrics):
+        table.add_row(name, *_cells(score))
     console = Console()
     console.print(table)
-    p, m = metrics["pgr"], metrics["misfit"]
-    console.print(f"PGR vs best teacher ({metrics['best_teacher']}): {_pgr(p['vs_best_teacher'])}   "
-                  f"PGR vs aggregate: {_pgr(p['vs_aggregate'])}   misfit: {m['disagreement']:.4f}")
+    p = metrics["pgr"]
+    console.print(f"PGR vs best teacher ({metrics['best_teacher']}, chosen on val): val "
+                  f"{_pgr(p['val']['vs_best_teacher'])}, test {_pgr(p['test']['vs_best_teacher'])}   "
+                  f"PGR vs aggregate: val {_pgr(p['val']['vs_aggregate'])}, test {_pgr(p['test']['vs_aggregate'])}")
 
 
 def _pgr(value: float) -> str:
@@ -84,11 +96,14 @@ def _pgr(value: float) -> str:
 
 def flat_metrics(metrics: dict) -> dict[str, float]:
     """``split/name`` style scalars for loggers."""
-    out = {f"test/{n}/accuracy": s["test"]["accuracy"] for n, s in metrics["teachers"].items()}
-    for name in ("aggregate", "ceiling", "student"):
-        out[f"test/{name}/accuracy"] = metrics[name]["test"]["accuracy"]
-        out[f"test/{name}/auroc"] = metrics[name]["test"]["auroc"]
-    out["pgr/vs_best_teacher"] = metrics["pgr"]["vs_best_teacher"]
-    out["pgr/vs_aggregate"] = metrics["pgr"]["vs_aggregate"]
-    out["misfit/disagreement"] = metrics["misfit"]["disagreement"]
+    out = {}
+    for split in SPLITS:
+        out.update({f"{split}/{n}/accuracy": s[split]["accuracy"] for n, s in metrics["teachers"].items()})
+        for name in ENTRIES:
+            out[f"{split}/{name}/accuracy"] = metrics[name][split]["accuracy"]
+            out[f"{split}/{name}/auroc"] = metrics[name][split]["auroc"]
+        for against, value in metrics["pgr"][split].items():
+            out[f"{split}/pgr/{against}"] = value
+    for split, m in metrics["misfit"].items():
+        out[f"{split}/misfit"], out[f"{split}/gain"] = m["misfit"], m["gain"]
     return out

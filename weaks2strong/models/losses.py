@@ -21,3 +21,38 @@ def weighted_soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, wei
     ce = -(targets * F.log_softmax(logits, dim=-1)).sum(-1)  # (B,)
     total = weights.sum() if normalizer is None else normalizer
     return (weights * ce).sum() / total.clamp_min(1e-12)
+
+
+def logconf_coefficient(progress: float, aux_coef: float = 0.5, warmup_frac: float = 0.1) -> float:
+    """The auxiliary weight α at a fraction ``progress`` of training: ``aux_coef · progress`` during the
+    first ``warmup_frac`` of the steps, then ``aux_coef`` (as in Burns et al.'s released code, where the
+    warm-up ramps with the raw step fraction)."""
+    return aux_coef * (progress if progress < warmup_frac else 1.0)
+
+
+def harden_predictions(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The student's own predictions made one-hot, thresholded so that the batch's class balance
+    matches the targets' (Burns et al. 2023, App. A.4: "adaptive threshold"). probs, targets: (B, K).
+
+    Two classes: class 0 wins on the rows whose p_0 is above the quantile at the targets' mean
+    p_1. More classes: argmax (the paper defines the threshold for binary tasks only).
+    """
+    if probs.shape[-1] != 2:
+        return F.one_hot(probs.argmax(-1), probs.shape[-1]).to(probs.dtype)  # (B, K)
+    threshold = torch.quantile(probs[:, 0], targets[:, 1].mean().clamp(0.0, 1.0))
+    first = (probs[:, 0] >= threshold).to(probs.dtype)  # (B,)
+    return torch.stack([first, 1.0 - first], dim=-1)  # (B, 2)
+
+
+def logconf_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, alpha: float,
+                 normalizer: torch.Tensor | None = None) -> torch.Tensor:
+    """Burns et al. 2023's auxiliary confidence loss (§4.3.2, eq. 1), with our example weights:
+
+    L = CE((1 − α) · q + α · hard(p_θ), p_θ), the student's own hardened predictions mixed into the
+    weak targets so that it can overrule them where it is confident.
+
+    logits: (B, K); targets: (B, K) soft weak targets; weights: (B,); alpha in [0, 1].
+    """
+    probs = logits.detach().float().softmax(-1)  # (B, K): the hardened targets carry no gradient
+    mixed = (1.0 - alpha) * targets + alpha * harden_predictions(probs, targets)  # (B, K)
+    return weighted_soft_cross_entropy(logits, mixed, weights, normalizer)

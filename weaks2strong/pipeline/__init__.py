@@ -1,5 +1,8 @@
 """Wires the stages teach → aggregate → distill → evaluate from a composed Hydra config.
 
+Every stage before evaluate receives the task with its test split sealed (``Task.without_test``):
+choices are made on val, and the test split is read once, by evaluate, for the reported number.
+
 This package is the only code that sees the config: it turns each slice into plain constructor
 calls with ``hydra.utils.instantiate``. Each stage reads and writes artifacts in the store (keyed
 by a hash of its inputs and config slice), so a rerun skips what is done.
@@ -15,7 +18,7 @@ from weaks2strong import distributed
 from weaks2strong.artifacts import Store, write_json
 from weaks2strong.evaluate.report import flat_metrics
 from weaks2strong.pipeline.aggregate import aggregate
-from weaks2strong.pipeline.common import build, make_loggers
+from weaks2strong.pipeline.config import build, make_loggers
 from weaks2strong.pipeline.distill import distill
 from weaks2strong.pipeline.evaluate import evaluate
 from weaks2strong.pipeline.teach import teach
@@ -32,14 +35,15 @@ def run(cfg: DictConfig) -> dict | None:
     run_dir = Path(distributed.broadcast(str(Path(cfg.paths.output_dir).resolve())))  # rank 0's run dir
     store = Store(cfg.paths.cache_dir)
     task: Task = build(cfg.task, "task", _convert_="all")
-    log.info("task %s: %s", task.name, {s: len(df) for s, df in task.splits.items()})
-    labels = teach(task, cfg.get("teachers") or {}, store)
-    targets = aggregate(task, labels, cfg.aggregator, store)
-    ceiling = distill(task, None, cfg, store, run_dir, stage="ceiling")
-    student = distill(task, targets, cfg, store, run_dir, stage="student")
+    log.info("task %s: %s", task.name, task.sizes())
+    dev = task.without_test()
+    labels = teach(dev, cfg.get("teachers") or {}, store)
+    targets = aggregate(dev, labels, cfg.aggregator, store)
+    ceiling = distill(dev, None, cfg, store, run_dir, stage="ceiling")
+    student = distill(dev, targets, cfg, store, run_dir, stage="student")
     if not distributed.is_main():
         return None
-    metrics = evaluate(task, labels, targets, ceiling, student, run_dir)
+    metrics = evaluate(task, dev, labels, targets, ceiling, student, cfg, store, run_dir)
     for logger in make_loggers(cfg.get("logger"), "eval"):
         logger.log_metrics(flat_metrics(metrics))
         if hasattr(logger, "log_image"):  # W&B shows the plots beside the numbers
@@ -47,5 +51,5 @@ def run(cfg: DictConfig) -> dict | None:
         logger.finalize("success")
     write_json(run_dir / "artifacts.json", {
         "teach": {n: str(a.path) for n, a in labels.items()}, "aggregate": str(targets.path),
-        "ceiling": str(ceiling.path), "student": str(student.path)})
+        "ceiling": str(ceiling.path), "student": str(student.path), "predict_test": str(metrics["predict_test"])})
     return metrics

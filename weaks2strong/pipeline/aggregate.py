@@ -1,4 +1,5 @@
-"""aggregate: fit the aggregator on the teachers' w2s_train labels; write soft targets and weights."""
+"""aggregate: fit the aggregator on the teachers' w2s_train labels; write soft targets and weights
+for w2s_train and val (evaluate asks the fitted aggregator for test, ``fitted_aggregator``)."""
 from __future__ import annotations
 
 import logging
@@ -11,9 +12,11 @@ from omegaconf import DictConfig
 from weaks2strong.aggregate.base import check_probs
 from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table
 from weaks2strong.errors import UserInputError
-from weaks2strong.pipeline.common import build, config_slice, exclusive, on_main, split_frame
+from weaks2strong.pipeline.compute import exclusive, on_main, recall, remember
+from weaks2strong.pipeline.config import build, config_slice
+from weaks2strong.pipeline.tables import split_frame
 from weaks2strong.pipeline.teach import teacher_probs
-from weaks2strong.tasks import Task
+from weaks2strong.tasks import DEV_SPLITS, Task
 
 log = logging.getLogger("weaks2strong.pipeline")
 
@@ -33,26 +36,39 @@ def _fit_aggregator(task: Task, labels: dict[str, Artifact], aggregator_cfg: Dic
                     key: str) -> None:
     weighting = aggregator_cfg.get("weighting", "none")
     example_weights(np.ones(1), weighting)  # a bad aggregator.weighting fails before the fit, not after
-    names = list(labels)
-    probs = {split: teacher_probs(task, labels, split) for split in ("w2s_train", "test")}
-    train = check_probs(probs["w2s_train"], names)
-    model = build(aggregator_cfg.model, "aggregator.model")
     started = time.perf_counter()
-    model.fit(train, names)
+    model = fitted_aggregator(task, labels, aggregator_cfg, key)
     frames, teachers_report = [], {}
-    for split in ("w2s_train", "test"):
-        result = model.predict(probs[split])
-        frame = split_frame(task, split, result.posterior)
-        frame["confidence"] = result.confidence
-        frame["difficulty"] = result.difficulty if result.difficulty is not None else np.nan
-        frame["weight"] = example_weights(result.confidence, weighting)
+    for split in DEV_SPLITS:
+        frame, report = targets_frame(task, split, model, teacher_probs(task, labels, split), weighting)
         frames.append(frame)
-        teachers_report = result.teachers or teachers_report
+        teachers_report = report or teachers_report
     with store.create("aggregate", key, {n: a.key for n, a in labels.items()}, config_slice(aggregator_cfg)) as tmp:
         write_table(tmp / "targets.parquet", pd.concat(frames, ignore_index=True))
         write_json(tmp / "teachers.json", teachers_report)
         write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started})
     log.info("aggregate: %s fitted in %.1f s", type(model).__name__, time.perf_counter() - started)
+
+
+def fitted_aggregator(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfig, key: str):
+    """The aggregator fitted on w2s_train's teacher labels (this process's, or fitted again: the fit is
+    deterministic in its seed and the labels)."""
+    model = recall("aggregate", key)
+    if model is None:
+        model = build(aggregator_cfg.model, "aggregator.model")
+        model.fit(check_probs(teacher_probs(task, labels, "w2s_train"), list(labels)), list(labels))
+        remember("aggregate", key, model)
+    return model
+
+
+def targets_frame(task: Task, split: str, model, probs: np.ndarray, weighting: str) -> tuple[pd.DataFrame, dict]:
+    """The aggregate's rows for a split: posterior, confidence, difficulty, weight."""
+    result = model.predict(probs)
+    frame = split_frame(task, split, result.posterior)
+    frame["confidence"] = result.confidence
+    frame["difficulty"] = result.difficulty if result.difficulty is not None else np.nan
+    frame["weight"] = example_weights(result.confidence, weighting)
+    return frame, result.teachers
 
 
 def example_weights(confidence: np.ndarray, weighting: str) -> np.ndarray:

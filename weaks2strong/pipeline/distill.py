@@ -1,4 +1,7 @@
-"""distill: fine-tune the strong student on the aggregated targets (or, for the ceiling, on gold)."""
+"""distill: the stage that trains the strong student on the aggregated targets (or, for the
+ceiling, on gold) with the recipe the config names (``student.recipe``); keys, artifacts, resume.
+
+It predicts w2s_train and val; evaluate asks the trained module for test (``fitted_student``)."""
 from __future__ import annotations
 
 import json
@@ -10,37 +13,35 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
-from safetensors.torch import save_file
+from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, save_file
 
 from weaks2strong import distributed
 from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table
 from weaks2strong.errors import UserInputError
+from weaks2strong.models import predict_proba
+from weaks2strong.pipeline.compute import exclusive, on_main, recall, remember
+from weaks2strong.pipeline.config import build, config_slice, make_loggers
+from weaks2strong.pipeline.tables import prob_columns, split_frame, split_rows, task_key
+from weaks2strong.student import StudentParts
+from weaks2strong.tasks import DEV_SPLITS, Task
 from weaks2strong.zoo import resolve_model
-from weaks2strong.pipeline.common import (
-    config_slice,
-    exclusive,
-    make_loggers,
-    on_main,
-    prob_columns,
-    split_frame,
-    split_rows,
-    task_key,
-)
-from weaks2strong.student import TargetsDataModule
-from weaks2strong.tasks import Task
 
 log = logging.getLogger("weaks2strong.pipeline")
+
+
+def distill_key(task: Task, source: str, cfg: DictConfig) -> str:
+    return stable_hash(task_key(task), source, config_slice(cfg.student), config_slice(cfg.trainer),
+                       cfg.seeds.student)
 
 
 def distill(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store, run_dir: Path,
             stage: str) -> Artifact:
     """Train the strong student on soft targets (``targets``) or, with ``targets=None``, on gold
-    labels (the ceiling). Writes test and w2s_train predictions and, optionally, the weights."""
+    labels (the ceiling). Writes w2s_train and val predictions and, optionally, the weights."""
     source = targets.key if targets is not None else "gold"
-    key = stable_hash(task_key(task), source, config_slice(cfg.student), config_slice(cfg.trainer), cfg.seed)
+    key = distill_key(task, source, cfg)
     with exclusive(store, stage, key) as found:
         if found:
             log.info("%s: reused (%s)", stage, found.path)
@@ -48,30 +49,53 @@ def distill(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store,
         return _train(task, targets, source, cfg, store, run_dir, stage, key)
 
 
+def training_rows(task: Task, targets: Artifact | None) -> tuple[np.ndarray, np.ndarray]:
+    """(soft targets (N, K), weights (N,)) for w2s_train: the aggregate's, or one-hot gold for the ceiling."""
+    if targets is None:
+        return np.eye(task.num_classes)[task.labels("w2s_train")], np.ones(len(task.split("w2s_train")))
+    table = split_rows(targets, "targets", task, "w2s_train")
+    return table[prob_columns(task.num_classes)].to_numpy(), table["weight"].to_numpy()
+
+
+def build_student(task: Task, targets: Artifact | None, cfg: DictConfig) -> StudentParts:
+    """Seed, then let the configured recipe assemble module and data (no config object reaches it)."""
+    import pytorch_lightning as pl
+
+    pl.seed_everything(cfg.seeds.student, workers=True, verbose=False)
+    soft, weights = training_rows(task, targets)
+    recipe = build(cfg.student.recipe, "student.recipe")
+    return recipe(task=task, soft=soft, weights=weights,
+                  encoder_path=resolve_model(cfg.student.encoder, cfg.paths.models_dir),
+                  model=build(cfg.student.model, "student.model"), data=build(cfg.student.data, "student.data"),
+                  net=OmegaConf.to_container(cfg.student.net, resolve=True), seed=cfg.seeds.student)
+
+
 def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, store: Store, run_dir: Path,
            stage: str, key: str) -> Artifact:
-    k = task.num_classes
-    if targets is None:
-        soft, weights = np.eye(k)[task.labels("w2s_train")], np.ones(len(task.split("w2s_train")))
-    else:
-        table = split_rows(targets, "targets", task, "w2s_train")
-        soft, weights = table[prob_columns(k)].to_numpy(), table["weight"].to_numpy()
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
     started = time.perf_counter()
-    module, trainer, data = _build_student(task, soft, weights, cfg, run_dir, stage)
+    parts = build_student(task, targets, cfg)
+    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints" / stage, save_last=True, save_top_k=0)
+    # our batch sampler shards itself across ranks, and rank 0 alone predicts every row
+    trainer = instantiate(cfg.trainer, logger=make_loggers(cfg.get("logger"), stage), callbacks=[checkpoints],
+                          default_root_dir=str(run_dir), use_distributed_sampler=False)
     resume = store.root / stage / f".{key}.resume.json"  # names the checkpoint an interrupted try left
     checkpoint = distributed.broadcast(_resume_from(resume, run_dir / "checkpoints" / stage / "last.ckpt"))
-    trainer.fit(module, datamodule=data, ckpt_path=checkpoint)
-    # every rank predicts every row (the loaders are not sharded); rank 0 writes
-    predictions = {split: torch.cat(trainer.predict(module, data.encode_for_predict(*task.encoder_inputs(split))))
-                   for split in ("w2s_train", "test")}
+    trainer.fit(parts.module, datamodule=parts.data, ckpt_path=checkpoint)
+    # a collective under FSDP/DeepSpeed (every rank gathers its shard); the full state on rank 0
+    state = trainer.strategy.lightning_module_state_dict() if cfg.student.get("save_weights", True) else None
+    remember(stage, key, parts)
 
     def write():
-        sliced = {"student": config_slice(cfg.student), "trainer": config_slice(cfg.trainer), "seed": cfg.seed}
+        predictions = {split: predict_proba(parts.module, parts.predict_loader(task, split)) for split in DEV_SPLITS}
+        sliced = {"student": config_slice(cfg.student), "trainer": config_slice(cfg.trainer),
+                  "seed": cfg.seeds.student}
         with store.create(stage, key, {"task": task_key(task), "targets": source}, sliced) as tmp:
             frames = [split_frame(task, split, p.double().numpy()) for split, p in predictions.items()]
             write_table(tmp / "predictions.parquet", pd.concat(frames, ignore_index=True))
-            if cfg.student.get("save_weights", True):
-                save_file({n: t.contiguous() for n, t in module.state_dict().items()}, tmp / "model.safetensors")
+            if state is not None:
+                save_file({n: t.detach().cpu().contiguous() for n, t in state.items()}, tmp / "model.safetensors")
             write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started,
                                              "world_size": trainer.world_size})
         resume.unlink(missing_ok=True)
@@ -79,6 +103,27 @@ def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, s
 
     on_main(write)
     return store.find(stage, key)
+
+
+def fitted_student(task: Task, targets: Artifact | None, artifact: Artifact, cfg: DictConfig) -> StudentParts:
+    """The module this process trained for ``artifact``, or (the stage was reused) the same recipe
+    with the artifact's saved weights."""
+    parts = recall(artifact.stage, artifact.key)
+    if parts is not None:
+        return parts
+    weights = artifact.path / "model.safetensors"
+    if not weights.is_file():
+        raise UserInputError(f"{artifact.stage} {artifact.path} has no model.safetensors to predict the test split "
+                             f"with (it was trained with student.save_weights=false); rerun with "
+                             f"student.save_weights=true")
+    parts = build_student(task, targets, cfg)
+    parts.module.load_state_dict(load_file(weights))
+    remember(artifact.stage, artifact.key, parts)
+    return parts
+
+
+def test_predictions(task: Task, parts: StudentParts) -> np.ndarray:
+    return predict_proba(parts.module, parts.predict_loader(task, "test")).double().numpy()
 
 
 def _resume_from(pointer: Path, ours: Path) -> str | None:
@@ -112,22 +157,3 @@ def _check_checkpoint(path: Path, pointer: Path) -> None:
                              f"to train this stage from the start")
 
 
-def _build_student(task: Task, soft: np.ndarray, weights: np.ndarray, cfg: DictConfig, run_dir: Path, stage: str):
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
-    from transformers import AutoTokenizer
-
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    path = resolve_model(cfg.student.encoder, cfg.paths.models_dir)
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.student.model.get("trust_remote_code", False))
-    module = instantiate(cfg.student.model, encoder_path=path, num_classes=task.num_classes)
-    (train_texts, train_pairs), (test_texts, test_pairs) = task.encoder_inputs("w2s_train"), task.encoder_inputs("test")
-    data = TargetsDataModule(tokenizer, train_texts, soft, weights, test_texts, task.labels("test"),
-                             max_length=cfg.student.max_length, batch_size=cfg.student.batch_size, seed=cfg.seed,
-                             bucket_by_length=cfg.student.get("bucket_by_length", True),
-                             train_pairs=train_pairs, val_pairs=test_pairs)
-    checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints" / stage, save_last=True, save_top_k=0)
-    # our batch sampler shards itself across ranks, and every rank predicts every row
-    trainer = instantiate(cfg.trainer, logger=make_loggers(cfg.get("logger"), stage), callbacks=[checkpoints],
-                          default_root_dir=str(run_dir), use_distributed_sampler=False)
-    return module, trainer, data

@@ -1,33 +1,89 @@
-"""evaluate: score teachers, aggregate, ceiling and student on test; PGR, misfit, report and plots."""
+"""evaluate: the only stage that reads the test split. It asks the fitted teachers, aggregator,
+ceiling and student for their test predictions (an artifact of its own), scores every split, and
+writes PGR, misfit, metrics.json, report.md and plots."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-from weaks2strong.artifacts import Artifact, write_json, write_text
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_text
 from weaks2strong.evaluate import classification_metrics
 from weaks2strong.evaluate.report import render_markdown, render_table, summarize
-from weaks2strong.pipeline.common import split_probs
+from weaks2strong.pipeline.aggregate import fitted_aggregator, targets_frame
+from weaks2strong.pipeline.compute import exclusive
+from weaks2strong.pipeline.distill import fitted_student, test_predictions, training_rows
+from weaks2strong.pipeline.tables import prob_columns, split_frame, split_probs, task_key
+from weaks2strong.pipeline.teach import checked_labels, fitted_teacher
 from weaks2strong.tasks import Task
 
+log = logging.getLogger("weaks2strong.pipeline")
 
-def evaluate(task: Task, labels: dict[str, Artifact], targets: Artifact, ceiling: Artifact, student: Artifact,
-             run_dir: Path) -> dict:
-    """Score everything on test; PGR and misfit; metrics.json + report.md in the run dir."""
-    y_test, y_train = task.labels("test"), task.labels("w2s_train")
-    scores = {"teachers": {}, "aggregate": {}, "ceiling": {}, "student": {}}
-    for name, artifact in labels.items():
-        scores["teachers"][name] = {
-            "test": classification_metrics(split_probs(artifact, "labels", task, "test"), y_test),
-            "w2s_train": classification_metrics(split_probs(artifact, "labels", task, "w2s_train"), y_train)}
+
+def predict_test(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifact, ceiling: Artifact,
+                 student: Artifact, cfg: DictConfig, store: Store) -> Artifact:
+    """Test predictions of every teacher, the aggregate, the ceiling and the student (one table, a
+    ``source`` column). ``dev`` is the sealed task the stages before saw; ``task`` the unsealed one."""
+    inputs = {"task": task_key(task), "targets": targets.key, "ceiling": ceiling.key, "student": student.key,
+              **{f"teach:{n}": a.key for n, a in labels.items()}}
+    key = stable_hash(inputs)
+    with exclusive(store, "predict_test", key) as found:
+        if found:
+            log.info("predict_test: reused (%s)", found.path)
+            return found
+        frames = []
+        for name, artifact in labels.items():
+            teacher = fitted_teacher(dev, name, cfg.teachers[name], artifact.key)
+            probs = checked_labels(teacher.predict_proba(task, "test"), task, name, "test")
+            frames.append(split_frame(task, "test", probs).assign(source=f"teacher:{name}"))
+        stacked = np.stack([f[prob_columns(task.num_classes)].to_numpy() for f in frames], axis=1)  # (N, T, K)
+        model = fitted_aggregator(dev, labels, cfg.aggregator, targets.key)
+        frames.append(targets_frame(task, "test", model, stacked, cfg.aggregator.get("weighting", "none"))[0]
+                      .assign(source="aggregate"))
+        for artifact, source in ((ceiling, None), (student, targets)):
+            parts = fitted_student(dev, source, artifact, cfg)
+            frames.append(split_frame(task, "test", test_predictions(task, parts)).assign(source=artifact.stage))
+        with store.create("predict_test", key, inputs, {}) as tmp:
+            write_table(tmp / "predictions.parquet", pd.concat(frames, ignore_index=True))
+        log.info("predict_test: the test split labelled by %d teachers, the aggregate, ceiling and student",
+                 len(labels))
+        return store.find("predict_test", key)
+
+
+def evaluate(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifact, ceiling: Artifact,
+             student: Artifact, cfg: DictConfig, store: Store, run_dir: Path) -> dict:
+    """Score everything on val, w2s_train and test; PGR and misfit; metrics.json + report.md in the run dir."""
+    tested = predict_test(task, dev, labels, targets, ceiling, student, cfg, store)
+    test = tested.table("predictions")
+    k = task.num_classes
+
+    def probs(source: str, artifact: Artifact, table: str, split: str) -> np.ndarray:
+        if split == "test":
+            rows = test[test["source"] == source].set_index("example_id").loc[task.split("test")["example_id"]]
+            return rows[prob_columns(k)].to_numpy()
+        return split_probs(artifact, table, task, split)
+
+    splits = ("val", "w2s_train", "test")
+    scores = {"teachers": {name: {s: classification_metrics(probs(f"teacher:{name}", a, "labels", s), task.labels(s))
+                                  for s in splits} for name, a in labels.items()}}
     for entry, artifact, table in (("aggregate", targets, "targets"), ("ceiling", ceiling, "predictions"),
                                    ("student", student, "predictions")):
-        scores[entry] = {split: classification_metrics(split_probs(artifact, table, task, split), y)
-                         for split, y in (("test", y_test), ("w2s_train", y_train))}
-    train_targets = split_probs(targets, "targets", task, "w2s_train")
-    metrics = summarize(scores, split_probs(student, "predictions", task, "w2s_train"), train_targets)
-    metrics["task"] = {"name": task.name, "sizes": {s: len(df) for s, df in task.splits.items()}, "source": task.source}
+        scores[entry] = {s: classification_metrics(probs(entry, artifact, table, s), task.labels(s)) for s in splits}
+    soft, weights = training_rows(task, targets)
+    test_aggregate = test[test["source"] == "aggregate"].set_index("example_id").loc[task.split("test")["example_id"]]
+    fits = {"w2s_train": (probs("student", student, "predictions", "w2s_train"), soft, task.labels("w2s_train"),
+                          weights),
+            "test": (probs("student", student, "predictions", "test"), test_aggregate[prob_columns(k)].to_numpy(),
+                     task.labels("test"), test_aggregate["weight"].to_numpy())}
+    metrics = summarize(scores, fits)
+    metrics["task"] = {"name": task.name, "sizes": task.sizes(), "source": task.source}
+    metrics["seeds"] = dict(cfg.seeds)
+    metrics["predict_test"] = str(tested.path)
     metrics["teacher_analysis"] = teacher_analysis(targets.record("teachers"), scores["teachers"])
-    metrics["plots"] = make_plots(task, targets, run_dir)
+    metrics["plots"] = make_plots(task, targets, test_aggregate[prob_columns(k)].to_numpy(), run_dir)
     write_json(run_dir / "metrics.json", metrics)
     write_text(run_dir / "report.md", render_markdown(metrics))
     render_table(metrics)
@@ -45,17 +101,22 @@ def teacher_analysis(estimates: dict, scores: dict) -> dict:
     return out
 
 
-def make_plots(task: Task, targets: Artifact, run_dir: Path) -> list[str]:
-    """Teacher confusion heatmaps (when the aggregator estimates them) and a reliability diagram."""
+def make_plots(task: Task, targets: Artifact, test_posterior: np.ndarray, run_dir: Path) -> list[str]:
+    """Teacher confusion heatmaps (when the aggregator estimates them) and reliability diagrams of the
+    posterior on val and test."""
     from weaks2strong.aggregate import plots
 
     folder = run_dir / "plots"
     folder.mkdir(parents=True, exist_ok=True)
-    made = [str(plots.plot_reliability(split_probs(targets, "targets", task, "test"), task.labels("test"),
-                                       folder / "aggregate_reliability_test.png", title="Aggregate posterior, test"))]
+    made = [str(plots.plot_reliability(split_probs(targets, "targets", task, "val"), task.labels("val"),
+                                       folder / "aggregate_reliability_val.png", title="Aggregate posterior, val")),
+            str(plots.plot_reliability(test_posterior, task.labels("test"), folder / "aggregate_reliability_test.png",
+                                       title="Aggregate posterior, test"))]
     teachers = targets.record("teachers")
     if teachers and all("confusion" in t for t in teachers.values()):
         names, confusion, low, high = plots.teacher_arrays(teachers)
         made.append(str(plots.plot_teacher_confusions(confusion, low, high, folder / "teacher_confusions.png",
                                                       teacher_names=names, class_names=task.classes)))
     return made
+
+

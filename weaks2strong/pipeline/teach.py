@@ -1,4 +1,6 @@
-"""teach: fit each teacher on weak_train and label w2s_train and test (one artifact per teacher)."""
+"""teach: fit each teacher on weak_train and label w2s_train and val (one artifact per teacher).
+
+The test split is sealed here: evaluate asks the fitted teacher for its test labels (``fitted_teacher``)."""
 from __future__ import annotations
 
 import logging
@@ -11,24 +13,21 @@ from omegaconf import DictConfig
 from weaks2strong import distributed
 from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table
 from weaks2strong.errors import UserInputError
-from weaks2strong.pipeline.common import (
-    TEACHER_VOLATILE_KEYS,
-    build,
-    config_slice,
-    exclusive,
-    on_main,
-    split_frame,
-    split_probs,
-    task_key,
-)
-from weaks2strong.tasks import Task
+from weaks2strong.pipeline.compute import exclusive, on_main, recall, remember
+from weaks2strong.pipeline.config import TEACHER_VOLATILE_KEYS, build, config_slice
+from weaks2strong.pipeline.tables import split_frame, split_probs, task_key
+from weaks2strong.tasks import DEV_SPLITS, Task
 from weaks2strong.teachers import check_proba
 
 log = logging.getLogger("weaks2strong.pipeline")
 
 
+def teacher_key(task: Task, name: str, cfg: DictConfig) -> str:
+    return stable_hash(task_key(task), name, config_slice(cfg, TEACHER_VOLATILE_KEYS))
+
+
 def teach(task: Task, teachers_cfg: DictConfig, store: Store) -> dict[str, Artifact]:
-    """Fit each teacher on weak_train; label w2s_train and test. One artifact per teacher.
+    """Fit each teacher on weak_train; label w2s_train and val. One artifact per teacher.
 
     In a launched multi-process run each rank labels its shard of the rows; rank 0 gathers, checks
     and writes."""
@@ -36,7 +35,7 @@ def teach(task: Task, teachers_cfg: DictConfig, store: Store) -> dict[str, Artif
         raise UserInputError("teachers: no teacher configured; pick an ensemble, e.g. teachers=sentiment")
     out = {}
     for name, cfg in teachers_cfg.items():
-        key = stable_hash(task_key(task), name, config_slice(cfg, TEACHER_VOLATILE_KEYS))
+        key = teacher_key(task, name, cfg)
         with exclusive(store, "teach", key) as found:
             if found:
                 log.info("teach: %s reused (%s)", name, found.path)
@@ -51,16 +50,14 @@ def _label(task: Task, name: str, cfg: DictConfig, store: Store, key: str) -> Ar
     teacher = build(cfg, f"teachers.{name}")
     started = time.perf_counter()
     teacher.fit(task)
+    remember("teach", key, teacher)
     mine = task.shard(distributed.rank(), distributed.world_size()) if distributed.grouped() else task
-    shards = distributed.gather({split: teacher.predict_proba(mine, split) for split in ("w2s_train", "test")})
+    shards = distributed.gather({split: teacher.predict_proba(mine, split) for split in DEV_SPLITS})
     seconds = time.perf_counter() - started
 
     def write():
-        rows = []
-        for split in ("w2s_train", "test"):
-            probs = check_proba(_unshard([shard[split] for shard in shards]), name, split,
-                                len(task.split(split)), task.num_classes)
-            rows.append(split_frame(task, split, probs))
+        rows = [split_frame(task, split, checked_labels(_unshard([s[split] for s in shards]), task, name, split))
+                for split in DEV_SPLITS]
         with store.create("teach", key, {"task": task_key(task)},
                           {"teacher": name, **config_slice(cfg, TEACHER_VOLATILE_KEYS)}) as tmp:
             write_table(tmp / "labels.parquet", pd.concat(rows, ignore_index=True))
@@ -70,6 +67,22 @@ def _label(task: Task, name: str, cfg: DictConfig, store: Store, key: str) -> Ar
 
     on_main(write)
     return store.find("teach", key)
+
+
+def checked_labels(probs: np.ndarray, task: Task, name: str, split: str) -> np.ndarray:
+    return check_proba(probs, name, split, len(task.split(split)), task.num_classes)
+
+
+def fitted_teacher(task: Task, name: str, cfg: DictConfig, key: str):
+    """The teacher fitted by this process's teach stage, or (its labels came from the cache) the same
+    teacher fitted again on weak_train: fitting is deterministic in the config and the rows."""
+    teacher = recall("teach", key)
+    if teacher is None:
+        log.info("evaluate: fitting teacher %s again to label the test split (teach was reused)", name)
+        teacher = build(cfg, f"teachers.{name}")
+        teacher.fit(task)
+        remember("teach", key, teacher)
+    return teacher
 
 
 def _unshard(parts: list[np.ndarray]) -> np.ndarray:

@@ -1,12 +1,10 @@
-"""The strong student: a pretrained encoder + classification head, fine-tuned with Lightning on the
-aggregated targets.
-
-The classifier, its batching and its loss live in ``weaks2strong.models`` because the fine-tuned
-weak teacher (``teachers.finetuned``) trains the same module on gold labels, and teachers may import
-models but not the student. Alignment (SFT/DPO) modules will live here.
+"""The training recipes of the strong student. A recipe (``student.recipe`` in the config) builds
+the LightningModule and DataModule for a kind of task: ``classify`` (encoder + K-way head) and
+``multiple_choice`` (one score per option). The modules, heads and losses they assemble live in
+``weaks2strong.models``, where the fine-tuned weak teacher can share them.
 """
-from weaks2strong.models.batching import TargetsDataModule
-from weaks2strong.models.classifier import SoftTargetClassifier
-from weaks2strong.models.losses import weighted_soft_cross_entropy
+from weaks2strong.student.base import StudentParts
+from weaks2strong.student.classify import classify
+from weaks2strong.student.multiple_choice import multiple_choice
 
-__all__ = ["SoftTargetClassifier", "TargetsDataModule", "weighted_soft_cross_entropy"]
+__all__ = ["StudentParts", "classify", "multiple_choice"]

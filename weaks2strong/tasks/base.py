@@ -73,6 +73,18 @@ class Task:
         df = self.split(split)
         return df["text"].tolist(), (df["text_pair"].tolist() if "text_pair" in df else None)
 
+    def choice_inputs(self, split: str) -> tuple[list[str], list[list[str]]]:
+        """(firsts, options) for a multiple-choice encoder, on tasks whose rows carry ``question`` and
+        ``option_0..option_{K-1}``: firsts[i] = context + " " + question (the question last, so a
+        left truncation cuts the context, never the question); options[i] = the row's K option strings."""
+        df = self.split(split)
+        columns = [f"option_{k}" for k in range(self.num_classes)]
+        missing = [c for c in ["question", *columns] if c not in df]
+        if missing:
+            raise TaskError(f"task {self.name} has no column '{missing[0]}' for a multiple-choice student "
+                            f"(student=minilm_mc); use a classification student (student=minilm)")
+        return (df["text"] + " " + df["question"]).tolist(), df[columns].to_numpy().tolist()
+
     def shard(self, index: int, count: int) -> Task:
         """Rows ``index::count`` of every split but weak_train (whole): one rank's labelling share."""
         splits = {s: df if s == "weak_train" else df.iloc[index::count].reset_index(drop=True)
@@ -104,6 +116,8 @@ def draw_splits(
     out = {}
     for split in DRAW_ORDER:
         pool = pools[split]
+        if split not in sizes:
+            raise TaskError(f"task.sizes.{split} is missing (the splits are {', '.join(SPLITS)})")
         size = int(sizes[split])
         if size <= 0:
             raise TaskError(f"task.sizes.{split} must be positive, got {size}")

@@ -42,7 +42,8 @@ def _boolq(mirror: Path) -> dict[str, pd.DataFrame]:
 
 
 def _cosmosqa(mirror: Path) -> dict[str, pd.DataFrame]:
-    """CosmosQA dev: context -> one of 4 answers. The options ride in ``text_pair`` as lettered lines."""
+    """CosmosQA dev: context -> one of 4 answers. For teachers and prompts the question and the options
+    ride in ``text_pair`` as lettered lines; ``question`` and ``option_0..3`` hold them apart."""
     where = f"{mirror}/cosmosqa/valid.csv"
     raw = read_table(mirror / "cosmosqa" / "valid.csv")
     missing = [c for c in ("question", "answer0", "answer1", "answer2", "answer3") if c not in raw.columns]
@@ -52,6 +53,39 @@ def _cosmosqa(mirror: Path) -> dict[str, pd.DataFrame]:
     for i, letter in enumerate("ABCD"):
         raw["options"] = raw["options"] + f"\n{letter}) " + raw[f"answer{i}"].astype(str)
     rows = standardize(raw, where, "context", "label", ["A", "B", "C", "D"], text_pair="options", id_prefix="dev-")
+    # the multiple-choice student reads each option apart (``Task.choice_inputs``)
+    rows["question"] = raw["question"].astype(str).to_numpy()
+    for i in range(4):
+        rows[f"option_{i}"] = raw[f"answer{i}"].astype(str).to_numpy()
+    return {"weak_train": rows, "w2s_train": rows, "test": rows}
+
+
+AG_NEWS = ["world", "sports", "business", "sci_tech"]
+
+
+def _ag_news(mirror: Path) -> dict[str, pd.DataFrame]:
+    """AG News (the original 7,600-row test file): title + ". " + description -> one of 4 topics.
+
+    Labels 1-4 (World, Sports, Business, Sci/Tech) become class ids 0-3; the crawl's escapes are
+    undone (``#39;`` -> ', ``&lt;`` -> <, a stray backslash for a line break -> a space).
+    """
+    import html
+    import re
+
+    where = f"{mirror}/ag_news/test.csv"
+    raw = read_table(mirror / "ag_news" / "test.csv")
+    for column in ("label", "title", "description"):
+        if column not in raw.columns:
+            raise TaskError(f"{where}: no column '{column}'")
+
+    def clean(text: pd.Series) -> pd.Series:
+        text = text.astype(str).str.replace(r"(?<!&)#(\d+);", r"&#\1;", regex=True).map(html.unescape)
+        return text.str.replace("\\", " ", regex=False).map(lambda t: re.sub(r"\s+", " ", t).strip())
+
+    raw["text"] = clean(raw["title"]) + ". " + clean(raw["description"])
+    # 1-4 -> the class names; any other value is left as it is, for standardize to name its row
+    raw["label"] = raw["label"].astype(str).str.strip().replace({str(i + 1): c for i, c in enumerate(AG_NEWS)})
+    rows = standardize(raw, where, "text", "label", AG_NEWS, id_prefix="test-")
     return {"weak_train": rows, "w2s_train": rows, "test": rows}
 
 
@@ -61,6 +95,7 @@ TASKS: dict[str, Callable[[Path], dict[str, pd.DataFrame]]] = {
     "sst2": _sst2,
     "imdb_small": _review_subset("imdb_small", "text"),
     "amazon_small": _review_subset("amazon_small", "content"),
+    "ag_news": _ag_news,
 }
 
 

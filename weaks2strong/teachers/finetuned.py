@@ -7,14 +7,14 @@ encoder, so its errors differ from the probe's and from the student's.
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import numpy as np
 import torch
 
-from weaks2strong.zoo import resolve_model
-from weaks2strong.models.batching import TargetsDataModule
-from weaks2strong.models.classifier import SoftTargetClassifier
+from weaks2strong.models import EncoderClassifier, SoftTargetModule, TargetsDataModule
 from weaks2strong.tasks import Task
+from weaks2strong.zoo import resolve_model
 
 
 class FineTunedEncoder:
@@ -44,8 +44,9 @@ class FineTunedEncoder:
         pl.seed_everything(self.seed, verbose=False)
         path = resolve_model(self.model_name, self.models_dir)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=self.trust_remote_code)
-        self._module = SoftTargetClassifier(str(path), task.num_classes, lr=self.lr, num_layers=self.num_layers,
-                                            trust_remote_code=self.trust_remote_code)
+        net = EncoderClassifier(str(path), task.num_classes, num_layers=self.num_layers,
+                                trust_remote_code=self.trust_remote_code)
+        self._module = SoftTargetModule(net, task.num_classes, optimizer=partial(torch.optim.AdamW, lr=self.lr))
         texts, pairs = task.encoder_inputs("weak_train")
         labels = task.labels("weak_train")
         onehot = np.eye(task.num_classes)[labels]

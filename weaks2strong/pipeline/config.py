@@ -1,0 +1,39 @@
+"""From config to objects: the slice of the config that keys a stage, and ``instantiate`` with a
+one-line error naming the key."""
+from __future__ import annotations
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from weaks2strong.errors import UserInputError
+
+# config keys that change how a stage runs but not what it computes
+VOLATILE_KEYS = ("progress", "device", "models_dir")
+# a teacher's inference batch size changes only its speed (the student's changes its training)
+TEACHER_VOLATILE_KEYS = (*VOLATILE_KEYS, "batch_size")
+
+
+def config_slice(cfg: DictConfig, ignore: tuple[str, ...] = VOLATILE_KEYS) -> dict:
+    """The config slice that keys a stage, without keys that do not change its result."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    return {k: v for k, v in container.items() if k not in ignore} if isinstance(container, dict) else container
+
+
+def build(cfg: DictConfig, key: str, **kwargs):
+    """``instantiate`` with a one-line error naming the config key when the target cannot be built."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(cfg, **kwargs)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, UserInputError):  # the constructor's own one-line complaint
+            raise err.__cause__ from None
+        reason = str(err).strip().splitlines()[0].split(", set env var HYDRA_FULL_ERROR")[0]
+        raise UserInputError(f"config {key}: cannot build {cfg.get('_target_', '?')}: {reason}") from None
+
+
+def make_loggers(logger_cfg: DictConfig | None, prefix: str) -> list:
+    """Instantiate every configured logger with the stage name as metric prefix (``student/train/loss``)."""
+    if not logger_cfg:
+        return []
+    return [instantiate(c)(prefix=prefix) for c in logger_cfg.values() if c is not None]

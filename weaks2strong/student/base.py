@@ -1,0 +1,18 @@
+"""What a training recipe returns: the LightningModule, its DataModule, and a way to get a
+prediction loader for any split (test included, once evaluate has unsealed it)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from weaks2strong.tasks import Task
+
+
+@dataclass
+class StudentParts:
+    module: pl.LightningModule
+    data: pl.LightningDataModule
+    predict_loader: Callable[[Task, str], DataLoader]  # (task, split) -> rows in the split's order
