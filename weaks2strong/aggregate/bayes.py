@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,7 @@ from .bayes_model import DawidSkeneModel, resolve_device, torch_threads
 from .crowd import table_to_long
 
 
+@dataclass(eq=False)
 class BayesianDawidSkene:
     """Bayesian Dawid-Skene (1979) with soft teacher outputs and a per-example difficulty.
 
@@ -79,7 +81,8 @@ class BayesianDawidSkene:
     prior and the majority-vote start pin the labelling, and after fitting a mean teacher accuracy
     at or below chance (1/K) raises a warning -- that fit is most likely a permuted solution.
 
-    **Parameters.** ``prior_strength``: pseudo-counts per confusion row, ``prior_diag`` of them
+    **Parameters** are declared as fields (crowd-kit's style), so a config or a sweep sees them all.
+    ``prior_strength``: pseudo-counts per confusion row, ``prior_diag`` of them
     on the row's own class (weak by default: on the crowd sets a strong prior cost accuracy);
     ``guess_prior``: pseudo-counts pulling ``guess`` towards uniform (strong by default, so a hard
     example's answers read as chance, as in GLAD); ``class_prior``/``difficulty_prior``: pseudo-counts
@@ -89,69 +92,49 @@ class BayesianDawidSkene:
     reproducible (``pyro.set_rng_seed``); ``device`` "auto" is CUDA when available.
     """
 
-    def __init__(
-        self,
-        soft_bins: int = 3,
-        difficulty: bool = True,
-        difficulty_levels: int = 4,
-        max_difficulty: float = 0.9,
-        prior_strength: float = 0.25,
-        prior_diag: float = 0.8,
-        guess_prior: float = 20.0,
-        class_prior: float = 2.0,
-        difficulty_prior: float = 2.0,
-        init_em: int = 50,
-        init_em_examples: int = 1 << 14,
-        steps: int = 300,
-        lr: float = 0.05,
-        tol: float = 1e-4,
-        lr_decays: int = 1,
-        batch_size: int | str | None = "auto",
-        method: str = "svi",
-        nuts_samples: int = 200,
-        nuts_warmup: int = 200,
-        seed: int = 0,
-        device="auto",
-        progress: bool = True,
-        credible_mass: float = 0.95,
-        threads: int | str | None = "auto",
-        precision: str = "float32",
-    ):
-        if soft_bins < 1:
-            raise AggregatorError(f"soft_bins must be >= 1, got {soft_bins}")
-        if difficulty and (difficulty_levels < 2 or not 0 < max_difficulty < 1):
+    # the model (see the class docstring)
+    soft_bins: int = 3
+    difficulty: bool = True
+    difficulty_levels: int = 4
+    max_difficulty: float = 0.9
+    # priors, in pseudo-counts
+    prior_strength: float = 0.25
+    prior_diag: float = 0.8
+    guess_prior: float = 20.0
+    class_prior: float = 2.0
+    difficulty_prior: float = 2.0
+    # inference
+    init_em: int = 50
+    init_em_examples: int = 1 << 14
+    steps: int = 300
+    lr: float = 0.05
+    tol: float = 1e-4
+    lr_decays: int = 1
+    batch_size: int | str | None = "auto"
+    method: str = "svi"
+    nuts_samples: int = 200
+    nuts_warmup: int = 200
+    # how it runs and reports
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    credible_mass: float = 0.95
+    threads: int | str | None = "auto"
+    precision: str = "float32"
+
+    def __post_init__(self):
+        if self.soft_bins < 1:
+            raise AggregatorError(f"soft_bins must be >= 1, got {self.soft_bins}")
+        if self.difficulty and (self.difficulty_levels < 2 or not 0 < self.max_difficulty < 1):
             raise AggregatorError("difficulty needs difficulty_levels >= 2 and 0 < max_difficulty < 1")
-        if not 0 < prior_diag < 1:
-            raise AggregatorError(f"prior_diag must lie in (0, 1), got {prior_diag}")
-        self.soft_bins = soft_bins
-        self.difficulty = difficulty
-        self.difficulty_levels = difficulty_levels if difficulty else 1
-        self.max_difficulty = max_difficulty if difficulty else 0.0
-        self.prior_strength = prior_strength
-        self.prior_diag = prior_diag
-        self.guess_prior = guess_prior
-        self.class_prior = class_prior
-        self.difficulty_prior = difficulty_prior
-        self.init_em = init_em
-        self.init_em_examples = init_em_examples
-        self.steps = steps
-        self.lr = lr
-        self.tol = tol
-        self.lr_decays = lr_decays
-        if method not in ("svi", "nuts"):
-            raise AggregatorError(f"method must be 'svi' or 'nuts', got {method!r}")
-        self.batch_size = batch_size
-        self.method = method
-        self.nuts_samples = nuts_samples
-        self.nuts_warmup = nuts_warmup
-        self.seed = seed
-        self.device = device
-        self.progress = progress
-        self.credible_mass = credible_mass
-        self.threads = threads
-        if precision not in ("float32", "float64"):
-            raise AggregatorError(f"precision must be 'float32' or 'float64', got {precision!r}")
-        self.precision = precision
+        if not 0 < self.prior_diag < 1:
+            raise AggregatorError(f"prior_diag must lie in (0, 1), got {self.prior_diag}")
+        if self.method not in ("svi", "nuts"):
+            raise AggregatorError(f"method must be 'svi' or 'nuts', got {self.method!r}")
+        if self.precision not in ("float32", "float64"):
+            raise AggregatorError(f"precision must be 'float32' or 'float64', got {self.precision!r}")
+        if not self.difficulty:  # D = 1, lam = 0: plain Dawid-Skene
+            self.difficulty_levels, self.max_difficulty = 1, 0.0
 
     # ---------------------------------------------------------------- public face: arrays
 

@@ -19,6 +19,7 @@ from weaks2strong.pipeline.teach import teacher_probs
 from weaks2strong.tasks import DEV_SPLITS, Task
 
 log = logging.getLogger("weaks2strong.pipeline")
+BEST_ON_VAL = "best_on_val"  # aggregator.model.teacher: pick the single teacher on val
 
 
 def aggregate(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfig, store: Store) -> Artifact:
@@ -55,10 +56,24 @@ def fitted_aggregator(task: Task, labels: dict[str, Artifact], aggregator_cfg: D
     deterministic in its seed and the labels)."""
     model = recall("aggregate", key)
     if model is None:
-        model = build(aggregator_cfg.model, "aggregator.model")
+        chosen = {}
+        if aggregator_cfg.model.get("teacher") == BEST_ON_VAL:
+            chosen["teacher"] = best_teacher_on_val(task, labels)
+            log.info("aggregate: the single teacher chosen on val is %s", chosen["teacher"])
+        model = build(aggregator_cfg.model, "aggregator.model", **chosen)
         model.fit(check_probs(teacher_probs(task, labels, "w2s_train"), list(labels)), list(labels))
         remember("aggregate", key, model)
     return model
+
+
+def best_teacher_on_val(task: Task, labels: dict[str, Artifact]) -> str:
+    """The teacher whose val labels are the most accurate (an abstention counts as a uniform guess)."""
+    from weaks2strong.evaluate import classification_metrics
+
+    val = teacher_probs(task, labels, "val")  # (N, T, K)
+    accuracy = {name: classification_metrics(val[:, t], task.labels("val"))["accuracy"]
+                for t, name in enumerate(labels)}
+    return max(accuracy, key=accuracy.get)
 
 
 def targets_frame(task: Task, split: str, model, probs: np.ndarray, weighting: str) -> tuple[pd.DataFrame, dict]:

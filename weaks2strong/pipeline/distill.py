@@ -41,12 +41,24 @@ def distill(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store,
     """Train the strong student on soft targets (``targets``) or, with ``targets=None``, on gold
     labels (the ceiling). Writes w2s_train and val predictions and, optionally, the weights."""
     source = targets.key if targets is not None else "gold"
+    if targets is None:
+        cfg = ceiling_config(cfg)
     key = distill_key(task, source, cfg)
     with exclusive(store, stage, key) as found:
         if found:
             log.info("%s: reused (%s)", stage, found.path)
             return found
         return _train(task, targets, source, cfg, store, run_dir, stage, key)
+
+
+def ceiling_config(cfg: DictConfig) -> DictConfig:
+    """The ceiling is the student trained on gold with the plain loss (as in Burns et al.): a loss
+    meant for weak labels (logconf) changes the student's row, not PGR's denominator."""
+    if cfg.student.model.get("loss", "soft_ce") == "soft_ce":
+        return cfg
+    plain = cfg.copy()
+    plain.student.model.loss = "soft_ce"
+    return plain
 
 
 def training_rows(task: Task, targets: Artifact | None) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from weaks2strong.evaluate import classification_metrics
 from weaks2strong.evaluate.report import render_markdown, render_table, summarize
 from weaks2strong.pipeline.aggregate import fitted_aggregator, targets_frame
 from weaks2strong.pipeline.compute import exclusive
-from weaks2strong.pipeline.distill import fitted_student, test_predictions, training_rows
+from weaks2strong.pipeline.distill import ceiling_config, fitted_student, test_predictions, training_rows
 from weaks2strong.pipeline.tables import prob_columns, split_frame, split_probs, task_key
 from weaks2strong.pipeline.teach import checked_labels, fitted_teacher
 from weaks2strong.tasks import Task
@@ -43,8 +43,8 @@ def predict_test(task: Task, dev: Task, labels: dict[str, Artifact], targets: Ar
         model = fitted_aggregator(dev, labels, cfg.aggregator, targets.key)
         frames.append(targets_frame(task, "test", model, stacked, cfg.aggregator.get("weighting", "none"))[0]
                       .assign(source="aggregate"))
-        for artifact, source in ((ceiling, None), (student, targets)):
-            parts = fitted_student(dev, source, artifact, cfg)
+        for artifact, source, stage_cfg in ((ceiling, None, ceiling_config(cfg)), (student, targets, cfg)):
+            parts = fitted_student(dev, source, artifact, stage_cfg)
             frames.append(split_frame(task, "test", test_predictions(task, parts)).assign(source=artifact.stage))
         with store.create("predict_test", key, inputs, {}) as tmp:
             write_table(tmp / "predictions.parquet", pd.concat(frames, ignore_index=True))
