@@ -36,12 +36,12 @@ def _jsonl_with_broken_line(tmp: Path) -> str:
 
 
 CSV = ["task=csv", "task.classes=[bad,good]", "task.sizes.weak_train=4", "task.sizes.w2s_train=4",
-       "task.sizes.test=4", "teachers=lexical"]
+       "task.sizes.test=2", "task.sizes.val=2", "teachers=lexical"]  # 12 rows: weak_train and w2s_train as before val
 
 # (name, overrides (a callable gets the tmp folder), what the one error line must contain)
 CASES = [
     ("unknown config key", ["trainer.max_epoch=3"], "unknown config key 'trainer.max_epoch'"),
-    ("unknown config option", ["task=sst3"], "no config 'task/sst3'; options: amazon_small"),
+    ("unknown config option", ["task=sst3"], "no config 'task/sst3'; options: "),
     ("unparsable override", ["trainer.max_epochs=[1"], "cannot parse the command line"),
     ("read-only run dir", ["paths.runs_dir=/sys/w2s-runs"], "paths.runs_dir=/sys/w2s-runs is not writable"),
     ("read-only cache dir", ["paths.cache_dir=/proc/w2s-cache"], "paths.cache_dir=/proc/w2s-cache is not writable"),
@@ -55,10 +55,17 @@ CASES = [
      "data.csv: row 6 has an empty 'text'"),
     ("malformed JSON-lines row", lambda t: [*CSV, f"task.path={_jsonl_with_broken_line(t)}"],
      "data.jsonl:3: not valid JSON"),
-    ("empty split", lambda t: [*CSV, f"task.path={_csv(t, [{**r, 'part': 'weak_train' if i < 6 else 'w2s_train'} for i, r in enumerate(_reviews())])}",
+    ("empty split", lambda t: [*CSV, f"task.path={_csv(t, [{**r, 'part': ('weak_train', 'val', 'w2s_train')[i // 4]} for i, r in enumerate(_reviews())])}",
                                "task.split_column=part"], "no rows with part=test"),
     ("split larger than the data", ["task.sizes.test=100000"], "task.sizes.test=100000 is more than the"),
-    ("empty split size", ["task.sizes.test=0"], "task.sizes.test must be positive"),
+    ("empty split size", ["task.sizes.test=0"], "config key 'task.sizes.test' must be >= 1, got 0"),
+    ("negative split size", ["task.sizes.val=-1"], "config key 'task.sizes.val' must be >= 1, got -1"),
+    ("a seed that is not an integer", ["seed=abc"], "config key 'seed' must be an integer, got 'abc'"),
+    ("an empty batch", ["student.data.batch_size=0"], "config key 'student.data.batch_size' must be >= 1, got 0"),
+    ("zero epochs", ["trainer.max_epochs=0"], "config key 'trainer.max_epochs' must be >= 1, got 0"),
+    ("unknown student loss", ["student.model.loss=nope"], "config key 'student.model.loss' must be one of soft_ce, logconf, got 'nope'"),
+    ("optimising a test metric", ["optimized_metric=pgr.test.vs_best_teacher"],
+     "config key 'optimized_metric' must not read the test split, got 'pgr.test.vs_best_teacher': the test split decides nothing"),
     ("class names that are not strings", ["task.classes=[true,false]"], "task.classes[0] is True (bool), not a string"),
     ("a prompt naming a field the rows lack", ["task.prompt='{text_pair} {text}'"],
      "task.prompt uses {text_pair}, but the rows of"),
@@ -78,7 +85,8 @@ CASES = [
      "the Bayesian aggregator needs at least two teachers, got 1 (tfidf_lr)"),
     ("unknown student model", ["teachers=lexical", "student.encoder=no-such-encoder"],
      "unknown model 'no-such-encoder'"),
-    ("bad weighting scheme", ["teachers=lexical", "aggregator.weighting=loud"], "aggregator.weighting='loud' is not one of"),
+    ("bad weighting scheme", ["aggregator.weighting=sqrt"],
+     "config key 'aggregator.weighting' must be one of none, confidence, confidence_squared, got 'sqrt'"),
 ]
 
 

@@ -21,6 +21,7 @@ from weaks2strong.pipeline.aggregate import aggregate
 from weaks2strong.pipeline.config import build, make_loggers
 from weaks2strong.pipeline.distill import distill
 from weaks2strong.pipeline.evaluate import evaluate
+from weaks2strong.schema import validate
 from weaks2strong.pipeline.teach import teach
 from weaks2strong.tasks import Task
 
@@ -31,6 +32,7 @@ __all__ = ["aggregate", "distill", "evaluate", "run", "teach"]
 
 def run(cfg: DictConfig) -> dict | None:
     """The whole run. Returns the metrics on rank 0, None on the other ranks of a multi-process run."""
+    validate(cfg)  # a bad value fails here, in one line, before any stage runs
     distributed.init_process_group()
     run_dir = Path(distributed.broadcast(str(Path(cfg.paths.output_dir).resolve())))  # rank 0's run dir
     store = Store(cfg.paths.cache_dir)
