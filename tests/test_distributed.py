@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 PROBE = ("+teachers.probe={_target_:weaks2strong.teachers.probe.EncoderProbe,model:minilm-l6,num_layers:2,"
          "models_dir:${paths.models_dir},progress:false}")
 COMMON = ["debug=fast", "teachers=lexical", PROBE, "logger=none", "trainer.accelerator=cpu",
-          "student.model.dropout=0", "+student.model.encoder_dropout=0"]
+          "student.net.dropout=0", "+student.net.encoder_dropout=0"]
 
 
 def w2s(launcher: list[str], tmp, name: str, *overrides: str) -> dict:
@@ -35,9 +35,9 @@ def probs(folder: str, table: str) -> pd.DataFrame:
 
 
 def test_ddp_on_two_gloo_ranks_matches_one_process(tmp_path):
-    single = w2s([sys.executable], tmp_path, "single", "student.batch_size=16")
+    single = w2s([sys.executable], tmp_path, "single", "student.data.batch_size=16")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    ddp = w2s(torchrun, tmp_path, "ddp", "trainer=ddp", "trainer.devices=2", "student.batch_size=8")
+    ddp = w2s(torchrun, tmp_path, "ddp", "trainer=ddp", "trainer.devices=2", "student.data.batch_size=8")
 
     for name in ("vader", "tfidf_lr", "probe"):  # sharded labelling, gathered on rank 0
         a, b = probs(single["teach"][name], "labels"), probs(ddp["teach"][name], "labels")
@@ -59,7 +59,7 @@ def test_multirun_with_lightning_ddp_keeps_each_jobs_ranks_in_its_folder(tmp_pat
     argv is the whole sweep. Each job's second rank must train with it and log into its folder."""
     sweep = tmp_path / "sweep"
     args = [sys.executable, "-m", "weaks2strong.cli", "-m", *COMMON, "trainer=ddp", "trainer.devices=2",
-            "student.batch_size=8", "aggregator=bayes,majority", f"paths.runs_dir={tmp_path}/runs",
+            "student.data.batch_size=8", "aggregator=bayes,majority", f"paths.runs_dir={tmp_path}/runs",
             f"hydra.sweep.dir={sweep}"]
     result = subprocess.run(args, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
                             timeout=600)

@@ -32,7 +32,6 @@ def main(cfg: DictConfig) -> float | None:
 
     from weaks2strong import distributed, pipeline
     from weaks2strong.errors import UserInputError
-    from weaks2strong.schema import validate
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
@@ -44,7 +43,6 @@ def main(cfg: DictConfig) -> float | None:
     if multirun:
         pin_lightning_children_to_this_job()
     try:
-        validate(cfg)  # a bad value a sweep job got (the pre-check saw only the first): one line
         metrics = pipeline.run(cfg)
     except UserInputError as err:
         if distributed.is_main():

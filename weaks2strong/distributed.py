@@ -21,7 +21,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-
 # (rank, number of processes) as each launcher that starts every process names them, first match wins
 LAUNCHERS = (("RANK", "WORLD_SIZE"),                                 # torchrun
              ("SLURM_PROCID", "SLURM_NTASKS"),                       # srun, submitit on SLURM
@@ -122,3 +121,23 @@ def release_lightning_ranks() -> None:
     _objects.cache_clear()
     for name in ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         os.environ.pop(name, None)
+
+
+def transformer_blocks():
+    """An FSDP auto-wrap policy for any Hugging Face model: one FSDP unit per module whose class
+    the model names in ``_no_split_modules`` (its transformer blocks and embeddings), as
+    accelerate does. So a block's parameters are gathered just before it runs and freed after,
+    and the largest unit is one block, not the whole student. ``trainer=fsdp`` uses it."""
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    class TransformerBlocks(ModuleWrapPolicy):
+        def __init__(self) -> None:
+            super().__init__(())  # the classes are the model's: found when FSDP wraps it
+
+        def _run_policy(self, root_module, ignored_modules, root_kwargs):
+            names = {n for m in root_module.modules() for n in getattr(m, "_no_split_modules", None) or ()}
+            self._module_classes = {type(m) for m in root_module.modules() if type(m).__name__ in names}
+            self._module_classes_str = str(self._module_classes)
+            return super()._run_policy(root_module, ignored_modules, root_kwargs)
+
+    return TransformerBlocks()

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
+
+from omegaconf import OmegaConf
 
 
 def pin_lightning_children_to_this_job() -> None:
@@ -19,49 +22,51 @@ def pin_lightning_children_to_this_job() -> None:
         hydra_cfg.run.dir = hydra_cfg.runtime.output_dir
 
 
-def rank_overrides(rank: int) -> list[str]:
-    """What a rank > 0 changes in Hydra's config: no copy of the config (``.hydra/``) and its own
-    job log, ``rank<r>.log`` (the file handler is named after the job), so that it neither writes
-    rank 0's files nor interleaves its lines with rank 0's."""
-    return ["hydra.output_subdir=null", f"hydra.job.name=rank{rank}"]
+# Hydra writes the copy of the config (``.hydra/``) and opens the job log before the job function
+# runs, on every process that runs the job. Each process resolves these overrides itself, so ranks
+# > 0 write no copy of the config and log to ``rank<r>.log``, under whatever started them: torchrun
+# and srun run ``w2s`` on every rank, but submitit's tasks (``hydra/launcher=slurm|submitit_local``)
+# compose the job from the overrides of the ``w2s -m`` that submitted it, never from a command line.
+RANK_OVERRIDES = {
+    "hydra.output_subdir": "${w2s.if_rank_zero:.hydra}",
+    "hydra.job.name": "${w2s.rank_job_name:}",  # the job log is <job name>.log
+}
+
+
+def if_rank_zero(value: Any) -> Any:
+    """``${w2s.if_rank_zero:x}``: x on rank 0 (or in a single process), None on the other ranks."""
+    from weaks2strong import distributed
+
+    return value if distributed.rank() == 0 else None
+
+
+def rank_job_name() -> str:
+    """``${w2s.rank_job_name:}``: Hydra's name for the job on rank 0 (``cli``), ``rank<r>`` elsewhere."""
+    from hydra.core.utils import JobRuntime
+
+    from weaks2strong import distributed
+
+    return JobRuntime.instance().get("name") if distributed.rank() == 0 else f"rank{distributed.rank()}"
+
+
+def register_rank_resolvers() -> None:
+    for name, resolver in (("w2s.if_rank_zero", if_rank_zero), ("w2s.rank_job_name", rank_job_name)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def quiet_other_ranks() -> None:
-    """The Hydra + DDP pitfall, launcher side: under torchrun or srun every rank runs Hydra and would
-    make its own timestamped run dir with a copy of the config. Ranks > 0 write no config and log to
-    ``rank<r>.log``, in ``runs/.ranks/`` unless a run dir is given; rank 0's run dir is the run's
-    (the pipeline broadcasts it). Hydra writes both before the job function runs, so this edits
-    the command line before Hydra starts."""
+    """The Hydra + DDP pitfall, launcher side: with several processes each runs Hydra, and would
+    write a copy of the config and the job log into the same run dir, or make its own timestamped
+    run dir. Adds ``RANK_OVERRIDES`` to the command line (unless it sets those keys already, as
+    Lightning's relaunch does), and for ranks > 0 of a torchrun or srun run without a run dir,
+    ``runs/.ranks/`` (rank 0's run dir is the run's; the pipeline broadcasts it)."""
     from weaks2strong import distributed
 
-    if not distributed.launched() or distributed.rank() == 0:
-        return
-    sys.argv += rank_overrides(distributed.rank())
-    if not any(a.startswith("hydra.run.dir=") for a in sys.argv):
+    given = {a.lstrip("+").split("=", 1)[0] for a in sys.argv[1:] if "=" in a}
+    sys.argv += [f"{key}={value}" for key, value in RANK_OVERRIDES.items() if key not in given]
+    if distributed.launched() and distributed.rank() > 0 and "hydra.run.dir" not in given:
         sys.argv.append("hydra.run.dir=${paths.runs_dir}/.ranks")
 
 
-try:
-    from hydra_plugins.hydra_submitit_launcher import submitit_launcher as _submitit
-except ImportError:  # without the `sweep` extra there are no submitit launchers to extend
-    _submitit = None
-
-if _submitit is not None:
-
-    class _QuietRanks:
-        """The same pitfall under submitit: each task of a job (one per device) unpickles the
-        launcher and runs the job through Hydra's ``run_job``, never through ``w2s``'s command line,
-        so ranks > 0 get their overrides here, in the task, before Hydra writes anything."""
-
-        def __call__(self, sweep_overrides: list[str], *args, **kwargs):
-            from weaks2strong import distributed
-
-            if distributed.launched() and distributed.rank() > 0:
-                sweep_overrides = [*sweep_overrides, *rank_overrides(distributed.rank())]
-            return super().__call__(sweep_overrides, *args, **kwargs)
-
-    class SlurmLauncher(_QuietRanks, _submitit.SlurmLauncher):
-        """``hydra/launcher=slurm``: submitit's SLURM launcher; ranks > 0 write no config and log apart."""
-
-    class LocalLauncher(_QuietRanks, _submitit.LocalLauncher):
-        """``hydra/launcher=local``: submitit's local launcher; ranks > 0 write no config and log apart."""
+register_rank_resolvers()

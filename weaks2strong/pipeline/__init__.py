@@ -32,7 +32,7 @@ __all__ = ["aggregate", "distill", "evaluate", "run", "teach"]
 
 def run(cfg: DictConfig) -> dict | None:
     """The whole run. Returns the metrics on rank 0, None on the other ranks of a multi-process run."""
-    validate(cfg)  # a bad value fails here, in one line, before any stage runs
+    validate(cfg)  # a bad value (e.g. a sweep job's, which the pre-check did not see) fails in one line, first
     distributed.init_process_group()
     run_dir = Path(distributed.broadcast(str(Path(cfg.paths.output_dir).resolve())))  # rank 0's run dir
     store = Store(cfg.paths.cache_dir)
