@@ -140,7 +140,7 @@ def main(argv=None) -> int:
         key["ds_fit_s"] = key["product_ds_fit_s"]
         if not args.skip_slow:
             key["glad_speedup"] = key["product_glad_speedup"]
-    for d, (acc, chosen, _) in loo.items():
+    for d, (acc, _chosen, _best) in loo.items():
         key[f"loo_{d}"] = f"{acc:.4f}"
     if loo:
         key["loo_grid"] = str(len(GRID))
@@ -164,7 +164,8 @@ def leave_one_set_out(args, answers_by_set, ds_acc) -> dict[str, tuple[float, st
     for g in settings:
         print(f"{g:<24}" + "".join(f"{acc[g, d]:>9.4f}" for d in answers_by_set))
     out = {}
-    print(f"{'held out':<9}{'chosen on the other set(s)':<28}{'LOO acc':>8}{'in-sample best':>15}{'default':>8}{'DS':>8}")
+    print(f"{'held out':<9}{'chosen on the other set(s)':<28}{'LOO acc':>8}{'in-sample best':>15}"
+          f"{'default':>8}{'DS':>8}")
     for held in answers_by_set:
         others = [d for d in answers_by_set if d != held]
         chosen = max(settings, key=lambda g: (sum(acc[g, d] for d in others) / len(others), -settings.index(g)))

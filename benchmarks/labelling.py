@@ -54,7 +54,8 @@ def main() -> None:
     from weaks2strong.zoo import resolve_model
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=64, help="test examples labelled per timing (default: ~2-3 min on 2 idle cores)")
+    parser.add_argument("--n", type=int, default=64,
+                        help="test examples labelled per timing (default: ~2-3 min on 2 idle cores)")
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="timings per method; the median is reported (>= 3)")
