@@ -60,6 +60,25 @@ class LengthBucketBatches(Sampler[list[int]]):
         return -(-len(self.lengths) // (self.batch_size * self.num_replicas))
 
 
+def row_length(encoding: list) -> int:
+    """Tokens in a row: a list of ids, or (multiple choice) as long as its longest list of ids."""
+    return max(map(len, encoding)) if encoding and isinstance(encoding[0], list) else len(encoding)
+
+
+def pad_batch(ids: tuple[list, ...], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad B rows of ids to (B, T), or B rows of C id lists to (B, C, T); with the attention mask."""
+    nested = bool(ids) and isinstance(ids[0][0], list)
+    rows = [row if nested else [row] for row in ids]  # (B, C) lists of ids
+    width = max(len(x) for row in rows for x in row)
+    input_ids = torch.full((len(rows), len(rows[0]), width), pad_id, dtype=torch.long)  # (B, C, T)
+    mask = torch.zeros_like(input_ids)
+    for i, row in enumerate(rows):
+        for j, x in enumerate(row):
+            input_ids[i, j, : len(x)] = torch.tensor(x)
+            mask[i, j, : len(x)] = 1
+    return (input_ids, mask) if nested else (input_ids[:, 0], mask[:, 0])
+
+
 class TargetsDataModule(pl.LightningDataModule):
     """Train rows carry soft targets (N, K) and weights (N,); eval rows carry gold labels.
 
@@ -94,12 +113,7 @@ class TargetsDataModule(pl.LightningDataModule):
 
     def _collate(self, batch):
         ids, targets, weights = zip(*batch)
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), self.tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for i, x in enumerate(ids):
-            input_ids[i, : len(x)] = torch.tensor(x)
-            mask[i, : len(x)] = 1
+        input_ids, mask = pad_batch(ids, self.tokenizer.pad_token_id)
         return {"input_ids": input_ids, "attention_mask": mask, "targets": torch.tensor(np.stack(targets)),
                 "weights": torch.tensor(np.array(weights))}
 
@@ -113,7 +127,7 @@ class TargetsDataModule(pl.LightningDataModule):
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         if not self.bucket_by_length and world == 1:
             return self._loader(self.train, shuffle=True, batch_size=self.batch_size)
-        sampler = LengthBucketBatches([len(e) for e in self.train.encodings], self.batch_size, self.seed,
+        sampler = LengthBucketBatches([row_length(e) for e in self.train.encodings], self.batch_size, self.seed,
                                       num_replicas=world, rank=rank, by_length=self.bucket_by_length)
         return DataLoader(self.train, batch_sampler=sampler, collate_fn=self._collate, num_workers=self.num_workers)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from weaks2strong.models.encoders import load_encoder
+from weaks2strong.models.encoders import load_trainable_encoder
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -23,10 +23,7 @@ class EncoderClassifier(nn.Module):
     def __init__(self, encoder_path: str, num_classes: int, dropout: float = 0.1, trust_remote_code: bool = False,
                  num_layers: int | None = None, encoder_dropout: float | None = None):
         super().__init__()
-        self.encoder = load_encoder(encoder_path, num_layers, trust_remote_code, dropout=encoder_dropout)
-        if getattr(self.encoder, "pooler", None) is not None:
-            self.encoder.pooler = None  # we mean-pool; an unused pooler would stall DDP's gradient sync
-        self.encoder.train()  # from_pretrained returns eval mode; fine-tuning wants dropout on
+        self.encoder = load_trainable_encoder(encoder_path, num_layers, trust_remote_code, dropout=encoder_dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.config.hidden_size, num_classes))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -27,3 +27,12 @@ def load_encoder(path: str, num_layers: int | None = None, trust_remote_code: bo
         return AutoModel.from_pretrained(path, config=config, trust_remote_code=trust_remote_code)
     finally:
         hf_logging.set_verbosity(previous)
+
+
+def load_trainable_encoder(path: str, num_layers: int | None = None, trust_remote_code: bool = False,
+                           dropout: float | None = None):
+    """``load_encoder`` ready for fine-tuning under a mean-pooling head: no pooler, train mode."""
+    encoder = load_encoder(path, num_layers, trust_remote_code, dropout=dropout)
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None  # we mean-pool; an unused pooler would stall DDP's gradient sync
+    return encoder.train()  # from_pretrained returns eval mode; fine-tuning wants dropout on

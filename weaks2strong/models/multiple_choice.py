@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from weaks2strong.models.classifier import mean_pool
-from weaks2strong.models.encoders import load_encoder
+from weaks2strong.models.encoders import load_trainable_encoder
 
 
 class EncoderMultipleChoice(nn.Module):
@@ -21,10 +21,7 @@ class EncoderMultipleChoice(nn.Module):
     def __init__(self, encoder_path: str, dropout: float = 0.1, trust_remote_code: bool = False,
                  num_layers: int | None = None, encoder_dropout: float | None = None):
         super().__init__()
-        self.encoder = load_encoder(encoder_path, num_layers, trust_remote_code, dropout=encoder_dropout)
-        if getattr(self.encoder, "pooler", None) is not None:
-            self.encoder.pooler = None  # we mean-pool; an unused pooler would stall DDP's gradient sync
-        self.encoder.train()  # from_pretrained returns eval mode; fine-tuning wants dropout on
+        self.encoder = load_trainable_encoder(encoder_path, num_layers, trust_remote_code, dropout=encoder_dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.config.hidden_size, 1))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
