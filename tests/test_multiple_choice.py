@@ -161,10 +161,9 @@ def test_cosmosqa_experiment_runs_the_multiple_choice_student_end_to_end(tmp_pat
     from weaks2strong.tasks import load_task
 
     gold = load_task(**{k: v for k, v in cfg.task.items() if k != "_target_"}).split("test").set_index("example_id")
-    test = pd.read_parquet(f"{artifacts['predict_test']}/predictions.parquet")
     for model in ("ceiling", "student"):
         assert set(metrics[model]) == {"w2s_train", "val", "test"}  # test predicted by the trained MC head
-        rows = test[test["source"] == model].set_index("example_id")
+        rows = pd.read_parquet(f"{artifacts['predict_test'][model]}/predictions.parquet").set_index("example_id")
         hits = rows[["p_0", "p_1", "p_2", "p_3"]].to_numpy().argmax(1) == gold.loc[rows.index, "label"].to_numpy()
         assert len(rows) == 96 and metrics[model]["test"]["accuracy"] == pytest.approx(hits.mean())
     weights = load_file(f"{artifacts['student']}/model.safetensors")

@@ -63,7 +63,8 @@ def test_identical_rerun_reuses_every_stage(first_run, caplog):
     caplog.set_level(logging.INFO, logger="weaks2strong.pipeline")
     again = pipeline.run(compose_run(tmp, "run2"))
     messages = stage_messages(caplog)
-    assert sum("reused" in m for m in messages) == 3 + 3 + 1  # three teachers, aggregate, ceiling, student, test
+    assert sum("reused" in m for m in messages) == 3 + 3  # three teachers, aggregate, ceiling, student
+    assert not any("predict_test" in m for m in messages)  # every model's test predictions were reused too
     assert again["student"]["test"] == metrics["student"]["test"]
 
 
@@ -98,13 +99,13 @@ def test_pgr_and_accuracies_recomputed_from_the_artifacts_equal_the_report(first
         hits = np.where(answered, np.nan_to_num(probs).argmax(1) == task.labels(split), 0.5)
         return float(hits.mean())
 
-    test = pd.read_parquet(tmp / artifacts["predict_test"] / "predictions.parquet")
-    tables = {f"teacher:{n}": pd.concat([pd.read_parquet(tmp / p / "labels.parquet"),
-                                         test[test["source"] == f"teacher:{n}"].assign(split="test")])
+    def test_rows(source):
+        return pd.read_parquet(tmp / artifacts["predict_test"][source] / "predictions.parquet")
+
+    tables = {f"teacher:{n}": pd.concat([pd.read_parquet(tmp / p / "labels.parquet"), test_rows(f"teacher:{n}")])
               for n, p in artifacts["teach"].items()}
     for entry in ("ceiling", "student"):
-        tables[entry] = pd.concat([pd.read_parquet(tmp / artifacts[entry] / "predictions.parquet"),
-                                   test[test["source"] == entry].assign(split="test")])
+        tables[entry] = pd.concat([pd.read_parquet(tmp / artifacts[entry] / "predictions.parquet"), test_rows(entry)])
     acc = {(name, split): accuracy(frame, split) for name, frame in tables.items() for split in ("val", "test")}
     best = max(artifacts["teach"], key=lambda n: acc[(f"teacher:{n}", "val")])
     assert metrics["best_teacher"] == best

@@ -159,7 +159,9 @@ class SweepSummary(Callback):
         job leaves one line in its folder, which the summary lists."""
         from hydra.core.utils import JobStatus
 
-        if config.hydra.mode.name != "MULTIRUN":
+        from weaks2strong import distributed
+
+        if config.hydra.mode.name != "MULTIRUN" or not distributed.is_main():  # one writer per multi-task job
             return
         if job_return.status == JobStatus.FAILED:
             error = job_return._return_value

@@ -36,6 +36,8 @@ class SoftTargetModule(pl.LightningModule):
             raise UserInputError(f"student.model.loss='{loss}' is not one of {', '.join(LOSSES)}")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net, self.optimizer_factory = net, optimizer
+        # decided before any strategy wraps the net (FSDP flattens every parameter to 1-D)
+        self._decayed = {f"net.{n}" for n, p in net.named_parameters() if p.ndim >= 2}
         self.scheduler_factory = scheduler or linear_warmup_decay
         self.val_acc = torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
         self.val_auroc = torchmetrics.AUROC(task="multiclass", num_classes=num_classes) if num_classes > 2 \
@@ -80,8 +82,9 @@ class SoftTargetModule(pl.LightningModule):
 
     def configure_optimizers(self):
         # parameters that are 2D (matrices, embeddings) are weight-decayed; biases and norms are not
-        decay = [p for p in self.parameters() if p.ndim >= 2]
-        no_decay = [p for p in self.parameters() if p.ndim < 2]
+        named = [(n.replace("_fsdp_wrapped_module.", ""), p) for n, p in self.named_parameters()]
+        decay = [p for n, p in named if n in self._decayed]
+        no_decay = [p for n, p in named if n not in self._decayed]
         optimizer = self.optimizer_factory([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
         scheduler = self.scheduler_factory(optimizer, total_steps=max(1, int(self.trainer.estimated_stepping_batches)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -21,8 +21,8 @@ from weaks2strong.pipeline.aggregate import aggregate
 from weaks2strong.pipeline.config import build, make_loggers
 from weaks2strong.pipeline.distill import distill
 from weaks2strong.pipeline.evaluate import evaluate
-from weaks2strong.schema import validate
 from weaks2strong.pipeline.teach import teach
+from weaks2strong.schema import validate
 from weaks2strong.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -53,5 +53,5 @@ def run(cfg: DictConfig) -> dict | None:
         logger.finalize("success")
     write_json(run_dir / "artifacts.json", {
         "teach": {n: str(a.path) for n, a in labels.items()}, "aggregate": str(targets.path),
-        "ceiling": str(ceiling.path), "student": str(student.path), "predict_test": str(metrics["predict_test"])})
+        "ceiling": str(ceiling.path), "student": str(student.path), "predict_test": metrics["predict_test"]})
     return metrics

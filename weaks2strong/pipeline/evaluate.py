@@ -7,16 +7,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig
 
 from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_text
 from weaks2strong.evaluate import classification_metrics
 from weaks2strong.evaluate.report import render_markdown, render_table, summarize
 from weaks2strong.pipeline.aggregate import fitted_aggregator, targets_frame
-from weaks2strong.pipeline.compute import exclusive
 from weaks2strong.pipeline.distill import ceiling_config, fitted_student, test_predictions, training_rows
-from weaks2strong.pipeline.tables import prob_columns, split_frame, split_probs, task_key
+from weaks2strong.pipeline.tables import prob_columns, split_frame, split_probs, split_rows, task_key
 from weaks2strong.pipeline.teach import checked_labels, fitted_teacher
 from weaks2strong.tasks import Task
 
@@ -24,46 +22,59 @@ log = logging.getLogger("weaks2strong.pipeline")
 
 
 def predict_test(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifact, ceiling: Artifact,
-                 student: Artifact, cfg: DictConfig, store: Store) -> Artifact:
-    """Test predictions of every teacher, the aggregate, the ceiling and the student (one table, a
-    ``source`` column). ``dev`` is the sealed task the stages before saw; ``task`` the unsealed one."""
-    inputs = {"task": task_key(task), "targets": targets.key, "ceiling": ceiling.key, "student": student.key,
-              **{f"teach:{n}": a.key for n, a in labels.items()}}
-    key = stable_hash(inputs)
-    with exclusive(store, "predict_test", key) as found:
-        if found:
-            log.info("predict_test: reused (%s)", found.path)
-            return found
-        frames = []
-        for name, artifact in labels.items():
+                 student: Artifact, cfg: DictConfig, store: Store) -> dict[str, Artifact]:
+    """Test predictions of every teacher, the aggregate, the ceiling and the student: one artifact per
+    model, keyed by the unsealed task and that model's own artifact, so jobs of a sweep that share a
+    teacher or a ceiling label the test split with it once. ``dev`` is the sealed task the stages
+    before saw; ``task`` the unsealed one."""
+    k = task.num_classes
+    out = {}
+    for name, artifact in labels.items():
+        def label(name=name, artifact=artifact):
             teacher = fitted_teacher(dev, name, cfg.teachers[name], artifact.key)
-            probs = checked_labels(teacher.predict_proba(task, "test"), task, name, "test")
-            frames.append(split_frame(task, "test", probs).assign(source=f"teacher:{name}"))
-        stacked = np.stack([f[prob_columns(task.num_classes)].to_numpy() for f in frames], axis=1)  # (N, T, K)
-        model = fitted_aggregator(dev, labels, cfg.aggregator, targets.key)
-        frames.append(targets_frame(task, "test", model, stacked, cfg.aggregator.get("weighting", "none"))[0]
-                      .assign(source="aggregate"))
-        for artifact, source, stage_cfg in ((ceiling, None, ceiling_config(cfg)), (student, targets, cfg)):
-            parts = fitted_student(dev, source, artifact, stage_cfg)
-            frames.append(split_frame(task, "test", test_predictions(task, parts)).assign(source=artifact.stage))
+            return split_frame(task, "test", checked_labels(teacher.predict_proba(task, "test"), task, name, "test"))
+
+        out[f"teacher:{name}"] = _cached(store, task, artifact, label)
+
+    def aggregate_rows():
+        stacked = np.stack([_rows(task, out[f"teacher:{n}"])[prob_columns(k)].to_numpy() for n in labels], axis=1)
+        model = fitted_aggregator(dev, labels, cfg.aggregator, targets.key)  # stacked: (N, T, K)
+        return targets_frame(task, "test", model, stacked, cfg.aggregator.get("weighting", "none"))[0]
+
+    out["aggregate"] = _cached(store, task, targets, aggregate_rows)
+    for artifact, source, stage_cfg in ((ceiling, None, ceiling_config(cfg)), (student, targets, cfg)):
+        out[artifact.stage] = _cached(store, task, artifact, lambda a=artifact, s=source, c=stage_cfg: split_frame(
+            task, "test", test_predictions(task, fitted_student(dev, s, a, c))))
+    return out
+
+
+def _cached(store: Store, task: Task, model: Artifact, predict) -> Artifact:
+    """The test predictions of the model behind ``model`` (a stage artifact), computed once."""
+    inputs = {"task": task_key(task), model.stage: model.key}
+    key = stable_hash(inputs)
+    with store.claim("predict_test", key) as found:  # rank 0 alone evaluates: a lock, not a broadcast
+        if found:
+            return found
+        frame = predict()
         with store.create("predict_test", key, inputs, {}) as tmp:
-            write_table(tmp / "predictions.parquet", pd.concat(frames, ignore_index=True))
-        log.info("predict_test: the test split labelled by %d teachers, the aggregate, ceiling and student",
-                 len(labels))
+            write_table(tmp / "predictions.parquet", frame)
+        log.info("predict_test: %s %s labelled the test split", model.stage, model.key)
         return store.find("predict_test", key)
+
+
+def _rows(task: Task, artifact: Artifact):
+    return split_rows(artifact, "predictions", task, "test")
 
 
 def evaluate(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifact, ceiling: Artifact,
              student: Artifact, cfg: DictConfig, store: Store, run_dir: Path) -> dict:
     """Score everything on val, w2s_train and test; PGR and misfit; metrics.json + report.md in the run dir."""
     tested = predict_test(task, dev, labels, targets, ceiling, student, cfg, store)
-    test = tested.table("predictions")
     k = task.num_classes
 
     def probs(source: str, artifact: Artifact, table: str, split: str) -> np.ndarray:
         if split == "test":
-            rows = test[test["source"] == source].set_index("example_id").loc[task.split("test")["example_id"]]
-            return rows[prob_columns(k)].to_numpy()
+            return _rows(task, tested[source])[prob_columns(k)].to_numpy()
         return split_probs(artifact, table, task, split)
 
     splits = ("val", "w2s_train", "test")
@@ -73,7 +84,7 @@ def evaluate(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifa
                                    ("student", student, "predictions")):
         scores[entry] = {s: classification_metrics(probs(entry, artifact, table, s), task.labels(s)) for s in splits}
     soft, weights = training_rows(task, targets)
-    test_aggregate = test[test["source"] == "aggregate"].set_index("example_id").loc[task.split("test")["example_id"]]
+    test_aggregate = _rows(task, tested["aggregate"])
     fits = {"w2s_train": (probs("student", student, "predictions", "w2s_train"), soft, task.labels("w2s_train"),
                           weights),
             "test": (probs("student", student, "predictions", "test"), test_aggregate[prob_columns(k)].to_numpy(),
@@ -81,7 +92,7 @@ def evaluate(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifa
     metrics = summarize(scores, fits)
     metrics["task"] = {"name": task.name, "sizes": task.sizes(), "source": task.source}
     metrics["seeds"] = dict(cfg.seeds)
-    metrics["predict_test"] = str(tested.path)
+    metrics["predict_test"] = {source: str(a.path) for source, a in tested.items()}
     metrics["teacher_analysis"] = teacher_analysis(targets.record("teachers"), scores["teachers"])
     metrics["plots"] = make_plots(task, targets, test_aggregate[prob_columns(k)].to_numpy(), run_dir)
     write_json(run_dir / "metrics.json", metrics)
