@@ -5,7 +5,12 @@ import pytest
 import torch
 
 from weaks2strong.evaluate import classification_metrics, misfit_gain, pgr, squared_error
-from weaks2strong.models.losses import harden_predictions, logconf_coefficient, logconf_loss, weighted_soft_cross_entropy
+from weaks2strong.models.losses import (
+    harden_predictions,
+    logconf_coefficient,
+    logconf_loss,
+    weighted_soft_cross_entropy,
+)
 
 
 def test_weighted_soft_cross_entropy_matches_hand_computation():

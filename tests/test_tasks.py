@@ -70,14 +70,16 @@ def test_bad_label_row_is_named(tmp_path):
     path = tmp_path / "bad.csv"
     pd.DataFrame({"text": ["a", "b", "c"], "label": ["good", "meh", "bad"]}).to_csv(path, index=False)
     with pytest.raises(TaskError, match=r"bad.csv: row 2 has label 'meh'"):
-        load_task("csv", path=str(path), classes=["bad", "good"], sizes={"weak_train": 1, "w2s_train": 1, "test": 1, "val": 1})
+        load_task("csv", path=str(path), classes=["bad", "good"], 
+                  sizes={"weak_train": 1, "w2s_train": 1, "test": 1, "val": 1})
 
 
 def test_missing_column_is_named(tmp_path):
     path = tmp_path / "bad.csv"
     pd.DataFrame({"body": ["a"], "label": [0]}).to_csv(path, index=False)
     with pytest.raises(TaskError, match=r"no column 'text'"):
-        load_task("csv", path=str(path), classes=["a", "b"], sizes={"weak_train": 1, "w2s_train": 1, "test": 1, "val": 1})
+        load_task("csv", path=str(path), classes=["a", "b"], 
+                  sizes={"weak_train": 1, "w2s_train": 1, "test": 1, "val": 1})
 
 
 def test_reading_tasks_carry_a_text_pair(mirror):

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 
-from weaks2strong.zoo import ModelError
 from weaks2strong.teachers import TeacherError, check_proba
 from weaks2strong.teachers.classic import NaiveBayes, TfidfLogReg
 from weaks2strong.teachers.lexicon import Afinn, TextBlob, Vader
 from weaks2strong.teachers.prompted import PromptedLM
+from weaks2strong.zoo import ModelError
 
 
 def test_vader_abstains_where_no_sentiment_word_is_found(small_sst2):

@@ -48,7 +48,8 @@ def render_markdown(metrics: dict) -> str:
     lines += ["", f"Best single teacher (chosen on val): **{metrics['best_teacher']}**", "",
               "| PGR | val | test |", "|---|---|---|"]
     for against in ("vs_best_teacher", "vs_aggregate"):
-        lines.append(f"| {against} | {_pgr(metrics['pgr']['val'][against])} | {_pgr(metrics['pgr']['test'][against])} |")
+        val, test = metrics["pgr"]["val"][against], metrics["pgr"]["test"][against]
+        lines.append(f"| {against} | {_pgr(val)} | {_pgr(test)} |")
     lines += ["", "Misfit and gain in squared loss (Charikar et al. 2024: gain ≥ misfit when the student's class "
               "is convex):", "", "| split | err(targets) | err(student) | gain | misfit | misfit (weighted) | "
               "gain ≥ misfit |", "|---|---|---|---|---|---|---|"]

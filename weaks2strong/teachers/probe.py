@@ -9,8 +9,8 @@ import torch
 from tqdm.auto import tqdm
 
 from weaks2strong.models import load_encoder
-from weaks2strong.zoo import pick_device, resolve_model
 from weaks2strong.tasks import Task
+from weaks2strong.zoo import pick_device, resolve_model
 
 
 class EncoderProbe:

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from weaks2strong.zoo import pick_device, resolve_model
 from weaks2strong.tasks import Task
 from weaks2strong.teachers.base import TeacherError
+from weaks2strong.zoo import pick_device, resolve_model
 
 
 class PromptedLM:
