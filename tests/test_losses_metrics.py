@@ -62,6 +62,9 @@ def test_classification_metrics_scores_abstentions_as_uniform_guesses():
     assert m["accuracy"] == pytest.approx((1 + 1 + 0.5 + 0) / 4)  # the abstention counts 1/K, not class 0
     four = classification_metrics(np.array([[np.nan] * 4, [0.1, 0.7, 0.1, 0.1]]), np.array([0, 1]))
     assert four["accuracy"] == pytest.approx((0.25 + 1) / 2)
+    # a tie is not a vote for its first class: a uniform posterior row counts 1/K like an abstention
+    tied = classification_metrics(np.full((3, 2), 0.5), np.array([0, 1, 1]))
+    assert tied["accuracy"] == pytest.approx(0.5) and tied["coverage"] == 1.0
 
 
 def test_logconf_loss_matches_burns_et_al_by_hand():

@@ -11,16 +11,18 @@ from torchmetrics.functional.classification import auroc
 def classification_metrics(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Accuracy and AUROC of (N, K) probabilities against gold ids.
 
-    An abstained row (NaN) is not a prediction of class 0: it counts 1/K towards ``accuracy`` (the
-    expected accuracy of a uniform guess) and as a uniform row in AUROC; ``accuracy_where_answered``
-    and ``coverage`` stand beside it."""
+    A tie is not a prediction of its first class: a row whose top probability is shared by m classes
+    counts 1/m if the gold class is among them (the expected accuracy of breaking the tie at random).
+    So an abstained row (NaN, scored as uniform) counts 1/K towards ``accuracy``, and as a uniform
+    row in AUROC; ``accuracy_where_answered`` and ``coverage`` stand beside it."""
     probs = np.asarray(probs, dtype=np.float64)
     labels = np.asarray(labels)
     k = probs.shape[1]
     covered = ~np.isnan(probs).any(-1)
     filled = np.where(covered[:, None], probs, 1.0 / k)
-    hits = (filled.argmax(-1) == labels).astype(np.float64)
-    accuracy = float(np.where(covered, hits, 1.0 / k).mean())
+    top = np.isclose(filled, filled.max(-1, keepdims=True), rtol=0, atol=1e-12)  # (N, K) the tied maxima
+    hits = top[np.arange(len(labels)), labels] / top.sum(-1)
+    accuracy = float(hits.mean())
     p, y = torch.tensor(filled, dtype=torch.float32), torch.tensor(labels, dtype=torch.long)
     auc = auroc(p[:, 1], y, task="binary") if k == 2 else auroc(p, y, task="multiclass", num_classes=k)
     answered = float(hits[covered].mean()) if covered.any() else math.nan
