@@ -129,7 +129,7 @@ def test_contextual_calibration_divides_by_the_content_free_prior(small_sst2, ti
 def small_boolq(mirror):
     from weaks2strong.tasks import load_task
 
-    return load_task("boolq", sizes={"weak_train": 24, "w2s_train": 8, "test": 8}, classes=["no", "yes"],
+    return load_task("boolq", sizes={"weak_train": 24, "val": 8, "w2s_train": 8, "test": 8}, classes=["no", "yes"],
                      mirror=str(mirror))
 
 
@@ -139,7 +139,7 @@ def test_fine_tuned_encoder_trains_a_truncated_encoder_on_text_pairs(small_boolq
     teacher = FineTunedEncoder("tiny-bert", num_layers=1, epochs=30, lr=3e-3, batch_size=8, max_length=64,
                                accelerator="cpu", models_dir=tiny_lm, progress=False)
     teacher.fit(small_boolq)
-    assert len(teacher._module.encoder.encoder.layer) == 1
+    assert len(teacher._module.net.encoder.encoder.layer) == 1
     sep = teacher._data.tokenizer.sep_token_id
     assert all(ids.count(sep) == 2 for ids in teacher._data.train.encodings)  # question and passage as a pair
     probs = check_proba(teacher.predict_proba(small_boolq, "test"), "finetuned", "test", 8, 2)
