@@ -16,6 +16,3 @@ def linear_warmup_decay(optimizer: torch.optim.Optimizer, total_steps: int, warm
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
-
-def constant(optimizer: torch.optim.Optimizer, total_steps: int):
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
