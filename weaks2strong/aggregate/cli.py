@@ -1,11 +1,21 @@
 """``w2s-aggregate``: aggregate a crowd/teacher label table with the Bayesian Dawid-Skene model.
 
-    w2s-aggregate ANSWERS.csv --out POSTERIORS.csv [--truth TRUTH.csv] [--seed 0] [--no-difficulty]
+    w2s-aggregate ANSWERS.csv --out POSTERIORS.csv [--truth TRUTH.csv] [--gold GOLD.csv] [--seed 0] [--no-difficulty]
+    w2s-aggregate --format wrench FOLDER --out POSTERIORS.csv [--gold valid]
 
 ANSWERS.csv has ``question,worker,answer`` rows (one label each). POSTERIORS.csv gets one row per
 question: ``question,label,confidence,difficulty,p_<class>...``, written atomically (a temporary
 file in the same folder, then os.replace) so a crash never leaves half a file. Bad input is one
 line on stderr naming the file, row and column, exit code 2, and no output file.
+
+``--gold GOLD.csv`` (``question,truth`` rows) makes those questions' classes observed in the fit
+(semi-supervised anchoring); their own posteriors are still scored as if unlabelled.
+
+``--format wrench``: FOLDER is a WRENCH data set (train/valid/test.json, label.json; see wrench.py),
+each labelling function a teacher. The model is fitted on the train and valid votes (no labels
+unless ``--gold valid``), every row of every split gets a posterior (test with the fitted globals),
+and the accuracy of each split with labels is printed. The output's first columns are
+``split,id`` (ids repeat across splits).
 """
 from __future__ import annotations
 
@@ -20,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from .base import AggregatorError
+from .crowd import long_to_probs, table_to_long
 
 EXIT_BAD_INPUT = 2
 
@@ -74,9 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Aggregate question,worker,answer labels with a Bayesian Dawid-Skene model "
         "(per-question difficulty; Dawid & Skene 1979, Whitehill et al. 2009).",
     )
-    p.add_argument("answers", type=Path, help="CSV with question,worker,answer rows")
+    p.add_argument("answers", type=Path,
+                   help="CSV with question,worker,answer rows (--format wrench: a WRENCH data set folder)")
+    p.add_argument("--format", choices=("csv", "wrench"), default="csv",
+                   help="csv: a question,worker,answer table; wrench: labelling-function votes (default csv)")
     p.add_argument("--out", type=Path, required=True, help="where to write the per-question posteriors (CSV)")
     p.add_argument("--truth", type=Path, help="optional CSV with question,truth rows: print accuracy")
+    p.add_argument("--gold", help="observed classes for the fit: a question,truth CSV (csv format), or the "
+                   "name of a split whose labels anchor the fit (wrench format: train or valid)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--difficulty", action=argparse.BooleanOptionalAction, default=True,
                    help="model a per-question difficulty (default on)")
@@ -86,29 +102,71 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _unique_questions(df: pd.DataFrame, path: Path) -> None:
+    if df["question"].duplicated().any():
+        row = int(np.argmax(df["question"].duplicated().to_numpy())) + 2
+        raise InputError(f"{path}: row {row}, column 'question': question listed twice")
+
+
+def _model(args: argparse.Namespace):
+    from .bayes import BayesianDawidSkene  # torch/pyro load only once the input files look right
+    kw = {} if args.steps is None else {"steps": args.steps}
+    return BayesianDawidSkene(difficulty=args.difficulty, seed=args.seed, device=args.device,
+                              progress=not args.quiet, **kw)
+
+
+def _gold_codes(path: Path, gold: pd.DataFrame, labels) -> np.ndarray:
+    """(N,) class index per question of the answers, -1 where the gold file says nothing."""
+    classes = [str(c) for c in labels.classes]
+    code = pd.Index(classes).get_indexer(gold["truth"])
+    if (code < 0).any():
+        row = int(np.argmax(code < 0))
+        raise InputError(f"{path}: row {row + 2}, column 'truth': class {gold['truth'].iloc[row]!r} is not "
+                         f"among the answers' classes ({', '.join(classes)})")
+    task = pd.Index([str(q) for q in labels.tasks]).get_indexer(gold["question"])
+    if (task < 0).all():
+        raise InputError(f"{path}: no question of the gold file is in the answers")
+    if (task < 0).any():  # a gold row without answers constrains nothing in the fit; say so, go on
+        print(f"w2s-aggregate: note: {int((task < 0).sum())} questions of {path} have no answers and are "
+              f"not used", file=sys.stderr)
+    out = np.full(len(labels.tasks), -1, dtype=np.int64)
+    out[task[task >= 0]] = code[task >= 0]
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     if args.out.is_dir():
         raise InputError(f"{args.out}: --out is a folder; give a file path such as {args.out / 'posteriors.csv'}")
+    return _run_wrench(args) if args.format == "wrench" else _run_csv(args)
+
+
+def _run_csv(args: argparse.Namespace) -> int:
     answers = _read_csv(args.answers, ("question", "worker", "answer"), "answers")
     truth = _read_csv(args.truth, ("question", "truth"), "truth") if args.truth else None
-    if truth is not None and truth["question"].duplicated().any():
-        row = int(np.argmax(truth["question"].duplicated().to_numpy())) + 2
-        raise InputError(f"{args.truth}: row {row}, column 'question': question listed twice")
+    if truth is not None:
+        _unique_questions(truth, args.truth)
+    gold = _read_csv(Path(args.gold), ("question", "truth"), "gold") if args.gold else None
+    if gold is not None:
+        _unique_questions(gold, Path(args.gold))
 
-    from .bayes import BayesianDawidSkene  # torch/pyro load only once the input files look right
-    kw = {} if args.steps is None else {"steps": args.steps}
-    model = BayesianDawidSkene(difficulty=args.difficulty, seed=args.seed, device=args.device,
-                               progress=not args.quiet, **kw)
+    model = _model(args)
     started = time.perf_counter()
     try:
-        frame, agg = model.fit_predict_table(answers, task="question", worker="worker", label="answer")
+        if gold is None:
+            frame, agg = model.fit_predict_table(answers, task="question", worker="worker", label="answer")
+            classes, questions, post = model.classes_, frame.index, frame.to_numpy()  # post: (N, K)
+        else:
+            # fit_table takes no gold: go through the dense (N, T, K) array, which does
+            labels = table_to_long(answers, "question", "worker", "answer")
+            codes = _gold_codes(Path(args.gold), gold, labels)
+            agg = model.fit_predict(long_to_probs(labels), [str(w) for w in labels.workers], gold=codes)
+            classes, questions, post = labels.classes, pd.Index(labels.tasks), agg.posterior
     except AggregatorError as exc:
         raise InputError(f"{args.answers}: {exc}") from None
     seconds = time.perf_counter() - started
-    classes = [str(c) for c in model.classes_]
-    post = frame.to_numpy()  # (N, K)
+    classes = [str(c) for c in classes]
     out = pd.DataFrame({
-        "question": frame.index.astype(str),
+        "question": questions.astype(str),
         "label": np.asarray(classes, dtype=object)[post.argmax(1)],
         "confidence": agg.confidence,
         "difficulty": agg.difficulty,
@@ -119,14 +177,71 @@ def run(args: argparse.Namespace) -> int:
     print(f"aggregated {len(out)} questions from {answers['worker'].nunique()} workers "
           f"into {args.out} in {seconds:.2f} s", file=sys.stderr)
     if truth is not None:
-        gold = truth.set_index("question")["truth"]
+        gold_truth = truth.set_index("question")["truth"]
         pred = out.set_index("question")["label"]
-        common = pred.index.intersection(gold.index)
+        common = pred.index.intersection(gold_truth.index)
         if len(common) == 0:
             print("accuracy: no question of the truth file is in the answers", file=sys.stderr)
         else:
-            acc = float((pred.loc[common] == gold.loc[common]).mean())
+            acc = float((pred.loc[common] == gold_truth.loc[common]).mean())
             print(f"accuracy={acc:.4f} on {len(common)} questions with truth")
+            if gold is not None:  # anchored questions score their own labels: show the others apart
+                free = common.difference(pd.Index(gold["question"]))
+                if len(free):
+                    acc = float((pred.loc[free] == gold_truth.loc[free]).mean())
+                    print(f"accuracy_not_in_gold={acc:.4f} on {len(free)} questions")
+    return 0
+
+
+def _run_wrench(args: argparse.Namespace) -> int:
+    from .wrench import accuracy, load_wrench
+
+    if args.truth:
+        raise InputError("--truth is for --format csv; a WRENCH folder carries its own labels")
+    try:
+        data = load_wrench(args.answers)
+    except AggregatorError as exc:
+        raise InputError(str(exc)) from None
+    fit = data.rows("train", "valid")  # (N,) the votes the model learns from; test is only predicted
+    if not fit.any():
+        raise InputError(f"{args.answers}: no train.json or valid.json to fit on")
+    kw = {}
+    if args.gold:
+        if args.gold not in ("train", "valid"):
+            raise InputError(f"--gold {args.gold!r}: with --format wrench name the split whose labels anchor "
+                             "the fit, train or valid (test stays unseen)")
+        anchor = data.rows(args.gold) & (data.labels >= 0)
+        if not anchor.any():
+            raise InputError(f"{args.answers}: --gold {args.gold}: {args.gold}.json is missing or has no labels")
+        kw["gold"] = np.where(anchor, data.labels, -1)[fit]
+
+    model = _model(args)
+    started = time.perf_counter()
+    try:
+        model.fit(data.probs[fit], data.teacher_names, **kw)
+        agg = model.predict(data.probs)
+    except AggregatorError as exc:
+        raise InputError(f"{args.answers}: {exc}") from None
+    seconds = time.perf_counter() - started
+    post = agg.posterior  # (N, K)
+    out = pd.DataFrame({
+        "split": data.split,
+        "id": data.ids,
+        "label": np.asarray(data.class_names, dtype=object)[post.argmax(1)],
+        "confidence": agg.confidence,
+        "difficulty": agg.difficulty,
+    })
+    for j, c in enumerate(data.class_names):
+        out[f"p_{c}"] = post[:, j]
+    _write_atomic(out, args.out)
+    print(f"aggregated {len(out)} examples ({int(fit.sum())} fitted: train+valid) from "
+          f"{data.probs.shape[1]} rules into {args.out} in {seconds:.2f} s", file=sys.stderr)
+    for split in dict.fromkeys(data.split):  # file order, each once
+        rows = data.rows(split) & (data.labels >= 0)
+        if rows.any():
+            note = " (anchored by --gold: its labels were in the fit)" if split == args.gold else ""
+            print(f"accuracy_{split}={accuracy(post[rows], data.labels[rows]):.4f} on {int(rows.sum())} "
+                  f"examples{note}")
     return 0
 
 
