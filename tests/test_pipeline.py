@@ -142,3 +142,48 @@ def test_the_test_split_is_unreachable_before_evaluate(tmp_path, mirror):
     for entry in [*on_disk["teachers"].values(), on_disk["aggregate"], on_disk["ceiling"], on_disk["student"]]:
         assert set(entry) == {"val", "w2s_train", "test"} and entry["test"]["coverage"] > 0
     assert set(on_disk["teachers"]) == {"vader", "tfidf_lr", "tripwire"} and metrics["pgr"]["test"]
+
+
+def test_teacher_error_correlation_and_interval_coverage_follow_from_the_artifacts(first_run):
+    """The val error correlation is recomputed from the teachers' label artifacts and gold, pair by pair
+    with numpy; each teacher's ``covered`` from the aggregate's teachers.json and its true accuracy."""
+    import numpy as np
+
+    from weaks2strong.tasks import load_task
+
+    tmp, metrics = first_run
+    artifacts = json.loads((tmp / "run1" / "artifacts.json").read_text())
+    cfg = compose_run(tmp, "recompute_errors")
+    task = load_task(**{k: v for k, v in cfg.task.items() if k != "_target_"})
+    gold, ids = task.labels("val"), task.split("val")["example_id"]
+    errors, answered = {}, {}
+    for name, path in artifacts["teach"].items():
+        frame = pd.read_parquet(tmp / path / "labels.parquet")
+        probs = frame[frame["split"] == "val"].set_index("example_id").loc[ids][["p_0", "p_1"]].to_numpy()
+        answered[name] = ~np.isnan(probs).any(1)
+        top = np.isclose(probs, np.nanmax(probs, 1, keepdims=True, initial=-1), rtol=0, atol=1e-12)
+        errors[name] = 1 - top[np.arange(len(gold)), gold] / np.maximum(top.sum(1), 1)  # a tie: half an error
+
+    table = metrics["teacher_error_correlation"]
+    assert table["split"] == "val" and table["teachers"] == list(artifacts["teach"])
+    for i, a in enumerate(table["teachers"]):
+        for j, b in enumerate(table["teachers"]):
+            both = answered[a] & answered[b]
+            assert table["n_shared"][i][j] == both.sum()
+            ea, eb = errors[a][both], errors[b][both]
+            defined = both.sum() >= 2 and ea.std() > 0 and eb.std() > 0
+            expected = np.corrcoef(ea, eb)[0, 1] if defined else None
+            assert table["matrix"][i][j] == (None if expected is None else pytest.approx(expected))
+    assert (tmp / "run1" / "plots" / "teacher_error_correlation_val.png").stat().st_size > 5_000
+    assert "## Teacher error correlation (val)" in (tmp / "run1" / "report.md").read_text()
+
+    estimates = json.loads((tmp / artifacts["aggregate"] / "teachers.json").read_text())
+    covered = []
+    for name, a in metrics["teacher_analysis"].items():
+        true = metrics["teachers"][name]["w2s_train"]["accuracy_where_answered"]
+        low, high = estimates.get(name, {}).get("accuracy_low"), estimates.get(name, {}).get("accuracy_high")
+        assert a["covered"] == (None if low is None else low <= true <= high)
+        covered += [] if a["covered"] is None else [a["covered"]]
+    summary = metrics["teacher_estimates_summary"]
+    assert summary["n"] == len(covered)
+    assert summary["coverage"] == (pytest.approx(np.mean(covered)) if covered else None)

@@ -71,3 +71,25 @@ def test_a_failed_job_does_not_stop_the_sweep_and_is_listed(tmp_path):
     summary = (sweep / "sweep_summary.md").read_text()
     assert "| task.sizes.test=96 | 1 |" in summary
     assert "Failed jobs:\n- 0: " in summary and "TaskError: task.sizes.test=100000" in summary
+
+
+def test_sweep_summary_averages_interval_coverage_and_mae_per_aggregator(tmp_path):
+    def job(name, overrides, summary, seed):
+        _job(tmp_path / name, overrides, 0.8, {"vader": 0.6}, seed=seed)
+        if summary is not None:  # an aggregator without estimates writes none
+            path = tmp_path / name / "metrics.json"
+            metrics = json.loads(path.read_text())
+            path.write_text(json.dumps({**metrics, "teacher_estimates_summary": summary}))
+
+    job("0", ["aggregator=bayes", "seed=0"], {"coverage": 1.0, "n": 3, "mae": 0.02}, 0)
+    job("1", ["aggregator=bayes", "seed=1"], {"coverage": 2 / 3, "n": 3, "mae": 0.04}, 1)
+    job("2", ["aggregator=majority", "seed=0"], {"coverage": None, "n": 0, "mae": None}, 0)
+    job("3", ["aggregator=majority", "seed=1"], None, 1)
+    table = write_summary(tmp_path)
+    header = next(line for line in table.splitlines() if line.startswith("| group | runs |"))
+    assert header.endswith("| interval_coverage | teacher_mae |")
+    bayes = next(line for line in table.splitlines() if line.startswith("| aggregator=bayes | 2 |"))
+    # coverage 1 and 2/3: mean .8333, sample std .2357; MAE .02 and .04: mean .03, std .0141
+    assert bayes.endswith("| 0.8333 ± 0.2357 (2/2) | 0.0300 ± 0.0141 (2/2) |")
+    majority = next(line for line in table.splitlines() if line.startswith("| aggregator=majority | 2 |"))
+    assert majority.endswith("| n/a (0/2) | n/a (0/2) |")

@@ -34,8 +34,18 @@ COLUMNS = {  # test numbers, except where a column says val (the best teacher is
     "pgr_vs_best_val": lambda m: m["pgr"]["val"]["vs_best_teacher"],
     "pgr_vs_aggregate": lambda m: m["pgr"]["test"]["vs_aggregate"],
     "gain_ge_misfit": lambda m: float(m["misfit"]["w2s_train"]["gain_ge_misfit"]),
+    # the aggregator's teacher-accuracy estimates against the truth on w2s_train (n/a for one that makes none)
+    "interval_coverage": lambda m: _estimates(m, "coverage"),
+    "teacher_mae": lambda m: _estimates(m, "mae"),
 }
 SEED_KINDS = ("splits", "teachers", "aggregator", "student")
+
+
+def _estimates(metrics: dict, key: str) -> float:
+    """One number of ``teacher_estimates_summary``; NaN where there is none (an aggregator without
+    estimates, or a run from before the summary existed), which ``mean_std`` counts as not finite."""
+    value = metrics.get("teacher_estimates_summary", {}).get(key)
+    return float("nan") if value is None else float(value)
 
 
 def collect(sweep_dir: Path) -> pd.DataFrame:

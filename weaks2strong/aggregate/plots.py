@@ -1,7 +1,8 @@
-"""Figures for an aggregator: who errs how (teacher confusions) and whether its confidence is honest.
+"""Figures for an aggregator: who errs how (teacher confusions), who errs together (error
+correlation) and whether its confidence is honest.
 
-Both functions take plain arrays and an output path, write the figure with the Agg backend (no
-display needed) and return the path.
+The plotting functions take plain arrays and an output path, write the figure with the Agg
+backend (no display needed) and return the path.
 """
 from __future__ import annotations
 
@@ -125,6 +126,32 @@ def plot_reliability(posterior: np.ndarray, truth: np.ndarray, path, bins: int =
     axh.set_yscale("log" if count.max() > 50 * max(count[filled].min(), 1) else "linear")
     axh.set_xlabel("posterior top probability")
     axh.set_ylabel("examples")
+    return _save(fig, path)
+
+
+def plot_error_correlation(matrix: np.ndarray, n_shared: np.ndarray, path, teacher_names: list[str] | None = None,
+                           title: str = "Teacher error correlation"):
+    """Heatmap of a (T, T) correlation of the teachers' errors; each cell shows r and the number of
+    rows both teachers answered; an undefined r is a white cell marked n/a. Red = they err on the
+    same examples, which the aggregator's conditional-independence assumption does not expect."""
+    matrix, n_shared = np.asarray(matrix, dtype=float), np.asarray(n_shared)  # (T, T) each
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or n_shared.shape != matrix.shape:
+        raise ValueError(f"matrix and n_shared must be (T, T); got {matrix.shape}, {n_shared.shape}")
+    t = matrix.shape[0]
+    names = teacher_names or [f"teacher {j}" for j in range(t)]
+    size = 1.2 + 0.9 * t
+    fig, ax = plt.subplots(figsize=(size + 1.0, size))
+    im = ax.imshow(np.ma.masked_invalid(matrix), vmin=-1.0, vmax=1.0, cmap="RdBu_r")
+    for r in range(t):
+        for c in range(t):
+            v = matrix[r, c]
+            text = "n/a" if np.isnan(v) else f"{v:.2f}"
+            ax.text(c, r, f"{text}\nn={n_shared[r, c]}", ha="center", va="center", fontsize=8,
+                    color="white" if abs(np.nan_to_num(v)) > 0.6 else "black")
+    ax.set_xticks(range(t), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(t), names, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="Pearson r of errors")
     return _save(fig, path)
 
 

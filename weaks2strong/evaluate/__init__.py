@@ -1,4 +1,13 @@
 """Metrics (torchmetrics), PGR, misfit, and the run report."""
-from weaks2strong.evaluate.metrics import classification_metrics, misfit_gain, pgr, squared_error
+from weaks2strong.evaluate.metrics import (
+    classification_metrics,
+    error_correlation,
+    estimates_summary,
+    misfit_gain,
+    pgr,
+    squared_error,
+    teacher_analysis,
+)
 
-__all__ = ["classification_metrics", "misfit_gain", "pgr", "squared_error"]
+__all__ = ["classification_metrics", "error_correlation", "estimates_summary", "misfit_gain", "pgr", "squared_error",
+           "teacher_analysis"]

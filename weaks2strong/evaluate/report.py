@@ -58,20 +58,59 @@ def render_markdown(metrics: dict) -> str:
         lines.append(f"| {split} | {m['err_targets']:.4f} | {m['err_student']:.4f} | {m['gain']:+.4f} | "
                      f"{m['misfit']:.4f} | {weighted} | {'yes' if m['gain_ge_misfit'] else 'no'} |")
     lines.append("")
-    analysis = metrics.get("teacher_analysis", {})
-    if any(a.get("estimated_accuracy") is not None for a in analysis.values()):
-        lines += ["## Teachers as the aggregator sees them (w2s_train)", "",
-                  "| teacher | estimated accuracy | 95% interval | true accuracy (where it answered) |",
-                  "|---|---|---|---|"]
-        for name, a in analysis.items():
-            low, high = a["estimated_interval"]
-            interval = f"[{low:.3f}, {high:.3f}]" if low is not None else "-"
-            est, true = a["estimated_accuracy"], a["true_accuracy_w2s_train"]
-            lines.append(f"| {name} | {est:.3f} | {interval} | {true:.3f} |")
-        lines.append("")
+    lines += _estimates_lines(metrics.get("teacher_analysis", {}), metrics.get("teacher_estimates_summary"))
+    lines += _error_lines(metrics.get("teacher_error_correlation"))
     for plot in metrics.get("plots", []):
         lines.append(f"![{plot.rsplit('/', 1)[-1]}](plots/{plot.rsplit('/', 1)[-1]})")
     return "\n".join(lines)
+
+
+ERR_TOGETHER = 0.5  # an error correlation above this is flagged: the teachers' votes are far from independent
+
+
+def _estimates_lines(analysis: dict, summary: dict | None) -> list[str]:
+    """The aggregator's accuracy estimates against the truth on w2s_train; nothing if it made none."""
+    if not any(a.get("estimated_accuracy") is not None for a in analysis.values()):
+        return []
+    lines = ["## Teachers as the aggregator sees them (w2s_train)", "",
+             "| teacher | estimated [low, high] | true (w2s_train, where answered) | covered | abs error |",
+             "|---|---|---|---|---|"]
+    for name, a in analysis.items():
+        est, (low, high) = a["estimated_accuracy"], a["estimated_interval"]
+        interval = f" [{low:.3f}, {high:.3f}]" if None not in (low, high) else ""
+        estimate = "-" if est is None else f"{est:.3f}{interval}"
+        covered = {True: "yes", False: "**no**", None: "-"}[a.get("covered")]
+        lines.append(f"| {name} | {estimate} | {_num(a['true_accuracy_w2s_train'], 3)} | {covered} | "
+                     f"{_num(a.get('abs_error'), 3)} |")
+    if summary:
+        coverage = "-" if summary["coverage"] is None else f"{summary['coverage']:.2f}"
+        lines += ["", f"Intervals covering the true accuracy: {coverage} of {summary['n']}; mean absolute error of "
+                  f"the estimates: {_num(summary['mae'], 3)}."]
+    return lines + [""]
+
+
+def _error_lines(errors: dict | None) -> list[str]:
+    """The teachers' error correlation as a table, and the pairs that err together."""
+    if not errors:
+        return []
+    names, matrix, shared = errors["teachers"], errors["matrix"], errors["n_shared"]
+    lines = [f"## Teacher error correlation ({errors['split']})", "",
+             "Pearson r of the teachers' errors, each pair on the rows both answered; - where undefined (an "
+             "error that never varies, or < 2 shared rows).", "",
+             "| teacher (rows answered) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines += [f"| {a} ({shared[i][i]}) | " + " | ".join(_num(r, 2) for r in row) + " |"
+              for i, (a, row) in enumerate(zip(names, matrix))]
+    together = [(names[i], names[j], matrix[i][j], shared[i][j]) for i in range(len(names))
+                for j in range(i + 1, len(names)) if matrix[i][j] is not None and matrix[i][j] > ERR_TOGETHER]
+    lines.append("")
+    lines += [f"- {a} & {b}: r = {r:.2f} on {n} rows: err together" for a, b, r, n in together] or [
+        f"No pair's errors correlate above {ERR_TOGETHER}."]
+    return lines + [""]
+
+
+def _num(value, digits: int) -> str:
+    """A number for a table; ``-`` for one that is missing or undefined."""
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def render_table(metrics: dict) -> None:

@@ -10,12 +10,12 @@ import numpy as np
 from omegaconf import DictConfig
 
 from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_text
-from weaks2strong.evaluate import classification_metrics
+from weaks2strong.evaluate import classification_metrics, error_correlation, estimates_summary, teacher_analysis
 from weaks2strong.evaluate.report import render_markdown, render_table, summarize
 from weaks2strong.pipeline.aggregate import fitted_aggregator, targets_frame
 from weaks2strong.pipeline.distill import ceiling_config, fitted_student, test_predictions, training_rows
 from weaks2strong.pipeline.tables import prob_columns, split_frame, split_probs, split_rows, task_key
-from weaks2strong.pipeline.teach import checked_labels, fitted_teacher
+from weaks2strong.pipeline.teach import checked_labels, fitted_teacher, teacher_probs
 from weaks2strong.tasks import Task
 
 log = logging.getLogger("weaks2strong.pipeline")
@@ -94,27 +94,27 @@ def evaluate(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifa
     metrics["seeds"] = dict(cfg.seeds)
     metrics["predict_test"] = {source: str(a.path) for source, a in tested.items()}
     metrics["teacher_analysis"] = teacher_analysis(targets.record("teachers"), scores["teachers"])
-    metrics["plots"] = make_plots(task, targets, test_aggregate[prob_columns(k)].to_numpy(), run_dir)
+    metrics["teacher_estimates_summary"] = estimates_summary(metrics["teacher_analysis"])
+    metrics["teacher_error_correlation"] = error_table(task, labels, "val")
+    metrics["plots"] = make_plots(task, targets, test_aggregate[prob_columns(k)].to_numpy(),
+                                  metrics["teacher_error_correlation"], run_dir)
     write_json(run_dir / "metrics.json", metrics)
     write_text(run_dir / "report.md", render_markdown(metrics))
     render_table(metrics)
     return metrics
 
 
-def teacher_analysis(estimates: dict, scores: dict) -> dict:
-    """The aggregator's estimate of each teacher's accuracy next to its true accuracy on w2s_train."""
-    out = {}
-    for name, score in scores.items():
-        est = estimates.get(name, {})
-        out[name] = {"true_accuracy_w2s_train": score["w2s_train"]["accuracy_where_answered"],
-                     "estimated_accuracy": est.get("accuracy"),
-                     "estimated_interval": [est.get("accuracy_low"), est.get("accuracy_high")]}
-    return out
+def error_table(task: Task, labels: dict[str, Artifact], split: str) -> dict:
+    """How the teachers' errors correlate on ``split`` (val: gold the stages may read, and rows the
+    aggregator was not fitted on), as metrics.json holds it."""
+    matrix, shared = error_correlation(teacher_probs(task, labels, split), task.labels(split))
+    undefined_as_null = [[None if np.isnan(r) else r for r in row] for row in matrix.tolist()]  # JSON has no NaN
+    return {"split": split, "teachers": list(labels), "matrix": undefined_as_null, "n_shared": shared.tolist()}
 
 
-def make_plots(task: Task, targets: Artifact, test_posterior: np.ndarray, run_dir: Path) -> list[str]:
-    """Teacher confusion heatmaps (when the aggregator estimates them) and reliability diagrams of the
-    posterior on val and test."""
+def make_plots(task: Task, targets: Artifact, test_posterior: np.ndarray, errors: dict, run_dir: Path) -> list[str]:
+    """Teacher confusion heatmaps (when the aggregator estimates them), the teachers' error correlation
+    and reliability diagrams of the posterior on val and test."""
     from weaks2strong.aggregate import plots
 
     folder = run_dir / "plots"
@@ -128,6 +128,11 @@ def make_plots(task: Task, targets: Artifact, test_posterior: np.ndarray, run_di
         names, confusion, low, high = plots.teacher_arrays(teachers)
         made.append(str(plots.plot_teacher_confusions(confusion, low, high, folder / "teacher_confusions.png",
                                                       teacher_names=names, class_names=task.classes)))
+    split = errors["split"]
+    made.append(str(plots.plot_error_correlation(errors["matrix"], errors["n_shared"],
+                                                 folder / f"teacher_error_correlation_{split}.png",
+                                                 teacher_names=errors["teachers"],
+                                                 title=f"Teacher error correlation, {split}")))
     return made
 
 
