@@ -97,8 +97,11 @@ def test_difficulty_model_recovers_accuracies_too():
         assert abs(model.teachers_[name]["accuracy"] - acc_true) < 0.03
 
 
-def _brute_force(model, probs):
-    """Posterior over (z, d) by Bayes' rule in numpy from the fitted globals, one example at a time."""
+def _brute_force(model, probs, gold=None):
+    """Posterior over (z, d) by Bayes' rule in numpy from the fitted globals, one example at a time.
+
+    An abstention is the last answer when the model keeps abstentions as evidence and the teacher
+    abstained while fitting; otherwise it contributes no factor. ``gold`` (-1 = unknown) clamps z."""
     g = {k: v.double().cpu().numpy() for k, v in model.globals_.items()}
     pi, conf, guess, lam = g["pi"], g["confusion"], g["guess"], model.lam_
     rho = g["rho"] if len(lam) > 1 else np.ones(1)
@@ -109,10 +112,15 @@ def _brute_force(model, probs):
         for zz in range(k):
             for d in range(len(lam)):
                 p = pi[zz] * rho[d]
+                if gold is not None and gold[i] >= 0 and gold[i] != zz:
+                    continue  # observed class: the other classes have probability zero
                 for t in range(probs.shape[1]):
                     row = probs[i, t]
                     if np.isnan(row).all():
-                        continue  # abstained: no factor
+                        if conf.shape[-1] > k * model.stride_ and model._used[t, -1]:
+                            a = conf.shape[-1] - 1  # abstained: an answer of its own
+                            p *= (1 - lam[d]) * conf[t, zz, a] + lam[d] * guess[t, a]
+                        continue  # a teacher that never abstained while fitting: no factor
                     edges = model.edges_[t]
                     b = int((edges < row.max()).sum())  # bin j holds edge[j-1] < v <= edge[j]
                     a = int(row.argmax()) * model.stride_ + b

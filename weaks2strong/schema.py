@@ -179,6 +179,7 @@ class TrainerSchema:
 @dataclass
 class AggregatorSchema:
     weighting: str = rule(choices=WEIGHTINGS)
+    anchor: str = rule(choices=("none", "val"))
 
 
 @dataclass

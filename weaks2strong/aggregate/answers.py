@@ -20,16 +20,29 @@ class Long:
 
     example: np.ndarray  # (M,) int
     teacher: np.ndarray  # (M,) int
-    label: np.ndarray  # (M,) int, argmax class
-    top: np.ndarray  # (M,) float, the max probability (1.0 for a hard vote)
+    label: np.ndarray  # (M,) int, argmax class; ABSTAIN where the teacher's silence is itself an answer
+    top: np.ndarray  # (M,) float, the max probability (1.0 for a hard vote, NaN for an abstention)
     n: int  # number of examples
 
+    @property
+    def answered(self) -> np.ndarray:
+        return self.label != ABSTAIN  # (M,)
 
-def long_from_probs(probs: np.ndarray) -> Long:
+
+ABSTAIN = -1  # the label of an abstention kept as evidence
+
+
+def long_from_probs(probs: np.ndarray, informative: np.ndarray | None = None) -> Long:
+    """One row per label; with ``informative`` (T,) bool, an abstention of such a teacher is a row
+    too (label ABSTAIN): when a one-sided rule stays silent is what tells its classes apart."""
     seen = ~np.isnan(probs[..., 0])  # (N, T)
-    i, t = np.nonzero(seen)  # row-major, so already grouped by example
-    rows = probs[i, t]  # (M, K)
-    return Long(i, t, rows.argmax(-1), rows.max(-1), probs.shape[0])
+    keep = seen | (informative[None, :] if informative is not None else False)  # (N, T)
+    i, t = np.nonzero(keep)  # row-major, so already grouped by example
+    rows = np.nan_to_num(probs[i, t], nan=0.0)  # (M, K)
+    spoke = seen[i, t]  # (M,)
+    label = np.where(spoke, rows.argmax(-1), ABSTAIN)
+    top = np.where(spoke, rows.max(-1), np.nan)
+    return Long(i, t, label, top, probs.shape[0])
 
 
 def long_from_table(labels: LongLabels) -> Long:
@@ -53,7 +66,7 @@ def bin_edges(teacher: np.ndarray, top: np.ndarray, n_teachers: int, bins: int) 
     edges = []
     levels = np.arange(1, bins) / bins
     for t in range(n_teachers):
-        v = top[teacher == t]
+        v = top[(teacher == t) & ~np.isnan(top)]
         if bins == 1 or v.size == 0:
             edges.append(np.empty(0))
             continue
@@ -66,28 +79,47 @@ def bin_edges(teacher: np.ndarray, top: np.ndarray, n_teachers: int, bins: int) 
 def apply_bins(teacher: np.ndarray, top: np.ndarray, edges: list[np.ndarray]) -> np.ndarray:
     b = np.zeros(teacher.shape, dtype=np.int64)
     for t, e in enumerate(edges):
-        sel = teacher == t
+        sel = (teacher == t) & ~np.isnan(top)
         if e.size and sel.any():
             b[sel] = np.searchsorted(e, top[sel], side="left")  # bin j holds edge[j-1] < v <= edge[j]
     return b
 
 
+def answer_codes(long: Long, edges: list[np.ndarray], stride: int, n_classes: int) -> np.ndarray:
+    """Each label's answer index: class * stride + confidence bin; an abstention is the last answer."""
+    answer = long.label * stride + apply_bins(long.teacher, long.top, edges)  # (M,)
+    return np.where(long.answered, answer, n_classes * stride)
+
+
 @dataclass
 class Answers:
-    """Padded per-example answer lists: codes[i, l] = teacher * A + answer, valid where mask."""
+    """Padded per-example answer lists: codes[i, l] = teacher * A + answer, valid where mask; clamp
+    (N, K) is 0 for classes an example may have and -inf for the others (observed gold)."""
 
     codes: torch.Tensor  # (N, L) int64
     mask: torch.Tensor  # (N, L) bool
+    clamp: torch.Tensor  # (N, K) float
 
     @property
     def n(self) -> int:
         return self.codes.shape[0]
 
-    def rows(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.codes[idx], self.mask[idx]
+    def rows(self, idx) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.codes[idx], self.mask[idx], self.clamp[idx]
 
 
-def pad_answers(long: Long, answer: np.ndarray, n_answers: int, device) -> Answers:
+def gold_clamp(gold: np.ndarray | None, n: int, k: int, dtype, device) -> torch.Tensor:
+    """(N, K) log-indicator of the observed class: adding it to an example's log-likelihood makes
+    the enumerated z exactly the observed one (semi-supervised Dawid-Skene), -1 = unobserved."""
+    clamp = torch.zeros((n, k), dtype=dtype, device=device)
+    if gold is not None:
+        rows = np.nonzero(gold >= 0)[0]
+        clamp[rows] = float("-inf")
+        clamp[rows, gold[rows]] = 0.0
+    return clamp
+
+
+def pad_answers(long: Long, answer: np.ndarray, n_answers: int, device, clamp: torch.Tensor) -> Answers:
     """Dense (N, L) layout with L = most labels on one example: for T teachers of a benchmark
     L = T, for a sparse crowd (3 of 176 workers per task) L = 3, so no N x T blow-up."""
     n = long.n
@@ -99,4 +131,4 @@ def pad_answers(long: Long, answer: np.ndarray, n_answers: int, device) -> Answe
     mask = np.zeros((n, width), dtype=bool)
     codes[long.example, pos] = long.teacher * n_answers + answer
     mask[long.example, pos] = True
-    return Answers(torch.as_tensor(codes, device=device), torch.as_tensor(mask, device=device))
+    return Answers(torch.as_tensor(codes, device=device), torch.as_tensor(mask, device=device), clamp)

@@ -21,10 +21,23 @@ from pyro.infer import TraceEnum_ELBO
 from scipy import stats
 from torch.distributions import biject_to, constraints
 
-from .answers import Answers, Long, apply_bins, bin_edges, long_from_probs, long_from_table, pad_answers
+from .answers import (
+    Answers,
+    Long,
+    answer_codes,
+    bin_edges,
+    gold_clamp,
+    long_from_probs,
+    long_from_table,
+    pad_answers,
+)
 from .base import Aggregate, AggregatorError, check_probs, confidence_from_posterior
 from .bayes_model import DawidSkeneModel, resolve_device, torch_threads
 from .crowd import table_to_long
+
+MIN_SHARED_ROWS = 20  # a dependence measured on fewer rows of a class is noise
+MIN_GOLD_FOR_DEPENDENCE = 50  # fewer gold rows than this: dependence judged against a first fit's posterior
+MAX_LAPLACE_PARAMS = 4000  # a dense Hessian of this many globals takes seconds; beyond, the count intervals
 
 
 @dataclass(eq=False)
@@ -94,6 +107,10 @@ class BayesianDawidSkene:
 
     # the model (see the class docstring)
     soft_bins: int = 3
+    abstention: str = "evidence"
+    silent_teachers: list | None = None
+    correlated: str = "downweight"
+    dependence_threshold: float = 0.3
     difficulty: bool = True
     difficulty_levels: int = 4
     max_difficulty: float = 0.9
@@ -119,6 +136,8 @@ class BayesianDawidSkene:
     device: str = "auto"
     progress: bool = True
     credible_mass: float = 0.95
+    intervals: str = "auto"
+    interval_draws: int = 400
     threads: int | str | None = "auto"
     precision: str = "float32"
 
@@ -131,6 +150,12 @@ class BayesianDawidSkene:
             raise AggregatorError(f"prior_diag must lie in (0, 1), got {self.prior_diag}")
         if self.method not in ("svi", "nuts"):
             raise AggregatorError(f"method must be 'svi' or 'nuts', got {self.method!r}")
+        if self.abstention not in ("evidence", "missing"):
+            raise AggregatorError(f"abstention must be 'evidence' or 'missing', got {self.abstention!r}")
+        if self.correlated not in ("downweight", "ignore"):
+            raise AggregatorError(f"correlated must be 'downweight' or 'ignore', got {self.correlated!r}")
+        if self.intervals not in ("auto", "laplace", "counts"):
+            raise AggregatorError(f"intervals must be 'auto', 'laplace' or 'counts', got {self.intervals!r}")
         if self.precision not in ("float32", "float64"):
             raise AggregatorError(f"precision must be 'float32' or 'float64', got {self.precision!r}")
         if not self.difficulty:  # D = 1, lam = 0: plain Dawid-Skene
@@ -138,13 +163,19 @@ class BayesianDawidSkene:
 
     # ---------------------------------------------------------------- public face: arrays
 
-    def fit(self, probs: np.ndarray, teacher_names: list[str] | None = None) -> BayesianDawidSkene:
-        """Fit the globals on an (N, T, K) array of teacher probabilities (NaN rows = abstain)."""
+    def fit(self, probs: np.ndarray, teacher_names: list[str] | None = None,
+            gold: np.ndarray | None = None) -> BayesianDawidSkene:
+        """Fit the globals on an (N, T, K) array of teacher probabilities (NaN rows = abstain).
+
+        ``gold`` (N,) int, -1 where unknown: the known classes enter as observed z (semi-supervised
+        Dawid-Skene), so a small labelled set pins the confusions, the calibration and the class prior."""
         probs = self._check(probs, teacher_names)
         n, t, k = probs.shape
         names = list(teacher_names) if teacher_names is not None else [f"teacher {j}" for j in range(t)]
+        gold = self._check_gold(gold, n, k)
         self.classes_ = list(range(k))
-        self._fit_long(long_from_probs(probs), names, k)
+        self.informative_ = self._informative(names, probs)
+        self._fit_long(long_from_probs(probs, self.informative_), names, k, gold=gold)
         return self
 
     def predict(self, probs: np.ndarray) -> Aggregate:
@@ -154,13 +185,40 @@ class BayesianDawidSkene:
         if probs.shape[1:] != (len(self.teacher_names_), self.n_classes_):
             raise AggregatorError(f"expected {len(self.teacher_names_)} teachers x {self.n_classes_} classes "
                                   f"as fitted, got {probs.shape[1:]}")
-        return self._predict_long(long_from_probs(probs))
+        return self._predict_long(long_from_probs(probs, self.informative_))
 
     def predict_proba(self, probs: np.ndarray) -> np.ndarray:
         return self.predict(probs).posterior
 
-    def fit_predict(self, probs: np.ndarray, teacher_names: list[str] | None = None) -> Aggregate:
-        return self.fit(probs, teacher_names).predict(probs)
+    def fit_predict(self, probs: np.ndarray, teacher_names: list[str] | None = None,
+                    gold: np.ndarray | None = None) -> Aggregate:
+        """Fit, then the posteriors of every row as if unlabelled (gold rows are scored, not copied)."""
+        return self.fit(probs, teacher_names, gold).predict(probs)
+
+    def _check_gold(self, gold, n: int, k: int) -> np.ndarray | None:
+        if gold is None:
+            return None
+        gold = np.asarray(gold)
+        if gold.shape != (n,):
+            raise AggregatorError(f"gold must have one entry per example ({n}), got shape {gold.shape}")
+        if not np.issubdtype(gold.dtype, np.integer):
+            raise AggregatorError(f"gold must hold integer class indices (-1 = unknown), got dtype {gold.dtype}")
+        bad = (gold < -1) | (gold >= k)
+        if bad.any():
+            raise AggregatorError(f"gold at example {int(np.argmax(bad))} is {int(gold[bad][0])}, "
+                                  f"not a class in 0..{k - 1} or -1 (unknown)")
+        return gold.astype(np.int64) if (gold >= 0).any() else None
+
+    def _informative(self, names: list[str], probs: np.ndarray) -> np.ndarray:
+        """(T,) bool: whose abstentions are answers (``abstention="evidence"``, minus ``silent_teachers``)."""
+        silent = set(self.silent_teachers or [])
+        unknown = silent - set(names)
+        if unknown:
+            raise AggregatorError(f"silent_teachers names {sorted(unknown)[0]!r}, which is not a teacher "
+                                  f"({', '.join(names)})")
+        if self.abstention == "missing":
+            return np.zeros(len(names), dtype=bool)
+        return np.array([name not in silent for name in names])
 
     # ---------------------------------------------------------------- public face: crowd tables
 
@@ -173,6 +231,8 @@ class BayesianDawidSkene:
         if len(labels.workers) < 2:
             raise AggregatorError(f"needs at least two teachers (workers); the table has {len(labels.workers)}")
         self.classes_ = labels.classes
+        # a crowd worker who was not shown a task says nothing about it: no abstention evidence
+        self.informative_ = np.zeros(len(labels.workers), dtype=bool)
         self._fit_long(long_from_table(labels), [str(w) for w in labels.workers], len(labels.classes),
                        worker_ids=labels.workers)
         return self
@@ -226,11 +286,11 @@ class BayesianDawidSkene:
         if not hasattr(self, "globals_"):
             raise AggregatorError("BayesianDawidSkene is not fitted yet; call fit() or fit_table() first")
 
-    def _fit_long(self, long: Long, names: list[str], k: int, worker_ids=None):
+    def _fit_long(self, long: Long, names: list[str], k: int, worker_ids=None, gold=None):
         pyro.set_rng_seed(self.seed)
         dev = resolve_device(self.device)
         t = len(names)
-        silent = np.bincount(long.teacher, minlength=t) == 0
+        silent = np.bincount(long.teacher[long.answered], minlength=t) == 0
         if silent.any():
             raise AggregatorError(f"{names[int(np.argmax(silent))]} has no labels at all")
         self.teacher_names_ = names
@@ -241,20 +301,38 @@ class BayesianDawidSkene:
         self.bins_ = np.array([e.size + 1 for e in self.edges_])  # (T,) bins actually used
         b = int(self.bins_.max())
         self.stride_ = b
-        a = k * b
-        answer = long.label * b + apply_bins(long.teacher, long.top, self.edges_)  # (M,)
-        data = pad_answers(long, answer, a, dev)
-        self._build_model(t, k, b, dev)
+        abstains = np.bincount(long.teacher[~long.answered], minlength=t) > 0  # (T,) abstentions as answers
+        a = k * b + int(abstains.any())  # the last answer, when present, is "abstained"
+        answer = answer_codes(long, self.edges_, b, k)  # (M,)
+        clamp = gold_clamp(gold, long.n, k, self._dtype, dev)
+        data = pad_answers(long, answer, a, dev, clamp)
+        self._build_model(t, k, b, a, abstains, dev)
+        self.teacher_weight_ = np.ones(t)
         rows = self._batch_rows(data.n) or data.n
+        if self.correlated == "downweight":
+            # the class of each example, to judge dependence against: gold if there is enough of it,
+            # else the posterior of a first fit that treats the teachers as independent
+            if gold is not None and (gold >= 0).sum() >= MIN_GOLD_FOR_DEPENDENCE:
+                self.dependence_ = self._dependence(long, gold)
+            else:
+                with torch_threads(self._threads_for(rows * data.codes.shape[1] * k * self.difficulty_levels)):
+                    self._optimise(data, self._init_values(long, answer, data, t, k, a, gold))
+                self.dependence_ = self._excess_agreement(long)
+            self.teacher_weight_ = self._teacher_weights(self.dependence_)
+            self._model.weight = torch.as_tensor(self.teacher_weight_, dtype=self._dtype, device=dev)
         with torch_threads(self._threads_for(rows * data.codes.shape[1] * k * self.difficulty_levels)):
-            init = self._init_values(long, answer, data, t, k, a)
+            init = self._init_values(long, answer, data, t, k, a, gold)
             if self.method == "nuts":
                 self._sample_nuts(data, init)
             else:
                 self._optimise(data, init)
-            # teacher statistics come from the training posterior
-            post, _ = self._posterior(data)
-        self.teachers_ = self._teacher_stats(long, answer, post)
+            # teacher statistics come from the posterior of the rows without gold (all rows, unanchored)
+            unlabelled = np.ones(long.n, dtype=bool) if gold is None else gold < 0
+            report = self._report_rows(long, answer, unlabelled, a, dev)
+            post, _ = self._posterior(report[1])
+            draws = self._interval_draws(data, report[1]) if self._use_laplace(t, k, a) else None
+        self.teachers_ = self._teacher_stats(report[0], report[2], post, draws)
+        self.n_gold_ = 0 if gold is None else int((gold >= 0).sum())
         mean_acc = np.mean([s["accuracy"] for s in self.teachers_.values()])
         if mean_acc <= 1.0 / k:
             warnings.warn(
@@ -262,7 +340,93 @@ class BayesianDawidSkene:
                 "label-switched (classes permuted); check the teachers or raise prior_diag",
                 stacklevel=3,
             )
+        self._warn_if_one_class(post)
         return self
+
+    def _dependence(self, long: Long, reference: np.ndarray) -> np.ndarray:
+        """(T, T) how much two teachers' answers depend on each other beyond the class: the
+        bias-corrected Cramér's V (Bergsma 2013) of their answers (class voted, or abstained) within
+        each reference class, averaged over classes by size. Dawid-Skene assumes 0; a copy gives 1.
+        ``reference`` (N,) is the class of each example (-1: not used)."""
+        t, k, n = len(self.teacher_names_), self.n_classes_, long.n
+        votes = np.full((n, t), k)  # k = abstained / not asked
+        votes[long.example[long.answered], long.teacher[long.answered]] = long.label[long.answered]
+        dep = np.eye(t)
+        for i in range(t):
+            for j in range(i + 1, t):
+                total, weight = 0.0, 0
+                for c in range(k):
+                    rows = reference == c
+                    if rows.sum() >= MIN_SHARED_ROWS:
+                        total += rows.sum() * _cramers_v(votes[rows, i], votes[rows, j])
+                        weight += rows.sum()
+                dep[i, j] = dep[j, i] = total / weight if weight else np.nan
+        return dep
+
+    def _excess_agreement(self, long: Long) -> np.ndarray:
+        """(T, T) without gold: how much more often two teachers give the same answer (class voted,
+        or abstained) than a fit that takes them as independent given the class predicts, as a
+        kappa: (observed - predicted) / (1 - predicted). A copy gives 1, independence about 0. (A
+        posterior-based class would not do: a dominant pair of copies decides that class itself.)"""
+        t, k, n, b = len(self.teacher_names_), self.n_classes_, long.n, self.stride_
+        m, g = self._model, {name: v.double().cpu().numpy() for name, v in self.globals_.items()}
+        lam = np.asarray(self.lam_)
+        rho = g["rho"] if m.D > 1 else np.ones(1)
+        mix = np.einsum("d,tza->tza", rho * (1 - lam), g["confusion"])  # (T, K, A) answers, difficulty summed
+        if m.D > 1:
+            mix = mix + (rho * lam).sum() * g["guess"][:, None, :]
+        coarse = mix[..., : k * b].reshape(t, k, k, b).sum(-1)  # (T, K, K) class voted
+        if m.A > k * b:
+            coarse = np.concatenate([coarse, mix[..., -1:]], -1)  # (T, K, K+1) or abstained
+        votes = np.full((n, t), -1)  # -1: not present
+        votes[long.example, long.teacher] = np.where(long.answered, long.label, k)
+        dep = np.eye(t)
+        for i in range(t):
+            for j in range(i + 1, t):
+                both = (votes[:, i] >= 0) & (votes[:, j] >= 0)
+                if both.sum() < MIN_SHARED_ROWS:
+                    dep[i, j] = dep[j, i] = np.nan
+                    continue
+                observed = float((votes[both, i] == votes[both, j]).mean())
+                pi_, pj = coarse[i] / coarse[i].sum(-1, keepdims=True), coarse[j] / coarse[j].sum(-1, keepdims=True)
+                predicted = float(g["pi"] @ (pi_ * pj).sum(-1))
+                dep[i, j] = dep[j, i] = (observed - predicted) / max(1 - predicted, 1e-9)
+        return dep
+
+    def _teacher_weights(self, dep: np.ndarray) -> np.ndarray:
+        """(T,) likelihood weights: 1 / (1 + the teacher's dependences above ``dependence_threshold``).
+        Two identical teachers get 1/2 each and so count as one; independent ones keep 1. A
+        composite-likelihood fix, not a model of the dependency (Snorkel learns its structure)."""
+        excess = np.where(np.isnan(dep) | np.eye(len(dep), dtype=bool), 0.0, dep)
+        excess = np.where(excess > self.dependence_threshold, excess, 0.0)
+        return 1.0 / (1.0 + excess.sum(1))
+
+    def _report_rows(self, long: Long, answer, rows: np.ndarray, a: int, dev):
+        """The labels of the examples in ``rows`` alone, re-indexed: (long, padded answers, answer codes)."""
+        new_index = np.cumsum(rows) - 1  # (N,)
+        keep = rows[long.example]  # (M,)
+        sub = Long(new_index[long.example[keep]], long.teacher[keep], long.label[keep], long.top[keep],
+                   int(rows.sum()))
+        clamp = gold_clamp(None, sub.n, self.n_classes_, self._dtype, dev)
+        return sub, pad_answers(sub, answer[keep], a, dev, clamp), answer[keep]
+
+    def _warn_if_one_class(self, post: np.ndarray) -> None:
+        """A posterior that calls every example one class has collapsed (e.g. one-sided rules whose
+        abstentions were treated as missing): say so loudly, naming the teachers that voted otherwise."""
+        k = self.n_classes_
+        top = post.argmax(1)
+        share = np.bincount(top, minlength=k) / max(len(top), 1)
+        if len(top) >= 20 and share.max() >= 0.995:
+            only = int(share.argmax())
+            votes = {n: s["answered_share"] for n, s in self.teachers_.items()}
+            dissent = [n for n, s in self.teachers_.items() if any(
+                j != only and c > 0 for j, c in enumerate(s["answered_share"]))]
+            warnings.warn(
+                f"the posterior puts {share.max():.1%} of the examples in one class ({self.classes_[only]!r}); "
+                f"teachers that voted for other classes: {', '.join(dissent) or 'none'} "
+                f"(answer shares per class: {votes}); with one-sided rules keep abstention='evidence'",
+                stacklevel=4,
+            )
 
     def _batch_rows(self, n: int) -> int | None:
         """Examples per SVI step; None = all ("auto": full batch up to 2^16 examples, else 2^14)."""
@@ -281,16 +445,20 @@ class BayesianDawidSkene:
             return 1 if work < (1 << 20) and self.device_.type == "cpu" else None
         return self.threads
 
-    def _build_model(self, t, k, b, dev):
+    def _build_model(self, t, k, b, a, abstains, dev):
         used = np.arange(b)[None, :] < self.bins_[:, None]  # (T, B)
-        used_ab = np.tile(used, (1, k))  # (T, A): answer a = class * B + bin
-        cls_of = np.repeat(np.arange(k), b)  # (A,)
-        same = cls_of[None, :] == np.arange(k)[:, None]  # (K, A)
+        used_ab = np.tile(used, (1, k))  # (T, K*B): answer = class * B + bin
+        cls_of = np.repeat(np.arange(k), b)  # (K*B,)
+        same = cls_of[None, :] == np.arange(k)[:, None]  # (K, K*B)
         # prior mass of class k spread evenly over the bins teacher t actually uses
-        spread = (same[None] & used_ab[:, None, :]) / self.bins_[:, None, None]  # (T, K, A)
+        spread = (same[None] & used_ab[:, None, :]) / self.bins_[:, None, None]  # (T, K, K*B)
         diag = np.where(np.eye(k, dtype=bool), self.prior_diag, (1 - self.prior_diag) / (k - 1))  # (K, K)
-        conf_conc = 1.0 + self.prior_strength * diag[None] @ spread  # (T, K, A)
-        guess_conc = 1.0 + self.guess_prior * used_ab / (k * self.bins_[:, None])  # (T, A)
+        conf_conc = 1.0 + self.prior_strength * diag[None] @ spread  # (T, K, K*B)
+        guess_conc = 1.0 + self.guess_prior * used_ab / (k * self.bins_[:, None])  # (T, K*B)
+        if a > k * b:  # the abstention answer: a flat prior (its rate per class is what the data tell)
+            used_ab = np.concatenate([used_ab, abstains[:, None]], 1)  # (T, A)
+            conf_conc = np.concatenate([conf_conc, np.ones((t, k, 1))], 2)
+            guess_conc = np.concatenate([guess_conc, 1.0 + self.guess_prior * abstains[:, None] / (k * b)], 1)
         f = dict(dtype=self._dtype, device=dev)
         d = self.difficulty_levels
         self.lam_ = np.linspace(0.0, self.max_difficulty, d) if d > 1 else np.zeros(1)
@@ -303,14 +471,18 @@ class BayesianDawidSkene:
             torch.tensor(self.lam_, **f),
         )
 
-    def _init_values(self, long: Long, answer, data, t, k, a) -> dict:
-        """Confusions from soft-majority-vote counts: a start on the right side of label switching."""
-        vote = np.full((long.example.size, k), 0.0)
+    def _init_values(self, long: Long, answer, data, t, k, a, gold=None) -> dict:
+        """Confusions from soft-majority-vote counts (gold where known): a start on the right side of
+        label switching."""
+        spoke = long.answered  # abstentions vote for nothing
+        vote = np.zeros((long.example.size, k))
         # a label with top-probability p votes p for its class and spreads the rest evenly
-        vote += ((1.0 - long.top) / max(k - 1, 1))[:, None]
-        vote[np.arange(long.example.size), long.label] = long.top
+        vote[spoke] += ((1.0 - long.top[spoke]) / max(k - 1, 1))[:, None]
+        vote[np.nonzero(spoke)[0], long.label[spoke]] = long.top[spoke]
         q = np.stack([np.bincount(long.example, weights=vote[:, z], minlength=long.n) for z in range(k)], 1)
         q = (q + 1e-3) / (q + 1e-3).sum(1, keepdims=True)  # (N, K) soft majority vote
+        if gold is not None:
+            q[gold >= 0] = np.eye(k)[gold[gold >= 0]]
         counts = self._expected_counts(long, answer, q, t, k, a)  # (T, K, A)
         conf = counts + (self._model.conf_conc.cpu().numpy() - 1.0) + 0.5 * self._used[:, None, :]
         conf = np.where(self._used[:, None, :], conf, 1e-6)
@@ -329,9 +501,9 @@ class BayesianDawidSkene:
             # a few closed-form EM sweeps on (a sample of) the data: SVI then starts near the mode
             # and needs tens of steps, not hundreds
             sub = torch.randperm(data.n, device=data.codes.device)[: self.init_em_examples]
-            codes, mask = data.rows(sub) if data.n > self.init_em_examples else (data.codes, data.mask)
+            rows = data.rows(sub) if data.n > self.init_em_examples else (data.codes, data.mask, data.clamp)
             for _ in range(self.init_em):
-                new = self._model.em_step(vals, codes, mask, scale=data.n / codes.shape[0])
+                new = self._model.em_step(vals, *rows, scale=data.n / rows[0].shape[0])
                 moved = max(float((new[n] - vals[n]).abs().max()) for n in vals)
                 vals = new
                 if moved < 1e-4:
@@ -367,15 +539,15 @@ class BayesianDawidSkene:
         try:
             for step in range(self.steps):
                 if bs is None:
-                    codes, mask, sub = data.codes, data.mask, None
+                    codes, mask, clamp, sub = data.codes, data.mask, data.clamp, None
                 else:
                     if perm is None or pos + bs > n:
                         perm, pos = torch.randperm(n, device=data.codes.device), 0
                     sub = perm[pos:pos + bs]
                     pos += bs
-                    codes, mask = data.rows(sub)
+                    codes, mask, clamp = data.rows(sub)
                 optim.zero_grad(set_to_none=True)
-                loss = elbo.differentiable_loss(model.model, guide, codes, mask, n, sub)
+                loss = elbo.differentiable_loss(model.model, guide, codes, mask, clamp, n, sub)
                 loss.backward()
                 optim.step()
                 losses.append(float(loss.detach()) / n)  # per example, so tol means the same at any N
@@ -417,7 +589,7 @@ class BayesianDawidSkene:
         mcmc = MCMC(kernel, num_samples=self.nuts_samples, warmup_steps=self.nuts_warmup,
                     disable_progbar=not self.progress)
         started = time.perf_counter()
-        mcmc.run(data.codes, data.mask, data.n, None)
+        mcmc.run(data.codes, data.mask, data.clamp, data.n, None)
         self.fit_seconds_ = time.perf_counter() - started
         self.n_steps_ = self.nuts_samples + self.nuts_warmup
         self.loss_history_ = []
@@ -437,8 +609,8 @@ class BayesianDawidSkene:
         lam = torch.as_tensor(self.lam_, dtype=self._dtype, device=self.device_)
         with torch.no_grad():
             for s in range(0, data.n, chunk):
-                codes, mask = data.codes[s:s + chunk], data.mask[s:s + chunk]
-                marg = elbo.compute_marginals(model.model, guide, codes, mask, codes.shape[0])
+                codes, mask, clamp = data.codes[s:s + chunk], data.mask[s:s + chunk], data.clamp[s:s + chunk]
+                marg = elbo.compute_marginals(model.model, guide, codes, mask, clamp, codes.shape[0])
                 post.append(marg["z"].probs.reshape(-1, model.K))  # (n, K)
                 if model.D > 1:
                     diff.append(marg["d"].probs.reshape(-1, model.D) @ lam)  # (n,)
@@ -449,8 +621,15 @@ class BayesianDawidSkene:
 
     def _predict_long(self, long: Long) -> Aggregate:
         k, b = self.n_classes_, self.stride_
-        answer = long.label * b + apply_bins(long.teacher, long.top, self.edges_)
-        data = pad_answers(long, answer, k * b, self.device_)
+        if self._model.A == k * b or not long.answered.all():
+            # a teacher that never abstained while fitting has no learned abstention rate: its
+            # silence on new rows is missing data
+            can = self._used[long.teacher, -1] if self._model.A > k * b else np.zeros(long.teacher.size, bool)
+            keep = long.answered | can
+            long = Long(long.example[keep], long.teacher[keep], long.label[keep], long.top[keep], long.n)
+        answer = answer_codes(long, self.edges_, b, k)
+        data = pad_answers(long, answer, self._model.A, self.device_,
+                           gold_clamp(None, long.n, k, self._dtype, self.device_))
         with torch_threads(self._threads_for(data.codes.numel() * k * self.difficulty_levels)):
             post, difficulty = self._posterior(data)
         return Aggregate(
@@ -462,22 +641,77 @@ class BayesianDawidSkene:
 
     # ---------------------------------------------------------------- teacher summaries
 
-    def _teacher_stats(self, long: Long, answer, post) -> dict:
+    def _use_laplace(self, t: int, k: int, a: int) -> bool:
+        """Laplace intervals unless asked otherwise or too many globals for a dense Hessian ("auto")."""
+        if self.intervals == "counts":
+            return False
+        n_params = t * k * (a - 1) + (t * (a - 1) if self.difficulty_levels > 1 else 0)
+        return self.intervals == "laplace" or n_params <= MAX_LAPLACE_PARAMS
+
+    def _interval_draws(self, data: Answers, report: Answers) -> np.ndarray:
+        """(S, N_report) classes drawn from the posterior predictive: globals from the Laplace
+        approximation (``laplace.py``), then every example's class from its exact posterior."""
+        from .laplace import draw_globals, laplace
+
+        m = self._model
+        f = dict(dtype=torch.float64, device=self.device_)
+        exact = DawidSkeneModel(m.conf_conc.to(**f), m.guess_conc.to(**f), m.alpha_pi.to(**f), m.alpha_rho.to(**f),
+                                m.lam.to(**f))
+        used = torch.as_tensor(self._used, device=self.device_)
+        names = ("pi", "confusion") + (("rho", "guess") if m.D > 1 else ())
+        values = {n: self.globals_[n].to(**f) for n in names}
+        masks = {"pi": torch.ones(m.K, dtype=torch.bool, device=self.device_),
+                 "confusion": used[:, None, :].expand(m.T, m.K, m.A).clone(),
+                 "rho": torch.ones(m.D, dtype=torch.bool, device=self.device_), "guess": used}
+        coords, mode, evecs, scale = laplace(exact, values, {n: masks[n] for n in names}, data.codes, data.mask,
+                                             data.clamp.to(torch.float64))
+        gen = torch.Generator(device=self.device_).manual_seed(self.seed)
+        draws = []
+        with torch.no_grad():
+            for g in draw_globals(coords, mode, evecs, scale, self.interval_draws, gen):
+                q = exact.class_posterior(g["pi"], g.get("rho"), g["confusion"], g.get("guess"),
+                                          report.codes, report.mask)  # (n, K)
+                draws.append(torch.multinomial(q, 1, generator=gen)[:, 0])
+        self.laplace_scale_ = scale.cpu().numpy()
+        return torch.stack(draws).cpu().numpy()  # (S, n)
+
+    def _teacher_stats(self, long: Long, answer, post, draws: np.ndarray | None = None) -> dict:
+        """Per teacher: what the posterior says of its answers on the rows in ``long`` (see the class
+        docstring); intervals from ``draws`` (posterior-predictive classes) when given."""
         t, k, b = len(self.teacher_names_), self.n_classes_, self.stride_
-        a = k * b
+        a = self._model.A
         counts = self._expected_counts(long, answer, post, t, k, a)  # (T, K, A)
         conc = self._model.conf_conc.cpu().numpy()
         alpha = np.where(self._used[:, None, :], conc + counts, 0.0)  # (T, K, A) Dirichlet posterior
-        alpha_kk = alpha.reshape(t, k, k, b).sum(-1)  # (T, K, K) collapsed over bins
+        alpha_kk = alpha[..., : k * b].reshape(t, k, k, b).sum(-1)  # (T, K, K) collapsed over bins
         total = alpha_kk.sum(-1, keepdims=True)
         lo_q, hi_q = (1 - self.credible_mass) / 2, 1 - (1 - self.credible_mass) / 2
-        low = stats.beta.ppf(lo_q, alpha_kk, total - alpha_kk)
-        high = stats.beta.ppf(hi_q, alpha_kk, total - alpha_kk)
+        if draws is not None:
+            spoke = long.answered
+            hit = draws[:, long.example[spoke]] == long.label[spoke]  # (S, M')
+            n_spoke = np.maximum(np.bincount(long.teacher[spoke], minlength=t), 1)
+            acc_draws = np.stack([np.bincount(long.teacher[spoke], weights=h, minlength=t) for h in hit]) / n_spoke
+            flat = (long.teacher[spoke] * k) * k + long.label[spoke]  # (M',) (teacher, ., answered class)
+            conf_draws = np.stack([np.bincount(flat + z[long.example[spoke]] * k, minlength=t * k * k)
+                                   for z in draws]).reshape(-1, t, k, k)
+            conf_draws = conf_draws / np.maximum(conf_draws.sum(-1, keepdims=True), 1)
+            acc_lo, acc_hi = np.quantile(acc_draws, [lo_q, hi_q], axis=0)
+            low, high = np.quantile(conf_draws, [lo_q, hi_q], axis=0)
+        else:
+            # the older approximation: Dirichlet(prior + expected counts), a Beta per entry
+            low = stats.beta.ppf(lo_q, alpha_kk, total - alpha_kk)
+            high = stats.beta.ppf(hi_q, alpha_kk, total - alpha_kk)
+            diag = np.einsum("tzz->t", alpha_kk)
+            acc_lo = stats.beta.ppf(lo_q, diag, alpha_kk.sum((1, 2)) - diag)
+            acc_hi = stats.beta.ppf(hi_q, diag, alpha_kk.sum((1, 2)) - diag)
         g = {n: v.double().cpu().numpy() for n, v in self.globals_.items()}
-        conf_easy = g["confusion"].reshape(t, k, k, b).sum(-1)  # (T, K, K)
-        guess = g["guess"].reshape(t, k, b).sum(-1)  # (T, K)
-        n_labels = np.bincount(long.teacher, minlength=t)
-        per_bin = counts.reshape(t, k, k, b)  # (T, Z, class, bin)
+        conf_easy = g["confusion"][..., : k * b].reshape(t, k, k, b).sum(-1)  # (T, K, K)
+        guess = g["guess"][..., : k * b].reshape(t, k, b).sum(-1)  # (T, K)
+        spoke = long.answered
+        n_labels = np.bincount(long.teacher[spoke], minlength=t)
+        n_rows = np.bincount(long.teacher, minlength=t)
+        answered = np.bincount(long.teacher[spoke] * k + long.label[spoke], minlength=t * k).reshape(t, k)
+        per_bin = counts[..., : k * b].reshape(t, k, k, b)  # (T, Z, class, bin)
         out = {}
         for j, name in enumerate(self.teacher_names_):
             nb = int(self.bins_[j])
@@ -485,17 +719,39 @@ class BayesianDawidSkene:
             bin_total = per_bin[j].sum((0, 1))[:nb]
             bin_right = np.einsum("zzb->b", per_bin[j])[:nb]
             out[name] = {
-                "accuracy": float(diag / alpha_kk[j].sum()),  # the mean of the Beta below
-                "accuracy_low": float(stats.beta.ppf(lo_q, diag, alpha_kk[j].sum() - diag)),
-                "accuracy_high": float(stats.beta.ppf(hi_q, diag, alpha_kk[j].sum() - diag)),
+                "accuracy": float(diag / alpha_kk[j].sum()),  # expected share of its answers that are right
+                "accuracy_low": float(acc_lo[j]),
+                "accuracy_high": float(acc_hi[j]),
+                "interval_method": "laplace" if draws is not None else "counts",
                 "confusion": (alpha_kk[j] / total[j]).tolist(),
                 "confusion_low": low[j].tolist(),
                 "confusion_high": high[j].tolist(),
                 "confusion_easy": conf_easy[j].tolist(),
                 "guess": guess[j].tolist() if self._model.D > 1 else None,
+                "abstain_given_class": (alpha[j, :, -1] / alpha[j].sum(-1)).tolist() if a > k * b else None,
+                "answered_share": (answered[j] / max(answered[j].sum(), 1)).tolist(),
                 "bin_edges": self.edges_[j].tolist(),
                 "bin_accuracy": (bin_right / np.maximum(bin_total, 1e-12)).tolist(),
                 "bin_share": (bin_total / max(bin_total.sum(), 1e-12)).tolist(),
                 "n_labels": int(n_labels[j]),
+                "likelihood_weight": float(self.teacher_weight_[j]),
+                "coverage": float(n_labels[j] / max(n_rows[j], 1)) if a > k * b else None,
             }
         return out
+
+
+def _cramers_v(x: np.ndarray, y: np.ndarray) -> float:
+    """Bias-corrected Cramér's V of two categorical vectors (Bergsma 2013): ~0 when independent."""
+    _, xi = np.unique(x, return_inverse=True)
+    _, yi = np.unique(y, return_inverse=True)
+    r, c, n = xi.max() + 1, yi.max() + 1, len(x)
+    if r < 2 or c < 2:
+        return 0.0  # one of them always says the same thing here: nothing to share
+    table = np.zeros((r, c))
+    np.add.at(table, (xi, yi), 1.0)
+    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / n
+    phi2 = ((table - expected) ** 2 / expected).sum() / n
+    phi2 = max(0.0, phi2 - (r - 1) * (c - 1) / (n - 1))
+    r_, c_ = r - (r - 1) ** 2 / (n - 1), c - (c - 1) ** 2 / (n - 1)
+    denom = min(r_ - 1, c_ - 1)
+    return float(np.sqrt(phi2 / denom)) if denom > 0 else 0.0

@@ -23,8 +23,11 @@ class DawidSkeneModel:
         confusion[t, z] ~ Dirichlet(conf_conc[t, z])   # (T, K, A) answers on an easy example
         guess[t] ~ Dirichlet(guess_conc[t])            # (T, A) answers when the example says nothing
         for each example i:
-            z_i ~ Categorical(pi); d_i ~ Categorical(rho)
-            a_it ~ (1 - lam[d_i]) * confusion[t, z_i] + lam[d_i] * guess[t]   for the teachers that answered
+            z_i ~ Categorical(pi); d_i ~ Categorical(rho)    # z_i observed where gold is (``clamp``)
+            a_it ~ (1 - lam[d_i]) * confusion[t, z_i] + lam[d_i] * guess[t]   for the labels present
+    An abstention kept as evidence is one more answer (the last), so its rate is learned per class.
+    ``weight`` (T,) tempers each teacher's likelihood (a composite likelihood): teachers that err
+    together share their weight instead of each counting as independent evidence (bayes.py).
     """
 
     def __init__(self, conf_conc, guess_conc, alpha_pi, alpha_rho, lam):
@@ -35,6 +38,7 @@ class DawidSkeneModel:
         self.lam = lam  # (D,)
         self.T, self.K, self.A = conf_conc.shape
         self.D = lam.shape[0]
+        self.weight = torch.ones(self.T, dtype=conf_conc.dtype, device=conf_conc.device)  # (T,)
 
     def loglik(self, confusion, guess, codes, mask) -> torch.Tensor:
         """log p(answers of example i | z, d), summed over its teachers: (n, K, D)."""
@@ -45,24 +49,25 @@ class DawidSkeneModel:
         else:
             g = guess.reshape(-1)[codes]  # (n, L)
             lp = torch.log(c[..., None] * (1.0 - self.lam) + g[..., None, None] * self.lam)  # (n, L, K, D)
+        lp = lp * self.weight[codes // self.A][..., None, None]  # (n, L, K, D) tempered per teacher
         # padding slots count for nothing; where() rather than a product so a -inf can never leak
         return torch.where(mask[..., None, None], lp, lp.new_zeros(())).sum(1)  # (n, K, D)
 
     @torch.no_grad()
-    def em_step(self, values: dict, codes, mask, scale: float = 1.0) -> dict:
+    def em_step(self, values: dict, codes, mask, clamp, scale: float = 1.0) -> dict:
         """One MAP-EM sweep (Dawid & Skene 1979, with the difficulty mixture resolved per answer):
         E: q(z, d) per example and, per answer, the chance it came from confusion rather than guess;
         M: every Dirichlet-categorical global becomes (expected counts + concentration - 1), normalised.
         ``scale`` = N / len(codes) when sweeping a sample, so counts weigh against the prior as in full data."""
         pi, rho, conf, guess = values["pi"], values["rho"], values["confusion"], values["guess"]
         ll = self.loglik(conf, guess, codes, mask)  # (n, K, D)
-        logq = ll + pi.log()[:, None] + (rho.log() if self.D > 1 else 0.0)
+        logq = ll + clamp[..., None] + pi.log()[:, None] + (rho.log() if self.D > 1 else 0.0)
         q = torch.softmax(logq.reshape(ll.shape[0], -1), -1).reshape(ll.shape)  # (n, K, D)
         flat = codes[mask]  # (m,) answers present
         conf_flat = conf.transpose(1, 2).reshape(self.T * self.A, self.K)  # (T*A, K)
         c = conf_flat[flat]  # (m, K)
         ex = torch.nonzero(mask)[:, 0]  # (m,) example of each answer
-        qa = q[ex] * scale  # (m, K, D)
+        qa = q[ex] * (scale * self.weight[flat // self.A])[:, None, None]  # (m, K, D) tempered counts
         if self.D > 1:
             g = guess.reshape(-1)[flat]  # (m,)
             easy = c[..., None] * (1.0 - self.lam)  # (m, K, D)
@@ -88,7 +93,25 @@ class DawidSkeneModel:
             out["rho"] = mode(q.sum((0, 1)) * scale, self.alpha_rho)
         return out
 
-    def model(self, codes, mask, size, subsample=None):
+    def log_joint(self, pi, rho, confusion, guess, codes, mask, clamp) -> torch.Tensor:
+        """log p(globals, answers, observed gold) with z and d summed out: what the Laplace
+        approximation expands around the MAP (``laplace.py``)."""
+        lp = dist.Dirichlet(self.alpha_pi).log_prob(pi) + dist.Dirichlet(self.conf_conc).log_prob(confusion).sum()
+        ll = self.loglik(confusion, guess, codes, mask) + clamp[..., None] + pi.log()[:, None]  # (n, K, D)
+        if self.D > 1:  # with D == 1, guess and rho never meet the data
+            lp = lp + dist.Dirichlet(self.guess_conc).log_prob(guess).sum()
+            lp = lp + dist.Dirichlet(self.alpha_rho).log_prob(rho)
+            ll = ll + rho.log()
+        return lp + torch.logsumexp(ll.reshape(ll.shape[0], -1), -1).sum()
+
+    def class_posterior(self, pi, rho, confusion, guess, codes, mask) -> torch.Tensor:
+        """p(z_i | answers, globals), d summed out: (n, K). Plain torch, for many draws of the globals."""
+        ll = self.loglik(confusion, guess, codes, mask) + pi.log()[:, None]  # (n, K, D)
+        if self.D > 1:
+            ll = ll + rho.log()
+        return torch.softmax(torch.logsumexp(ll, -1), -1)
+
+    def model(self, codes, mask, clamp, size, subsample=None):
         pi = pyro.sample("pi", dist.Dirichlet(self.alpha_pi))  # (K,)
         rho = pyro.sample("rho", dist.Dirichlet(self.alpha_rho)) if self.D > 1 else None  # (D,)
         with pyro.plate("teachers", self.T, dim=-1):
@@ -97,7 +120,7 @@ class DawidSkeneModel:
             guess = pyro.sample("guess", dist.Dirichlet(self.guess_conc))  # (T, A)
         # subsample given: Pyro scales this plate's log-likelihood by size / len(subsample)
         with pyro.plate("examples", size, subsample=subsample, dim=-1):
-            ll = self.loglik(confusion, guess, codes, mask)  # (n, K, D)
+            ll = self.loglik(confusion, guess, codes, mask) + clamp[..., None]  # (n, K, D); gold pins z
             z = pyro.sample("z", dist.Categorical(pi), infer={"enumerate": "parallel"})  # (K, 1) enumerated
             if self.D > 1:
                 d = pyro.sample("d", dist.Categorical(rho), infer={"enumerate": "parallel"})  # (D, 1, 1)
@@ -109,7 +132,7 @@ class DawidSkeneModel:
         """MAP (delta) guide over the globals; ``values`` holds unconstrained tensors being optimised."""
         simplex = biject_to(constraints.simplex)
 
-        def guide(codes, mask, size, subsample=None):
+        def guide(codes, mask, clamp, size, subsample=None):
             pyro.sample("pi", dist.Delta(simplex(values["pi"]), event_dim=1))
             if self.D > 1:
                 pyro.sample("rho", dist.Delta(simplex(values["rho"]), event_dim=1))

@@ -2,6 +2,7 @@
 for w2s_train and val (evaluate asks the fitted aggregator for test, ``fitted_aggregator``)."""
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 
@@ -61,9 +62,32 @@ def fitted_aggregator(task: Task, labels: dict[str, Artifact], aggregator_cfg: D
             chosen["teacher"] = best_teacher_on_val(task, labels)
             log.info("aggregate: the single teacher chosen on val is %s", chosen["teacher"])
         model = build(aggregator_cfg.model, "aggregator.model", **chosen)
-        model.fit(check_probs(teacher_probs(task, labels, "w2s_train"), list(labels)), list(labels))
+        probs, gold = anchored_rows(task, labels, aggregator_cfg.get("anchor", "none"), model)
+        if gold is None:
+            model.fit(check_probs(probs, list(labels)), list(labels))
+        else:
+            model.fit(check_probs(probs, list(labels)), list(labels), gold=gold)
         remember("aggregate", key, model)
     return model
+
+
+def anchored_rows(task: Task, labels: dict[str, Artifact], anchor: str, model) -> tuple[np.ndarray, np.ndarray | None]:
+    """The rows the aggregator is fitted on and their known classes (-1 = unknown).
+
+    ``anchor: val``: w2s_train's rows plus val's, val's gold observed (semi-supervised), so held-out
+    truth pins the confusions and the class prior. weak_train's gold stays out: the teachers were
+    fitted there, so their answers on it are optimistic. ``anchor: none``: w2s_train alone."""
+    train = teacher_probs(task, labels, "w2s_train")  # (N, T, K)
+    if anchor == "none":
+        return train, None
+    if anchor != "val":
+        raise UserInputError(f"aggregator.anchor='{anchor}' is not one of none, val")
+    if "gold" not in inspect.signature(model.fit).parameters:
+        raise UserInputError(f"aggregator.anchor=val: {type(model).__name__} cannot use gold labels; "
+                             "set aggregator.anchor=none")
+    val = teacher_probs(task, labels, "val")
+    gold = np.concatenate([np.full(len(train), -1), task.labels("val")]).astype(np.int64)
+    return np.concatenate([train, val]), gold
 
 
 def best_teacher_on_val(task: Task, labels: dict[str, Artifact]) -> str:
