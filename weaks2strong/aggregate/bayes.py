@@ -178,14 +178,16 @@ class BayesianDawidSkene:
         self._fit_long(long_from_probs(probs, self.informative_), names, k, gold=gold)
         return self
 
-    def predict(self, probs: np.ndarray) -> Aggregate:
-        """Exact per-example posteriors for (possibly new) examples under the fitted globals."""
+    def predict(self, probs: np.ndarray, gold: np.ndarray | None = None) -> Aggregate:
+        """Exact per-example posteriors for (possibly new) examples under the fitted globals; rows
+        with ``gold`` >= 0 are clamped to it (the semi-supervised posterior)."""
         self._require_fit()
         probs = self._check(probs, self.teacher_names_, fitting=False)
         if probs.shape[1:] != (len(self.teacher_names_), self.n_classes_):
             raise AggregatorError(f"expected {len(self.teacher_names_)} teachers x {self.n_classes_} classes "
                                   f"as fitted, got {probs.shape[1:]}")
-        return self._predict_long(long_from_probs(probs, self.informative_))
+        gold = self._check_gold(gold, probs.shape[0], self.n_classes_)
+        return self._predict_long(long_from_probs(probs, self.informative_), gold)
 
     def predict_proba(self, probs: np.ndarray) -> np.ndarray:
         return self.predict(probs).posterior
@@ -327,7 +329,7 @@ class BayesianDawidSkene:
             else:
                 self._optimise(data, init)
             # teacher statistics come from the posterior of the rows without gold (all rows, unanchored)
-            unlabelled = np.ones(long.n, dtype=bool) if gold is None else gold < 0
+            unlabelled = gold < 0 if gold is not None and (gold < 0).any() else np.ones(long.n, dtype=bool)
             report = self._report_rows(long, answer, unlabelled, a, dev)
             post, _ = self._posterior(report[1])
             draws = self._interval_draws(data, report[1]) if self._use_laplace(t, k, a) else None
@@ -619,7 +621,7 @@ class BayesianDawidSkene:
         difficulty = torch.cat(diff).double().cpu().numpy() if diff else np.zeros(data.n)
         return post, difficulty
 
-    def _predict_long(self, long: Long) -> Aggregate:
+    def _predict_long(self, long: Long, gold: np.ndarray | None = None) -> Aggregate:
         k, b = self.n_classes_, self.stride_
         if self._model.A == k * b or not long.answered.all():
             # a teacher that never abstained while fitting has no learned abstention rate: its
@@ -629,7 +631,7 @@ class BayesianDawidSkene:
             long = Long(long.example[keep], long.teacher[keep], long.label[keep], long.top[keep], long.n)
         answer = answer_codes(long, self.edges_, b, k)
         data = pad_answers(long, answer, self._model.A, self.device_,
-                           gold_clamp(None, long.n, k, self._dtype, self.device_))
+                           gold_clamp(gold, long.n, k, self._dtype, self.device_))
         with torch_threads(self._threads_for(data.codes.numel() * k * self.difficulty_levels)):
             post, difficulty = self._posterior(data)
         return Aggregate(
