@@ -22,6 +22,9 @@ from .bayes_model import DawidSkeneModel
 
 FLOOR = -40.0  # log-ratio of an answer a teacher never gives: exp(-40) is zero for every purpose
 NAMES = ("pi", "rho", "confusion", "guess")
+MAX_NEWTON_STEP = 1.0  # in log-ratio units
+HESSIAN_EVERY = 5  # Newton steps between Hessian refreshes
+MIN_PRECISION = 1.0  # at least one pseudo-count of information per direction (sd <= 1 log-ratio unit)
 
 
 class Coordinates:
@@ -60,8 +63,13 @@ class Coordinates:
 
 
 def laplace(model: DawidSkeneModel, values: dict[str, torch.Tensor], used: dict[str, torch.Tensor], codes, mask,
-            clamp, newton_steps: int = 4) -> tuple[Coordinates, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(coordinates, mode, eigenvectors, standard deviations along them) of the Gaussian approximation."""
+            clamp, max_steps: int = 0) -> tuple[Coordinates, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(coordinates, mode, eigenvectors, standard deviations along them) of the Gaussian approximation.
+
+    The simplex MAP puts a rarely seen answer at (count + concentration - 1), nearly zero, where the
+    log-ratio density is almost flat; in log-ratio coordinates the mode sits one pseudo-count higher,
+    where the curvature is about that pseudo-count. So damped Newton steps (the Hessian refreshed
+    every few steps, each step capped) walk there before the Hessian is taken."""
     coords = Coordinates(values, used)
 
     def log_density(theta):
@@ -69,25 +77,27 @@ def laplace(model: DawidSkeneModel, values: dict[str, torch.Tensor], used: dict[
         full = {n: x.get(n) for n in NAMES}
         return model.log_joint(full["pi"], full["rho"], full["confusion"], full["guess"], codes, mask, clamp) + log_jac
 
-    theta = coords.to_flat(values).detach()
-    for _ in range(newton_steps + 1):
+    def curvature(theta):
         hess = torch.autograd.functional.hessian(log_density, theta)  # (P, P)
         evals, evecs = torch.linalg.eigh(-(hess + hess.T) / 2)
-        evals = evals.clamp_min(max(float(evals.max()) * 1e-8, 1e-6))
-        if _ == newton_steps:
-            break
+        return evals.clamp_min(MIN_PRECISION), evecs
+
+    theta = coords.to_flat(values).detach()
+    for step_no in range(max_steps):
+        if step_no % HESSIAN_EVERY == 0:
+            evals, evecs = curvature(theta)
         theta_req = theta.clone().requires_grad_(True)
         now = log_density(theta_req)
         (grad,) = torch.autograd.grad(now, theta_req)
         step = evecs @ ((evecs.T @ grad) / evals)  # Newton ascent step on the concave-ized model
-        for _halving in range(10):
-            with torch.no_grad():
-                if log_density(theta + step) >= now:
-                    theta = theta + step
-                    break
-            step = step / 2
-        else:
+        step = step * min(1.0, MAX_NEWTON_STEP / max(float(step.abs().max()), 1e-30))
+        with torch.no_grad():
+            while float(step.abs().max()) > 1e-8 and log_density(theta + step) < now:
+                step = step / 2
+        theta = theta + step
+        if float(step.abs().max()) < 1e-4:
             break
+    evals, evecs = curvature(theta)
     return coords, theta.detach(), evecs, evals.rsqrt()
 
 
