@@ -130,3 +130,18 @@ def test_intervals_cover_the_true_accuracies():
             cases += 1
             assert stats["interval_method"] == "laplace"
     assert covered / cases >= 0.9, f"{covered}/{cases}"
+
+
+def test_select_on_val_takes_the_best_held_out_setting():
+    truth = confusion_matrix([0.85, 0.7, 0.65], k=2, seed=11)
+    probs, z = hard_votes(500, truth, pi=[0.5, 0.5], seed=12)
+    gold = np.full(500, -1)
+    gold[:90] = z[:90]
+    model = BayesianDawidSkene(select="val", progress=False).fit(probs, gold=gold)
+    table = model.selection_["table"]
+    assert len(table) == 8 and model.selection_["folds"] == 3
+    best = max(table, key=lambda row: row["val_log_lik"])
+    assert model.selection_["chosen"] == {k: v for k, v in best.items() if k != "val_log_lik"}
+    assert (model.soft_bins, model.prior_strength) == (best["soft_bins"], best["prior_strength"])
+    with pytest.raises(AggregatorError, match="select='val' needs gold rows"):
+        BayesianDawidSkene(select="val", progress=False).fit(probs)

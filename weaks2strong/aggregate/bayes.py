@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,10 @@ from .base import Aggregate, AggregatorError, check_probs, confidence_from_poste
 from .bayes_model import DawidSkeneModel, resolve_device, torch_threads
 from .crowd import table_to_long
 
+# what ``select="val"`` chooses among: the calibration bins, the difficulty mixture and how strongly
+# the confusions are pulled towards the diagonal (weak: the crowd sets' choice; strong: few labels)
+SELECT_GRID = [dict(soft_bins=s, difficulty=d, difficulty_levels=4, max_difficulty=0.9, prior_strength=p)
+               for s in (3, 1) for d in (True, False) for p in (0.25, 4.0)]
 MIN_SHARED_ROWS = 20  # a dependence measured on fewer rows of a class is noise
 MIN_GOLD_FOR_DEPENDENCE = 50  # fewer gold rows than this: dependence judged against a first fit's posterior
 MAX_LAPLACE_PARAMS = 4000  # a dense Hessian of this many globals takes seconds; beyond, the count intervals
@@ -110,6 +114,9 @@ class BayesianDawidSkene:
     abstention: str = "evidence"
     silent_teachers: list | None = None
     correlated: str = "auto"
+    # choose soft_bins, difficulty and prior_strength by cross-validation on the gold rows
+    select: str | None = None
+    select_folds: int = 3
     dependence_threshold: float = 0.3
     difficulty: bool = True
     difficulty_levels: int = 4
@@ -154,6 +161,8 @@ class BayesianDawidSkene:
             raise AggregatorError(f"abstention must be 'evidence' or 'missing', got {self.abstention!r}")
         if self.correlated not in ("auto", "downweight", "ignore"):
             raise AggregatorError(f"correlated must be 'auto', 'downweight' or 'ignore', got {self.correlated!r}")
+        if self.select not in (None, "val"):
+            raise AggregatorError(f"select must be null or 'val' (cross-validate on gold), got {self.select!r}")
         if self.intervals not in ("auto", "laplace", "counts"):
             raise AggregatorError(f"intervals must be 'auto', 'laplace' or 'counts', got {self.intervals!r}")
         if self.precision not in ("float32", "float64"):
@@ -173,6 +182,8 @@ class BayesianDawidSkene:
         n, t, k = probs.shape
         names = list(teacher_names) if teacher_names is not None else [f"teacher {j}" for j in range(t)]
         gold = self._check_gold(gold, n, k)
+        if self.select == "val":
+            self._select_on_gold(probs, names, gold)
         self.classes_ = list(range(k))
         self.informative_ = self._informative(names, probs)
         self._fit_long(long_from_probs(probs, self.informative_), names, k, gold=gold)
@@ -196,6 +207,36 @@ class BayesianDawidSkene:
                     gold: np.ndarray | None = None) -> Aggregate:
         """Fit, then the posteriors of every row as if unlabelled (gold rows are scored, not copied)."""
         return self.fit(probs, teacher_names, gold).predict(probs)
+
+    def _select_on_gold(self, probs: np.ndarray, names: list[str], gold: np.ndarray | None) -> None:
+        """Set the knobs of SELECT_GRID that give the gold rows the highest held-out log-probability.
+
+        K-fold over the gold rows: each fold's gold is hidden, the model is fitted with the rest as
+        anchors, and the hidden rows are scored (mean log posterior of their true class). Ties go to
+        the earlier setting. The table is kept in ``selection_``."""
+        if gold is None or (gold >= 0).sum() < 2 * self.select_folds:
+            raise AggregatorError("select='val' needs gold rows to cross-validate on (aggregator.anchor=val, "
+                                  f"at least {2 * self.select_folds})")
+        rows = np.nonzero(gold >= 0)[0]
+        folds = np.array_split(np.random.default_rng(self.seed).permutation(rows), self.select_folds)
+        table = []
+        for knobs in SELECT_GRID:
+            trial = replace(self, select=None, intervals="counts", progress=False, **knobs)
+            scores = []
+            for held in folds:
+                hidden = gold.copy()
+                hidden[held] = -1
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    post = trial.fit(probs, names, hidden).predict(probs[held]).posterior
+                scores.append(float(np.log(np.clip(post[np.arange(len(held)), gold[held]], 1e-12, 1)).mean()))
+            table.append({**knobs, "val_log_lik": float(np.mean(scores))})
+        best = max(range(len(table)), key=lambda i: (table[i]["val_log_lik"], -i))
+        for name, value in SELECT_GRID[best].items():
+            setattr(self, name, value)
+        self.__post_init__()
+        self.selection_ = {"chosen": SELECT_GRID[best], "by": "held-out log-likelihood of the val gold",
+                           "folds": self.select_folds, "table": table}
 
     def _check_gold(self, gold, n: int, k: int) -> np.ndarray | None:
         if gold is None:

@@ -48,6 +48,7 @@ def _fit_aggregator(task: Task, labels: dict[str, Artifact], aggregator_cfg: Dic
     with store.create("aggregate", key, {n: a.key for n, a in labels.items()}, config_slice(aggregator_cfg)) as tmp:
         write_table(tmp / "targets.parquet", pd.concat(frames, ignore_index=True))
         write_json(tmp / "teachers.json", teachers_report)
+        write_json(tmp / "selection.json", getattr(model, "selection_", None) or {})  # select=val's table
         write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started})
     log.info("aggregate: %s fitted in %.1f s", type(model).__name__, time.perf_counter() - started)
 
