@@ -38,6 +38,17 @@ def test_crowdkit_ds_baseline_runs_on_votes():
     assert (post.argmax(1) == truth).mean() > 0.85
 
 
+def test_crowdkit_ds_gives_a_uniform_posterior_where_every_teacher_abstained():
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 2, 100)
+    probs = np.eye(2)[np.stack([np.where(rng.random(100) < 0.85, truth, 1 - truth) for _ in range(3)], 1)]
+    probs[[4, 9]] = np.nan  # nobody answered these two
+    agg = CrowdKitDawidSkene().fit(probs).predict(probs)
+    np.testing.assert_allclose(agg.posterior[[4, 9]], 0.5)
+    np.testing.assert_allclose(agg.posterior.sum(1), 1.0)
+    assert agg.confidence.min() >= 0.0
+
+
 @pytest.mark.parametrize("probs, message", [
     (np.full((0, 2, 2), 0.5), "empty"),
     (np.array([[[0.5, np.nan], [0.5, 0.5]]]), "contain NaN"),

@@ -79,7 +79,8 @@ class CrowdKitDawidSkene(_Baseline):
         labels = np.nan_to_num(probs, nan=-1).argmax(-1)[task, worker]
         table = pd.DataFrame({"task": task, "worker": worker, "label": labels})
         proba = DawidSkene(n_iter=self.n_iter).fit_predict_proba(table)
-        out = np.full((probs.shape[0], probs.shape[2]), np.nan)
-        cols = [int(c) for c in proba.columns]
-        out[np.ix_(proba.index.to_numpy(), cols)] = proba.to_numpy()
-        return np.nan_to_num(out, nan=0.0)
+        out = np.full((probs.shape[0], probs.shape[2]), np.nan)  # rows no teacher answered stay NaN: uniform
+        rows = proba.index.to_numpy()
+        out[rows] = 0.0  # a class no teacher ever voted gets no mass
+        out[np.ix_(rows, [int(c) for c in proba.columns])] = proba.to_numpy()
+        return out
