@@ -28,7 +28,10 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
+
 from weaks2strong.aggregate.bayes import BayesianDawidSkene  # noqa: E402
+from weaks2strong.aggregate.crowd import long_to_probs, table_to_long  # noqa: E402
 
 MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 DEFAULT_DATA = Path(os.environ.get("W2S_DATA_MIRROR", MIRROR)) / "crowd"
@@ -90,6 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-slow", action="store_true", help="skip crowd-kit GLAD and MACE (tens of seconds each)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--gold", type=int, default=50, help="known answers used as anchors in the gold section")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -123,8 +127,10 @@ def main(argv=None) -> int:
     ds_acc = {d: float(table[(table.method == "DS") & (table.dataset == d)].accuracy.iloc[0]) for d in args.datasets}
     loo = leave_one_set_out(args, answers_by_set, ds_acc) if len(args.datasets) > 1 else {}
 
+    gold_gain = gold_anchors(answers_by_set, args.gold, args.seed)
+
     get = lambda m, d, col: float(table[(table.method == m) & (table.dataset == d)][col].iloc[0])  # noqa: E731
-    key = {}
+    key = {f"{d}_gold{args.gold}_gain": f"{g:+.4f}" for d, g in gold_gain.items()}
     for d in args.datasets:
         key[f"{d}_acc"] = f"{get('BDS', d, 'accuracy'):.4f}"
         key[f"{d}_plain_acc"] = f"{get('BDS-plain', d, 'accuracy'):.4f}"
@@ -176,6 +182,42 @@ def leave_one_set_out(args, answers_by_set, ds_acc) -> dict[str, tuple[float, st
     print("(one question is " + ", ".join(f"{1 / len(t):.5f} on {d}" for d, (_, t) in answers_by_set.items())
           + " of accuracy)")
     return out
+
+
+def gold_anchors(answers_by_set, n_gold: int, seed: int, repeats: int = 3) -> dict[str, float]:
+    """What ``n_gold`` known answers add: BDS fitted with them observed (``fit(..., gold=)``) against
+    BDS without, both scored on the tasks outside the gold sample; ``repeats`` random samples."""
+    print(f"\n{n_gold} gold labels as anchors (scored on the other tasks; mean of {repeats} samples)")
+    print(f"{'dataset':<9}{'BDS':>8}{'BDS+gold':>10}{'DS':>8}{'gain':>8}")
+    gains = {}
+    for name, (answers, truth) in answers_by_set.items():
+        labels = table_to_long(answers)
+        probs = long_to_probs(labels)  # (N, T, K); a worker who was not asked is NaN: "missing"
+        classes = pd.Index(labels.classes)
+        y = np.full(len(labels.tasks), -1)
+        known = pd.Index(labels.tasks).get_indexer(truth.index)
+        y[known[known >= 0]] = classes.get_indexer(truth.to_numpy()[known >= 0])
+        from crowdkit.aggregation import DawidSkene
+
+        ds = DawidSkene().fit_predict(answers).reindex(labels.tasks).to_numpy()
+        plain, anchored, ds_acc = [], [], []
+        for r in range(repeats):
+            rng = np.random.default_rng(seed + r)
+            gold = np.full(len(y), -1)
+            pick = rng.choice(np.nonzero(y >= 0)[0], n_gold, replace=False)
+            gold[pick] = y[pick]
+            scored = (y >= 0) & (gold < 0)
+            kw = dict(progress=False, abstention="missing", seed=seed, intervals="counts")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                without = BayesianDawidSkene(**kw).fit(probs).predict(probs).posterior.argmax(1)
+                with_gold = BayesianDawidSkene(**kw).fit(probs, gold=gold).predict(probs).posterior.argmax(1)
+            plain.append(float((without[scored] == y[scored]).mean()))
+            anchored.append(float((with_gold[scored] == y[scored]).mean()))
+            ds_acc.append(float((ds[scored] == np.asarray(labels.classes, dtype=object)[y[scored]]).mean()))
+        gains[name] = float(np.mean(anchored) - np.mean(plain))
+        print(f"{name:<9}{np.mean(plain):>8.4f}{np.mean(anchored):>10.4f}{np.mean(ds_acc):>8.4f}{gains[name]:>+8.4f}")
+    return gains
 
 
 def _is_default(kw: dict) -> bool:

@@ -469,13 +469,13 @@ class BayesianDawidSkene:
         share = np.bincount(top, minlength=k) / max(len(top), 1)
         if len(top) >= 20 and share.max() >= 0.995:
             only = int(share.argmax())
-            votes = {n: s["answered_share"] for n, s in self.teachers_.items()}
             dissent = [n for n, s in self.teachers_.items() if any(
                 j != only and c > 0 for j, c in enumerate(s["answered_share"]))]
+            named = ", ".join(dissent[:5]) + (f" and {len(dissent) - 5} more" if len(dissent) > 5 else "")
             warnings.warn(
-                f"the posterior puts {share.max():.1%} of the examples in one class ({self.classes_[only]!r}); "
-                f"teachers that voted for other classes: {', '.join(dissent) or 'none'} "
-                f"(answer shares per class: {votes}); with one-sided rules keep abstention='evidence'",
+                f"the posterior puts {share.max():.1%} of the examples in one class ({self.classes_[only]}); "
+                f"teachers that voted for other classes: {named or 'none'}; with one-sided rules keep "
+                "abstention='evidence'",
                 stacklevel=4,
             )
 
