@@ -40,8 +40,8 @@ from .crowd import table_to_long
 SELECT_GRID = [dict(soft_bins=s, difficulty=d, difficulty_levels=4, max_difficulty=0.9, prior_strength=p)
                for s in (3, 1) for d in (True, False) for p in (0.25, 4.0)]
 MIN_SHARED_ROWS = 20  # a dependence measured on fewer rows of a class is noise
-MIN_GOLD_FOR_DEPENDENCE = 50  # fewer gold rows than this: dependence judged against a first fit's posterior
-MAX_LAPLACE_PARAMS = 4000  # a dense Hessian of this many globals takes seconds; beyond, the count intervals
+MIN_GOLD_FOR_DEPENDENCE = 50  # fewer gold rows: no dependence weights (unless correlated='downweight')
+MAX_LAPLACE_PARAMS = 1000  # a dense Hessian of 1,600 globals took 30 s on one core (dog set): count intervals
 
 
 @dataclass(eq=False)
