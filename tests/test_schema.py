@@ -61,6 +61,8 @@ BAD = [
      "config key 'aggregator.weighting' must be one of none, confidence, confidence_squared, got 'sqrt'"),
     ("aggregator.weighting", None,
      "config key 'aggregator.weighting' must be one of none, confidence, confidence_squared, got None"),
+    ("aggregator.anchor", "test",
+     "config key 'aggregator.anchor' must be one of none, val, got 'test'"),
     ("optimized_metric", "pgr.test.vs_best_teacher",
      "config key 'optimized_metric' must not read the test split, got 'pgr.test.vs_best_teacher': the test split "
      "decides nothing; choose a val metric, e.g. pgr.val.vs_best_teacher"),
