@@ -40,6 +40,8 @@ from .crowd import table_to_long
 SELECT_GRID = [dict(soft_bins=s, difficulty=d, difficulty_levels=4, max_difficulty=0.9, prior_strength=p)
                for s in (3, 1) for d in (True, False) for p in (0.25, 4.0)]
 MIN_SHARED_ROWS = 20  # a dependence measured on fewer rows of a class is noise
+MIN_PRESENT_SHARE = 0.5  # dependence is judged between teachers present on at least this share of rows
+DEPENDENCE_P = 1e-3  # a pair's dependence counts only where independence is rejected at this level
 MIN_GOLD_FOR_DEPENDENCE = 50  # fewer gold rows: no dependence weights (unless correlated='downweight')
 MAX_LAPLACE_PARAMS = 1000  # a dense Hessian of 1,600 globals took 30 s on one core (dog set): count intervals
 
@@ -398,20 +400,33 @@ class BayesianDawidSkene:
         """(T, T) how much two teachers' answers depend on each other beyond the class: the
         bias-corrected Cramér's V (Bergsma 2013) of their answers (class voted, or abstained) within
         each reference class, averaged over classes by size. Dawid-Skene assumes 0; a copy gives 1.
-        ``reference`` (N,) is the class of each example (-1: not used)."""
+        A pair counts only if the chi-square test of independence, summed over the classes, rejects
+        at DEPENDENCE_P: with 20 shared rows a V of 0.4 is noise (sparse crowds: 49 workers were
+        down-weighted on noise and the product set lost 3 points). ``reference`` (N,): -1 = unused."""
         t, k, n = len(self.teacher_names_), self.n_classes_, long.n
         votes = np.full((n, t), k)  # k = abstained / not asked
         votes[long.example[long.answered], long.teacher[long.answered]] = long.label[long.answered]
         dep = np.eye(t)
+        # a correlated ensemble is teachers that all see (nearly) every example; sparse crowd workers
+        # share too few rows to tell, and down-weighting them on what they share lost accuracy
+        dense = np.bincount(long.teacher, minlength=t) >= MIN_PRESENT_SHARE * n  # (T,)
         for i in range(t):
             for j in range(i + 1, t):
-                total, weight = 0.0, 0
+                if not (dense[i] and dense[j]):
+                    dep[i, j] = dep[j, i] = np.nan
+                    continue
+                total, weight, chi2, df = 0.0, 0, 0.0, 0
                 for c in range(k):
                     rows = reference == c
                     if rows.sum() >= MIN_SHARED_ROWS:
-                        total += rows.sum() * _cramers_v(votes[rows, i], votes[rows, j])
-                        weight += rows.sum()
-                dep[i, j] = dep[j, i] = total / weight if weight else np.nan
+                        v, x2, f = _cramers_v(votes[rows, i], votes[rows, j])
+                        total, weight, chi2, df = total + rows.sum() * v, weight + rows.sum(), chi2 + x2, df + f
+                if not weight:
+                    dep[i, j] = dep[j, i] = np.nan
+                elif df and stats.chi2.sf(chi2, df) < DEPENDENCE_P:
+                    dep[i, j] = dep[j, i] = total / weight
+                else:
+                    dep[i, j] = dep[j, i] = 0.0
         return dep
 
     def _excess_agreement(self, long: Long) -> np.ndarray:
@@ -817,18 +832,19 @@ class BayesianDawidSkene:
         return out
 
 
-def _cramers_v(x: np.ndarray, y: np.ndarray) -> float:
-    """Bias-corrected Cramér's V of two categorical vectors (Bergsma 2013): ~0 when independent."""
+def _cramers_v(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
+    """Bias-corrected Cramér's V of two categorical vectors (Bergsma 2013), ~0 when independent, with
+    the chi-square statistic and its degrees of freedom."""
     _, xi = np.unique(x, return_inverse=True)
     _, yi = np.unique(y, return_inverse=True)
     r, c, n = xi.max() + 1, yi.max() + 1, len(x)
     if r < 2 or c < 2:
-        return 0.0  # one of them always says the same thing here: nothing to share
+        return 0.0, 0.0, 0  # one of them always says the same thing here: nothing to share
     table = np.zeros((r, c))
     np.add.at(table, (xi, yi), 1.0)
     expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / n
-    phi2 = ((table - expected) ** 2 / expected).sum() / n
-    phi2 = max(0.0, phi2 - (r - 1) * (c - 1) / (n - 1))
+    chi2 = float(((table - expected) ** 2 / expected).sum())
+    phi2 = max(0.0, chi2 / n - (r - 1) * (c - 1) / (n - 1))
     r_, c_ = r - (r - 1) ** 2 / (n - 1), c - (c - 1) ** 2 / (n - 1)
     denom = min(r_ - 1, c_ - 1)
-    return float(np.sqrt(phi2 / denom)) if denom > 0 else 0.0
+    return (float(np.sqrt(phi2 / denom)) if denom > 0 else 0.0), chi2, int((r - 1) * (c - 1))
