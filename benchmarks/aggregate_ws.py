@@ -14,8 +14,10 @@ the method collapsed to one class). Methods:
   valid's labels as ``Y_dev``, which Snorkel uses only to estimate the class balance.
 - BDS: our BayesianDawidSkene with ``abstention="evidence"`` (an abstention is an answer whose
   rate depends on the true class, as in Snorkel's label model); BDS+gold anchors valid's rows
-  (their classes observed); BDS-missing is the old ``abstention="missing"`` (abstentions carry
-  no information), kept to show what it does with one-sided rules.
+  (their classes observed); BDS-uniform pins the class prior at 1/K (``class_balance="uniform"``,
+  the assumption Snorkel's label model makes without Y_dev); BDS-missing is the old
+  ``abstention="missing"`` (abstentions carry no information), kept to show what it does with
+  one-sided rules.
 
 Snorkel is not a dependency of the project. To include it without touching the venv's packages::
 
@@ -168,6 +170,7 @@ def main(argv=None) -> int:
     methods += [
         ("BDS", make_run_bds(abstention="evidence"), False, args.seeds),
         ("BDS+gold", make_run_bds(abstention="evidence"), True, args.seeds),
+        ("BDS-uniform", make_run_bds(abstention="evidence", class_balance="uniform"), False, args.seeds),
         ("BDS-missing", make_run_bds(abstention="missing"), False, args.seeds),
     ]
 
@@ -201,7 +204,7 @@ def main(argv=None) -> int:
               f"largest test class {prior:.3f}; test rows where every rule abstains {abstain:.3f})")
 
     short = {"MV": "mv", "DS": "ds", "DS+gold": "ds_gold", "Snorkel": "snorkel", "Snorkel+dev": "snorkel_dev",
-             "BDS": "bds", "BDS+gold": "bds_gold", "BDS-missing": "bds_missing"}
+             "BDS": "bds", "BDS+gold": "bds_gold", "BDS-uniform": "bds_uniform", "BDS-missing": "bds_missing"}
     key = {}
     for r in rows:
         key[f"{r['dataset']}_{short[r['method']]}"] = f"{r['acc']:.4f}"

@@ -39,6 +39,10 @@ from .crowd import table_to_long
 # the confusions are pulled towards the diagonal (weak: the crowd sets' choice; strong: few labels)
 SELECT_GRID = [dict(soft_bins=s, difficulty=d, difficulty_levels=4, max_difficulty=0.9, prior_strength=p)
                for s in (3, 1) for d in (True, False) for p in (0.25, 4.0)]
+# class_balance="uniform": pi pinned at 1/K by this many pseudo-counts (Snorkel's label model assumes a
+# uniform class balance unless told otherwise; with one keyword rule per class, as in Hausa, a learned
+# prior simply becomes each rule's firing rate)
+PINNED = 1e6
 MIN_SHARED_ROWS = 20  # a dependence measured on fewer rows of a class is noise
 MIN_PRESENT_SHARE = 0.5  # dependence is judged between teachers present on at least this share of rows
 DEPENDENCE_P = 1e-3  # a pair's dependence counts only where independence is rejected at this level
@@ -90,11 +94,22 @@ class BayesianDawidSkene:
     (K x K, true class x answered class, marginal over difficulty and collapsed over confidence
     bins), ``confusion_low``/``confusion_high`` and ``accuracy_low``/``accuracy_high`` (central
     ``credible_mass`` intervals), ``confusion_easy`` (the MAP confusion at lam = 0), ``guess``,
-    ``bin_edges``, ``bin_accuracy``/``bin_share`` (its calibration) and ``n_labels``. The intervals
-    are an approximation: the Dirichlet(prior + expected counts) posterior of a plain DS row given
-    the fitted per-example class marginals, collapsed over bins (a Beta per entry); it ignores the
-    uncertainty of the globals feeding back into those marginals, so it is too narrow when the
-    marginals themselves are uncertain (few teachers).
+    ``bin_edges``, ``bin_accuracy``/``bin_share`` (its calibration), ``abstain_given_class``,
+    ``likelihood_weight`` and ``n_labels``, over the rows without gold. Intervals (``intervals``):
+    "laplace" draws the globals from a Laplace approximation at the MAP and then every example's
+    class from its posterior, so the accuracy interval is the posterior predictive of the teacher's
+    in-sample accuracy (``laplace.py``); "counts" is the older Dirichlet(prior + expected counts)
+    approximation, too narrow when the marginals are uncertain; "auto" is laplace up to
+    MAX_LAPLACE_PARAMS globals. With enough gold, each estimate is then corrected by the model's own
+    error on the gold rows (``_correct_with_gold``).
+
+    **Away from home.** ``fit(..., gold=)`` observes the classes of some rows (semi-supervised
+    Dawid-Skene); ``abstention="evidence"`` makes an abstention an answer with a learned rate per
+    class, so one-sided rules are identifiable (``silent_teachers`` lists those whose silence means
+    nothing); ``correlated`` tempers the likelihood of teachers whose answers depend on each other
+    beyond the class (``_dependence``); ``select="val"`` picks soft_bins, difficulty and
+    prior_strength by cross-validation on the gold rows; a posterior that puts every example in one
+    class raises a warning.
 
     **Label switching.** A mixture is symmetric under permuting classes; the diagonal-favouring
     prior and the majority-vote start pin the labelling, and after fitting a mean teacher accuracy
@@ -105,7 +120,8 @@ class BayesianDawidSkene:
     on the row's own class (weak by default: on the crowd sets a strong prior cost accuracy);
     ``guess_prior``: pseudo-counts pulling ``guess`` towards uniform (strong by default, so a hard
     example's answers read as chance, as in GLAD); ``class_prior``/``difficulty_prior``: pseudo-counts
-    on pi and rho. ``batch_size``: "auto" = full batch up to 2^16 examples, else 2^14. ``threads``:
+    on pi and rho; ``class_balance="uniform"`` pins pi at 1/K instead of learning it.
+    ``batch_size``: "auto" = full batch up to 2^16 examples, else 2^14. ``threads``:
     "auto" runs small problems on one torch thread (see ``_threads_for``), an int fixes it, None
     leaves torch alone. ``precision``: "float32" (fast) or "float64". ``seed`` makes fits
     reproducible (``pyro.set_rng_seed``); ``device`` "auto" is CUDA when available.
@@ -128,6 +144,7 @@ class BayesianDawidSkene:
     prior_diag: float = 0.8
     guess_prior: float = 20.0
     class_prior: float = 2.0
+    class_balance: str = "learn"
     difficulty_prior: float = 2.0
     # inference
     init_em: int = 50
@@ -163,6 +180,8 @@ class BayesianDawidSkene:
             raise AggregatorError(f"abstention must be 'evidence' or 'missing', got {self.abstention!r}")
         if self.correlated not in ("auto", "downweight", "ignore"):
             raise AggregatorError(f"correlated must be 'auto', 'downweight' or 'ignore', got {self.correlated!r}")
+        if self.class_balance not in ("learn", "uniform"):
+            raise AggregatorError(f"class_balance must be 'learn' or 'uniform', got {self.class_balance!r}")
         if self.select not in (None, "val"):
             raise AggregatorError(f"select must be null or 'val' (cross-validate on gold), got {self.select!r}")
         if self.intervals not in ("auto", "laplace", "counts"):
@@ -526,13 +545,14 @@ class BayesianDawidSkene:
             conf_conc = np.concatenate([conf_conc, np.ones((t, k, 1))], 2)
             guess_conc = np.concatenate([guess_conc, 1.0 + self.guess_prior * abstains[:, None] / (k * b)], 1)
         f = dict(dtype=self._dtype, device=dev)
+        class_counts = PINNED if self.class_balance == "uniform" else self.class_prior
         d = self.difficulty_levels
         self.lam_ = np.linspace(0.0, self.max_difficulty, d) if d > 1 else np.zeros(1)
         self._used = used_ab
         self._model = DawidSkeneModel(
             torch.tensor(conf_conc, **f),
             torch.tensor(guess_conc, **f),
-            torch.full((k,), 1.0 + self.class_prior / k, **f),
+            torch.full((k,), 1.0 + class_counts / k, **f),
             torch.full((d,), 1.0 + self.difficulty_prior / d, **f),
             torch.tensor(self.lam_, **f),
         )
