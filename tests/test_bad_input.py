@@ -86,7 +86,7 @@ CASES = [
     ("unknown student model", ["teachers=lexical", "student.encoder=no-such-encoder"],
      "unknown model 'no-such-encoder'"),
     ("bad weighting scheme", ["aggregator.weighting=sqrt"],
-     "config key 'aggregator.weighting' must be one of none, confidence, confidence_squared, got 'sqrt'"),
+     "config key 'aggregator.weighting' must be one of none, confidence, confidence_squared, confidence_balanced, got 'sqrt'"),
 ]
 
 

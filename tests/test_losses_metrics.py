@@ -96,3 +96,16 @@ def test_ddp_normaliser_makes_the_mean_of_rank_losses_the_global_loss():
     torch.testing.assert_close(sum(per_rank) / len(shards), whole)  # what DDP's gradient averaging sees
     naive = sum(weighted_soft_cross_entropy(logits[s], targets[s], weights[s]) for s in shards) / len(shards)
     assert abs(naive - whole) > 1e-3  # without it, ranks with little weight would count too much
+
+
+def test_balanced_confidence_weights_restore_the_posterior_class_mass():
+    from weaks2strong.pipeline.aggregate import example_weights
+
+    posterior = np.array([[0.95, 0.05], [0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.45, 0.55]])  # (N, K)
+    confidence = 2 * posterior.max(1) - 1  # rescaled max probability for K = 2
+    plain = example_weights(confidence, "confidence", posterior)
+    balanced = example_weights(confidence, "confidence_balanced", posterior)
+    mass = lambda w: (w[:, None] * posterior).sum(0) / w.sum()  # noqa: E731
+    assert not np.allclose(mass(plain), posterior.mean(0))  # confidence alone favours the sure class
+    np.testing.assert_allclose(mass(balanced), posterior.mean(0), atol=1e-3)
+    assert (balanced > 0).all()

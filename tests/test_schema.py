@@ -58,9 +58,11 @@ BAD = [
     ("trainer.precision", 1.5,
      "config key 'trainer.precision' must be a string or an integer (e.g. 32-true, bf16-mixed, 16), got 1.5"),
     ("aggregator.weighting", "sqrt",
-     "config key 'aggregator.weighting' must be one of none, confidence, confidence_squared, got 'sqrt'"),
+     "config key 'aggregator.weighting' must be one of none, confidence, confidence_squared, confidence_balanced, "
+     "got 'sqrt'"),
     ("aggregator.weighting", None,
-     "config key 'aggregator.weighting' must be one of none, confidence, confidence_squared, got None"),
+     "config key 'aggregator.weighting' must be one of none, confidence, confidence_squared, confidence_balanced, "
+     "got None"),
     ("aggregator.anchor", "test",
      "config key 'aggregator.anchor' must be one of none, val, got 'test'"),
     ("optimized_metric", "pgr.test.vs_best_teacher",

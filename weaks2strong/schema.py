@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException, ValidationError
 from weaks2strong.errors import UserInputError
 
 LOSSES = ("soft_ce", "logconf")
-WEIGHTINGS = ("none", "confidence", "confidence_squared")
+WEIGHTINGS = ("none", "confidence", "confidence_squared", "confidence_balanced")
 MAX_SEED = 2**32 - 1  # numpy's limit; Lightning replaces a seed beyond it by a random one (with a warning)
 _ABSENT = object()
 
