@@ -47,6 +47,7 @@ MIN_SHARED_ROWS = 20  # a dependence measured on fewer rows of a class is noise
 MIN_PRESENT_SHARE = 0.5  # dependence is judged between teachers present on at least this share of rows
 DEPENDENCE_P = 1e-3  # a pair's dependence counts only where independence is rejected at this level
 MIN_GOLD_FOR_DEPENDENCE = 50  # fewer gold rows: no dependence weights (unless correlated='downweight')
+MAX_LAPLACE_ROWS = 1 << 17  # 400 draws of every example's class: fine at 10^5 rows, minutes at 10^6
 MAX_LAPLACE_PARAMS = 1000  # a dense Hessian of 1,600 globals took 30 s on one core (dog set): count intervals
 
 
@@ -396,7 +397,7 @@ class BayesianDawidSkene:
             unlabelled = gold < 0 if gold is not None and (gold < 0).any() else np.ones(long.n, dtype=bool)
             report = self._report_rows(long, answer, unlabelled, a, dev)
             post, _ = self._posterior(report[1])
-            draws = self._interval_draws(data, report[1]) if self._use_laplace(t, k, a) else None
+            draws = self._interval_draws(data, report[1]) if self._use_laplace(t, k, a, data.n) else None
             checked = None
             if gold is not None and (gold >= 0).sum() >= MIN_GOLD_FOR_DEPENDENCE and (gold < 0).any():
                 on_gold = self._report_rows(long, answer, gold >= 0, a, dev)
@@ -752,12 +753,13 @@ class BayesianDawidSkene:
                        accuracy_low=float(max(mid - half, 0.0)), accuracy_high=float(min(mid + half, 1.0)),
                        gold_gap=gap, interval_method=est["interval_method"] + "+gold")
 
-    def _use_laplace(self, t: int, k: int, a: int) -> bool:
-        """Laplace intervals unless asked otherwise or too many globals for a dense Hessian ("auto")."""
+    def _use_laplace(self, t: int, k: int, a: int, n: int) -> bool:
+        """Laplace intervals unless asked otherwise, or ("auto") too many globals for a dense Hessian
+        or too many examples to redraw every class hundreds of times."""
         if self.intervals == "counts":
             return False
         n_params = t * k * (a - 1) + (t * (a - 1) if self.difficulty_levels > 1 else 0)
-        return self.intervals == "laplace" or n_params <= MAX_LAPLACE_PARAMS
+        return self.intervals == "laplace" or (n_params <= MAX_LAPLACE_PARAMS and n <= MAX_LAPLACE_ROWS)
 
     def _interval_draws(self, data: Answers, report: Answers) -> np.ndarray:
         """(S, N_report) classes drawn from the posterior predictive: globals from the Laplace
