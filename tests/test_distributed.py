@@ -44,10 +44,15 @@ def test_ddp_on_two_gloo_ranks_matches_one_process(tmp_path):
         assert a.index.equals(b.index)
         np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), atol=1e-6)  # the README: 1e-6
         assert json.loads((tmp_path / ddp["teach"][name] / "timing.json").read_text())["ranks"] == 2
-    for stage in ("ceiling", "student"):
+    # the student's targets come from the aggregator fitted on those labels, which differ from the
+    # single process's in the 7th digit; its fit moves them by up to 4e-5 (measured), so the student
+    # is held to a looser bound than the ceiling, whose inputs (gold) are identical
+    a, b = probs(single["aggregate"], "targets"), probs(ddp["aggregate"], "targets")
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), atol=1e-4)
+    for stage, atol in (("ceiling", 1e-6), ("student", 1e-5)):  # the README: 1e-6 (2e-7 measured), 1e-5
         a, b = probs(single[stage], "predictions"), probs(ddp[stage], "predictions")
         assert a.index.equals(b.index)
-        np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), atol=1e-6)  # the README: 1e-6 (2e-7 measured)
+        np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), atol=atol)
         assert json.loads((tmp_path / ddp[stage] / "timing.json").read_text())["world_size"] == 2
     run = tmp_path / "ddp" / "run"
     assert (run / "metrics.json").is_file() and (run / "rank1.log").is_file()  # one run dir; rank 1 only logs
