@@ -24,7 +24,7 @@ from weaks2strong.artifacts import Store  # noqa: E402
 from weaks2strong.evaluate import classification_metrics  # noqa: E402
 from weaks2strong.pipeline.config import build  # noqa: E402
 from weaks2strong.pipeline.distill import ceiling_config, distill, fitted_student, test_predictions  # noqa: E402
-from weaks2strong.pipeline.evaluate import _cached, _rows  # noqa: E402
+from weaks2strong.pipeline.evaluate import cached_test_predictions, tested_rows  # noqa: E402
 from weaks2strong.pipeline.tables import prob_columns, split_frame, split_probs  # noqa: E402
 from weaks2strong.resolvers import register_resolvers  # noqa: E402
 
@@ -39,12 +39,12 @@ def main(overrides: list[str]) -> int:
     dev = task.without_test()  # the stage sees the sealed task, as in a full run
     store = Store(cfg.paths.cache_dir)
     ceiling = distill(dev, None, cfg, store, run_dir, stage="ceiling")
-    tested = _cached(store, task, ceiling, lambda: split_frame(
+    tested = cached_test_predictions(store, task, ceiling, lambda: split_frame(
         task, "test", test_predictions(task, fitted_student(dev, None, ceiling, ceiling_config(cfg)))))
     k, gold = task.num_classes, task.labels("test")
     out = {"task": task.name,
            "val": classification_metrics(split_probs(ceiling, "predictions", dev, "val"), dev.labels("val")),
-           "test": classification_metrics(_rows(task, tested)[prob_columns(k)].to_numpy(), gold),
+           "test": classification_metrics(tested_rows(task, tested)[prob_columns(k)].to_numpy(), gold),
            "n_test": len(gold), "majority_answer_test": float(np.bincount(gold).max() / len(gold)),
            "chance_plus_2se": 1 / k + 2 * ((1 / k) * (1 - 1 / k) / len(gold)) ** 0.5}
     print(json.dumps(out, indent=1))

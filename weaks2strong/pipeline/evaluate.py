@@ -34,21 +34,22 @@ def predict_test(task: Task, dev: Task, labels: dict[str, Artifact], targets: Ar
             teacher = fitted_teacher(dev, name, cfg.teachers[name], artifact.key)
             return split_frame(task, "test", checked_labels(teacher.predict_proba(task, "test"), task, name, "test"))
 
-        out[f"teacher:{name}"] = _cached(store, task, artifact, label)
+        out[f"teacher:{name}"] = cached_test_predictions(store, task, artifact, label)
 
     def aggregate_rows():
-        stacked = np.stack([_rows(task, out[f"teacher:{n}"])[prob_columns(k)].to_numpy() for n in labels], axis=1)
+        stacked = np.stack([tested_rows(task, out[f"teacher:{n}"])[prob_columns(k)].to_numpy() for n in labels], axis=1)
         model = fitted_aggregator(dev, labels, cfg.aggregator, targets.key)  # stacked: (N, T, K)
         return targets_frame(task, "test", model, stacked, cfg.aggregator.get("weighting", "none"))[0]
 
-    out["aggregate"] = _cached(store, task, targets, aggregate_rows)
+    out["aggregate"] = cached_test_predictions(store, task, targets, aggregate_rows)
     for artifact, source, stage_cfg in ((ceiling, None, ceiling_config(cfg)), (student, targets, cfg)):
-        out[artifact.stage] = _cached(store, task, artifact, lambda a=artifact, s=source, c=stage_cfg: split_frame(
-            task, "test", test_predictions(task, fitted_student(dev, s, a, c))))
+        out[artifact.stage] = cached_test_predictions(
+            store, task, artifact, lambda a=artifact, s=source, c=stage_cfg: split_frame(
+                task, "test", test_predictions(task, fitted_student(dev, s, a, c))))
     return out
 
 
-def _cached(store: Store, task: Task, model: Artifact, predict) -> Artifact:
+def cached_test_predictions(store: Store, task: Task, model: Artifact, predict) -> Artifact:
     """The test predictions of the model behind ``model`` (a stage artifact), computed once."""
     inputs = {"task": task_key(task), model.stage: model.key}
     key = stable_hash(inputs)
@@ -62,7 +63,7 @@ def _cached(store: Store, task: Task, model: Artifact, predict) -> Artifact:
         return store.find("predict_test", key)
 
 
-def _rows(task: Task, artifact: Artifact):
+def tested_rows(task: Task, artifact: Artifact):
     return split_rows(artifact, "predictions", task, "test")
 
 
@@ -74,7 +75,7 @@ def evaluate(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifa
 
     def probs(source: str, artifact: Artifact, table: str, split: str) -> np.ndarray:
         if split == "test":
-            return _rows(task, tested[source])[prob_columns(k)].to_numpy()
+            return tested_rows(task, tested[source])[prob_columns(k)].to_numpy()
         return split_probs(artifact, table, task, split)
 
     splits = ("val", "w2s_train", "test")
@@ -84,7 +85,7 @@ def evaluate(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifa
                                    ("student", student, "predictions")):
         scores[entry] = {s: classification_metrics(probs(entry, artifact, table, s), task.labels(s)) for s in splits}
     soft, weights = training_rows(task, targets)
-    test_aggregate = _rows(task, tested["aggregate"])
+    test_aggregate = tested_rows(task, tested["aggregate"])
     fits = {"w2s_train": (probs("student", student, "predictions", "w2s_train"), soft, task.labels("w2s_train"),
                           weights),
             "test": (probs("student", student, "predictions", "test"), test_aggregate[prob_columns(k)].to_numpy(),
