@@ -145,3 +145,15 @@ def test_select_on_val_takes_the_best_held_out_setting():
     assert (model.soft_bins, model.prior_strength) == (best["soft_bins"], best["prior_strength"])
     with pytest.raises(AggregatorError, match="select='val' needs gold rows"):
         BayesianDawidSkene(select="val", progress=False).fit(probs)
+
+
+def test_cramers_v_is_one_for_copies_and_near_zero_for_independent_answers():
+    from weaks2strong.aggregate.dependence import cramers_v, dependence_given_class
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, 2000)
+    assert cramers_v(x, x)[0] == pytest.approx(1.0, abs=1e-3)
+    assert cramers_v(x, rng.integers(0, 3, 2000))[0] < 0.05
+    votes = np.stack([x, x, rng.integers(0, 3, 2000)], 1)  # teachers 0 and 1 are copies
+    dep = dependence_given_class(votes, rng.integers(0, 2, 2000), k=2)
+    assert dep[0, 1] == pytest.approx(1.0, abs=1e-3) and dep[0, 2] == 0.0 and dep[1, 2] == 0.0  # 0: test not rejected

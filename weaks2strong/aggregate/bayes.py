@@ -34,6 +34,7 @@ from .answers import (
 from .base import Aggregate, AggregatorError, check_probs, confidence_from_posterior
 from .bayes_model import DawidSkeneModel, resolve_device, torch_threads
 from .crowd import table_to_long
+from .dependence import MIN_SHARED_ROWS, dependence_given_class, excess_agreement, likelihood_weights
 
 # what ``select="val"`` chooses among: the calibration bins, the difficulty mixture and how strongly
 # the confusions are pulled towards the diagonal (weak: the crowd sets' choice; strong: few labels)
@@ -43,9 +44,6 @@ SELECT_GRID = [dict(soft_bins=s, difficulty=d, difficulty_levels=4, max_difficul
 # uniform class balance unless told otherwise; with one keyword rule per class, as in Hausa, a learned
 # prior simply becomes each rule's firing rate)
 PINNED = 1e6
-MIN_SHARED_ROWS = 20  # a dependence measured on fewer rows of a class is noise
-MIN_PRESENT_SHARE = 0.5  # dependence is judged between teachers present on at least this share of rows
-DEPENDENCE_P = 1e-3  # a pair's dependence counts only where independence is rejected at this level
 MIN_GOLD_FOR_DEPENDENCE = 50  # fewer gold rows: no dependence weights (unless correlated='downweight')
 MAX_LAPLACE_ROWS = 1 << 17  # 400 draws of every example's class: fine at 10^5 rows, minutes at 10^6
 MAX_LAPLACE_PARAMS = 1000  # a dense Hessian of 1,600 globals took 30 s on one core (dog set): count intervals
@@ -108,7 +106,7 @@ class BayesianDawidSkene:
     Dawid-Skene); ``abstention="evidence"`` makes an abstention an answer with a learned rate per
     class, so one-sided rules are identifiable (``silent_teachers`` lists those whose silence means
     nothing); ``correlated`` tempers the likelihood of teachers whose answers depend on each other
-    beyond the class (``_dependence``); ``select="val"`` picks soft_bins, difficulty and
+    beyond the class (``dependence.py``); ``select="val"`` picks soft_bins, difficulty and
     prior_strength by cross-validation on the gold rows; a posterior that puts every example in one
     class raises a warning.
 
@@ -380,12 +378,13 @@ class BayesianDawidSkene:
         # YouTube, where it down-weighted workers and rules that were not copies
         if self.correlated == "downweight" or (self.correlated == "auto" and enough_gold):
             if enough_gold:
-                self.dependence_ = self._dependence(long, gold)
+                self.dependence_ = dependence_given_class(self._votes(long), gold, k)
             else:
                 with torch_threads(self._threads_for(rows * data.codes.shape[1] * k * self.difficulty_levels)):
                     self._optimise(data, self._init_values(long, answer, data, t, k, a, gold))
-                self.dependence_ = self._excess_agreement(long)
-            self.teacher_weight_ = self._teacher_weights(self.dependence_)
+                pi = self.globals_["pi"].double().cpu().numpy()
+                self.dependence_ = excess_agreement(self._votes(long), self._answer_given_class(), pi)
+            self.teacher_weight_ = likelihood_weights(self.dependence_, self.dependence_threshold)
             self._model.weight = torch.as_tensor(self.teacher_weight_, dtype=self._dtype, device=dev)
         with torch_threads(self._threads_for(rows * data.codes.shape[1] * k * self.difficulty_levels)):
             init = self._init_values(long, answer, data, t, k, a, gold)
@@ -416,76 +415,24 @@ class BayesianDawidSkene:
         self._warn_if_one_class(post)
         return self
 
-    def _dependence(self, long: Long, reference: np.ndarray) -> np.ndarray:
-        """(T, T) how much two teachers' answers depend on each other beyond the class: the
-        bias-corrected Cramér's V (Bergsma 2013) of their answers (class voted, or abstained) within
-        each reference class, averaged over classes by size. Dawid-Skene assumes 0; a copy gives 1.
-        A pair counts only if the chi-square test of independence, summed over the classes, rejects
-        at DEPENDENCE_P: with 20 shared rows a V of 0.4 is noise (sparse crowds: 49 workers were
-        down-weighted on noise and the product set lost 3 points). ``reference`` (N,): -1 = unused."""
-        t, k, n = len(self.teacher_names_), self.n_classes_, long.n
-        votes = np.full((n, t), k)  # k = abstained / not asked
-        votes[long.example[long.answered], long.teacher[long.answered]] = long.label[long.answered]
-        dep = np.eye(t)
-        # a correlated ensemble is teachers that all see (nearly) every example; sparse crowd workers
-        # share too few rows to tell, and down-weighting them on what they share lost accuracy
-        dense = np.bincount(long.teacher, minlength=t) >= MIN_PRESENT_SHARE * n  # (T,)
-        for i in range(t):
-            for j in range(i + 1, t):
-                if not (dense[i] and dense[j]):
-                    dep[i, j] = dep[j, i] = np.nan
-                    continue
-                total, weight, chi2, df = 0.0, 0, 0.0, 0
-                for c in range(k):
-                    rows = reference == c
-                    if rows.sum() >= MIN_SHARED_ROWS:
-                        v, x2, f = _cramers_v(votes[rows, i], votes[rows, j])
-                        total, weight, chi2, df = total + rows.sum() * v, weight + rows.sum(), chi2 + x2, df + f
-                if not weight:
-                    dep[i, j] = dep[j, i] = np.nan
-                elif df and stats.chi2.sf(chi2, df) < DEPENDENCE_P:
-                    dep[i, j] = dep[j, i] = total / weight
-                else:
-                    dep[i, j] = dep[j, i] = 0.0
-        return dep
+    def _votes(self, long: Long) -> np.ndarray:
+        """(N, T): the class each teacher voted, K where it abstained, -1 where it was not present."""
+        votes = np.full((long.n, len(self.teacher_names_)), -1)
+        votes[long.example, long.teacher] = np.where(long.answered, long.label, self.n_classes_)
+        return votes
 
-    def _excess_agreement(self, long: Long) -> np.ndarray:
-        """(T, T) without gold: how much more often two teachers give the same answer (class voted,
-        or abstained) than a fit that takes them as independent given the class predicts, as a
-        kappa: (observed - predicted) / (1 - predicted). A copy gives 1, independence about 0. (A
-        posterior-based class would not do: a dominant pair of copies decides that class itself.)"""
-        t, k, n, b = len(self.teacher_names_), self.n_classes_, long.n, self.stride_
-        m, g = self._model, {name: v.double().cpu().numpy() for name, v in self.globals_.items()}
+    def _answer_given_class(self) -> np.ndarray:
+        """(T, K, K[+1]) each teacher's fitted distribution over (class voted[, abstained]) per true
+        class, the difficulty mixture summed out."""
+        t, k, b, m = len(self.teacher_names_), self.n_classes_, self.stride_, self._model
+        g = {name: v.double().cpu().numpy() for name, v in self.globals_.items()}
         lam = np.asarray(self.lam_)
         rho = g["rho"] if m.D > 1 else np.ones(1)
-        mix = np.einsum("d,tza->tza", rho * (1 - lam), g["confusion"])  # (T, K, A) answers, difficulty summed
+        mix = np.einsum("d,tza->tza", rho * (1 - lam), g["confusion"])  # (T, K, A)
         if m.D > 1:
             mix = mix + (rho * lam).sum() * g["guess"][:, None, :]
         coarse = mix[..., : k * b].reshape(t, k, k, b).sum(-1)  # (T, K, K) class voted
-        if m.A > k * b:
-            coarse = np.concatenate([coarse, mix[..., -1:]], -1)  # (T, K, K+1) or abstained
-        votes = np.full((n, t), -1)  # -1: not present
-        votes[long.example, long.teacher] = np.where(long.answered, long.label, k)
-        dep = np.eye(t)
-        for i in range(t):
-            for j in range(i + 1, t):
-                both = (votes[:, i] >= 0) & (votes[:, j] >= 0)
-                if both.sum() < MIN_SHARED_ROWS:
-                    dep[i, j] = dep[j, i] = np.nan
-                    continue
-                observed = float((votes[both, i] == votes[both, j]).mean())
-                pi_, pj = coarse[i] / coarse[i].sum(-1, keepdims=True), coarse[j] / coarse[j].sum(-1, keepdims=True)
-                predicted = float(g["pi"] @ (pi_ * pj).sum(-1))
-                dep[i, j] = dep[j, i] = (observed - predicted) / max(1 - predicted, 1e-9)
-        return dep
-
-    def _teacher_weights(self, dep: np.ndarray) -> np.ndarray:
-        """(T,) likelihood weights: 1 / (1 + the teacher's dependences above ``dependence_threshold``).
-        Two identical teachers get 1/2 each and so count as one; independent ones keep 1. A
-        composite-likelihood fix, not a model of the dependency (Snorkel learns its structure)."""
-        excess = np.where(np.isnan(dep) | np.eye(len(dep), dtype=bool), 0.0, dep)
-        excess = np.where(excess > self.dependence_threshold, excess, 0.0)
-        return 1.0 / (1.0 + excess.sum(1))
+        return np.concatenate([coarse, mix[..., -1:]], -1) if m.A > k * b else coarse
 
     def _report_rows(self, long: Long, answer, rows: np.ndarray, a: int, dev):
         """The labels of the examples in ``rows`` alone, re-indexed: (long, padded answers, answer codes)."""
@@ -853,20 +800,3 @@ class BayesianDawidSkene:
             }
         return out
 
-
-def _cramers_v(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
-    """Bias-corrected Cramér's V of two categorical vectors (Bergsma 2013), ~0 when independent, with
-    the chi-square statistic and its degrees of freedom."""
-    _, xi = np.unique(x, return_inverse=True)
-    _, yi = np.unique(y, return_inverse=True)
-    r, c, n = xi.max() + 1, yi.max() + 1, len(x)
-    if r < 2 or c < 2:
-        return 0.0, 0.0, 0  # one of them always says the same thing here: nothing to share
-    table = np.zeros((r, c))
-    np.add.at(table, (xi, yi), 1.0)
-    expected = table.sum(1, keepdims=True) * table.sum(0, keepdims=True) / n
-    chi2 = float(((table - expected) ** 2 / expected).sum())
-    phi2 = max(0.0, chi2 / n - (r - 1) * (c - 1) / (n - 1))
-    r_, c_ = r - (r - 1) ** 2 / (n - 1), c - (c - 1) ** 2 / (n - 1)
-    denom = min(r_ - 1, c_ - 1)
-    return (float(np.sqrt(phi2 / denom)) if denom > 0 else 0.0), chi2, int((r - 1) * (c - 1))
