@@ -44,7 +44,7 @@ SELECT_GRID = [dict(soft_bins=s, difficulty=d, difficulty_levels=4, max_difficul
 # uniform class balance unless told otherwise; with one keyword rule per class, as in Hausa, a learned
 # prior simply becomes each rule's firing rate)
 PINNED = 1e6
-MIN_GOLD_FOR_DEPENDENCE = 50  # fewer gold rows: no dependence weights (unless correlated='downweight')
+MIN_GOLD = 50  # fewer gold rows: no dependence weights (unless correlated='downweight'), no gold correction
 MAX_LAPLACE_ROWS = 1 << 17  # 400 draws of every example's class: fine at 10^5 rows, minutes at 10^6
 MAX_LAPLACE_PARAMS = 1000  # a dense Hessian of 1,600 globals took 30 s on one core (dog set): count intervals
 
@@ -205,7 +205,7 @@ class BayesianDawidSkene:
         if self.select == "val":
             self._select_on_gold(probs, names, gold)
         self.classes_ = list(range(k))
-        self.informative_ = self._informative(names, probs)
+        self.informative_ = self._informative(names)
         self._fit_long(long_from_probs(probs, self.informative_), names, k, gold=gold)
         return self
 
@@ -272,7 +272,7 @@ class BayesianDawidSkene:
                                   f"not a class in 0..{k - 1} or -1 (unknown)")
         return gold.astype(np.int64) if (gold >= 0).any() else None
 
-    def _informative(self, names: list[str], probs: np.ndarray) -> np.ndarray:
+    def _informative(self, names: list[str]) -> np.ndarray:
         """(T,) bool: whose abstentions are answers (``abstention="evidence"``, minus ``silent_teachers``)."""
         silent = set(self.silent_teachers or [])
         unknown = silent - set(names)
@@ -372,7 +372,8 @@ class BayesianDawidSkene:
         self._build_model(t, k, b, a, abstains, dev)
         self.teacher_weight_ = np.ones(t)
         rows = self._batch_rows(data.n) or data.n
-        enough_gold = gold is not None and (gold >= 0).sum() >= MIN_GOLD_FOR_DEPENDENCE
+        threads = self._threads_for(rows * data.codes.shape[1] * k * self.difficulty_levels)
+        enough_gold = gold is not None and (gold >= 0).sum() >= MIN_GOLD
         # "auto" judges dependence only against gold: the gold-free measure (excess agreement over a
         # first fit) catches copies but, measured, cost 5 points on the product crowd set and 1.6 on
         # YouTube, where it down-weighted workers and rules that were not copies
@@ -380,13 +381,13 @@ class BayesianDawidSkene:
             if enough_gold:
                 self.dependence_ = dependence_given_class(self._votes(long), gold, k)
             else:
-                with torch_threads(self._threads_for(rows * data.codes.shape[1] * k * self.difficulty_levels)):
+                with torch_threads(threads):
                     self._optimise(data, self._init_values(long, answer, data, t, k, a, gold))
                 pi = self.globals_["pi"].double().cpu().numpy()
                 self.dependence_ = excess_agreement(self._votes(long), self._answer_given_class(), pi)
             self.teacher_weight_ = likelihood_weights(self.dependence_, self.dependence_threshold)
             self._model.weight = torch.as_tensor(self.teacher_weight_, dtype=self._dtype, device=dev)
-        with torch_threads(self._threads_for(rows * data.codes.shape[1] * k * self.difficulty_levels)):
+        with torch_threads(threads):
             init = self._init_values(long, answer, data, t, k, a, gold)
             if self.method == "nuts":
                 self._sample_nuts(data, init)
@@ -398,7 +399,7 @@ class BayesianDawidSkene:
             post, _ = self._posterior(report[1])
             draws = self._interval_draws(data, report[1]) if self._use_laplace(t, k, a, data.n) else None
             checked = None
-            if gold is not None and (gold >= 0).sum() >= MIN_GOLD_FOR_DEPENDENCE and (gold < 0).any():
+            if enough_gold and (gold < 0).any():
                 on_gold = self._report_rows(long, answer, gold >= 0, a, dev)
                 checked = (on_gold[0], self._posterior(on_gold[1])[0], gold[gold >= 0])
         self.teachers_ = self._teacher_stats(report[0], report[2], post, draws)
@@ -655,11 +656,10 @@ class BayesianDawidSkene:
 
     def _predict_long(self, long: Long, gold: np.ndarray | None = None) -> Aggregate:
         k, b = self.n_classes_, self.stride_
-        if self._model.A == k * b or not long.answered.all():
+        if not long.answered.all():
             # a teacher that never abstained while fitting has no learned abstention rate: its
             # silence on new rows is missing data
-            can = self._used[long.teacher, -1] if self._model.A > k * b else np.zeros(long.teacher.size, bool)
-            keep = long.answered | can
+            keep = long.answered | (self._used[long.teacher, -1] if self._model.A > k * b else False)
             long = Long(long.example[keep], long.teacher[keep], long.label[keep], long.top[keep], long.n)
         answer = answer_codes(long, self.edges_, b, k)
         data = pad_answers(long, answer, self._model.A, self.device_,
