@@ -118,10 +118,11 @@ def example_weights(confidence: np.ndarray, weighting: str, posterior: np.ndarra
     ``none``: all 1. ``confidence``: the posterior's rescaled max probability, so an example the
     aggregator is unsure of (or finds hard) pulls the student less. ``confidence_squared``: sharper.
     ``confidence_balanced``: confidence, then rescaled per class so that the weighted class mass
-    equals the posterior's own class mass: confidence weighting alone starves a class the teachers
-    are less sure about (SST-2: negatives are 44% of the posterior mass, 39% of the weighted mass),
-    and across aggregators the student's accuracy tracked its targets' class lean (r = -0.91,
-    ``benchmarks/targets_vs_student.py``).
+    equals the posterior's own class mass. Confidence weighting alone shifts it towards the class
+    the teachers are surer of (SST-2, seed 0: negatives are 41% of the posterior's mass, 39% of the
+    weighted mass, 44% of the gold), and across aggregators the student's accuracy tracked its
+    targets' class lean (r = -0.91, ``benchmarks/targets_vs_student.py``); on SST-2 (3 seeds) the
+    rebalanced student scored 0.7878 against 0.7875, no measurable effect.
     """
     if weighting == "none":
         return np.ones_like(confidence)
