@@ -45,8 +45,8 @@ SELECT_GRID = [dict(soft_bins=s, difficulty=d, difficulty_levels=4, max_difficul
 # prior simply becomes each rule's firing rate)
 PINNED = 1e6
 MIN_GOLD = 50  # fewer gold rows: no dependence weights (unless correlated='downweight'), no gold correction
-MAX_LAPLACE_ROWS = 1 << 17  # 400 draws of every example's class: fine at 10^5 rows, minutes at 10^6
-MAX_LAPLACE_PARAMS = 1000  # a dense Hessian of 1,600 globals took 30 s on one core (dog set): count intervals
+MAX_LAPLACE_ROWS = 1 << 17  # 400 class draws of every example; a bound, not measured at 10^6 rows
+MAX_LAPLACE_PARAMS = 1000  # dog set, ~1,600 globals: a fit took 39 s on a busy core (8.9 s with counts)
 
 
 @dataclass(eq=False)
@@ -375,8 +375,8 @@ class BayesianDawidSkene:
         threads = self._threads_for(rows * data.codes.shape[1] * k * self.difficulty_levels)
         enough_gold = gold is not None and (gold >= 0).sum() >= MIN_GOLD
         # "auto" judges dependence only against gold: the gold-free measure (excess agreement over a
-        # first fit) catches copies but, measured, cost 5 points on the product crowd set and 1.6 on
-        # YouTube, where it down-weighted workers and rules that were not copies
+        # first fit) catches copies but cost 5 points on the product crowd set, and on YouTube 0.8
+        # points on valid (1.6 on test), down-weighting workers and rules that were not copies
         if self.correlated == "downweight" or (self.correlated == "auto" and enough_gold):
             if enough_gold:
                 self.dependence_ = dependence_given_class(self._votes(long), gold, k)
