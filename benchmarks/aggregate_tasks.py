@@ -37,7 +37,8 @@ from weaks2strong.aggregate.baselines import (  # noqa: E402
 )
 from weaks2strong.aggregate.bayes import BayesianDawidSkene  # noqa: E402
 from weaks2strong.artifacts import Store  # noqa: E402
-from weaks2strong.evaluate import classification_metrics  # noqa: E402
+from weaks2strong.evaluate import classification_metrics, estimates_summary, teacher_analysis  # noqa: E402
+from weaks2strong.pipeline.aggregate import anchored_rows, best_teacher_on_val  # noqa: E402
 from weaks2strong.pipeline.teach import teach, teacher_key, teacher_probs  # noqa: E402
 from weaks2strong.resolvers import register_resolvers  # noqa: E402
 
@@ -75,34 +76,27 @@ def load_run(name: str, seed: int, label: bool):
 
 def score_run(task, labels, bayes_kw) -> list[dict]:
     names = list(labels)
-    train, val = teacher_probs(task, labels, "w2s_train"), teacher_probs(task, labels, "val")
-    y_train, y_val = task.labels("w2s_train"), task.labels("val")
-    true_acc = {n: classification_metrics(train[:, t], y_train)["accuracy_where_answered"] for t, n in enumerate(names)}
-    rows = []
-    val_acc = {n: classification_metrics(val[:, t], y_val)["accuracy"] for t, n in enumerate(names)}
-    best = max(val_acc, key=val_acc.get)
+    train, y_train = teacher_probs(task, labels, "w2s_train"), task.labels("w2s_train")
+    scores = {n: {"w2s_train": classification_metrics(train[:, t], y_train)} for t, n in enumerate(names)}
+    best = best_teacher_on_val(task, labels)  # the pipeline's own choice
     candidates = {**methods({**bayes_kw, "progress": False}),
                   f"single ({best})": (lambda: SingleTeacher(teacher=best), False)}
+    rows = []
     for method, (make, anchored) in candidates.items():
         model = make()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            if anchored:
-                gold = np.concatenate([np.full(len(train), -1), y_val])
-                model.fit(np.concatenate([train, val]), names, gold=gold)
-            else:
-                model.fit(train, names)
+            probs, gold = anchored_rows(task, labels, "val" if anchored else "none", model)  # as the pipeline fits
+            model.fit(probs, names, **({} if gold is None else {"gold": gold}))
             post = model.predict(train).posterior
         share = np.bincount(post.argmax(1), minlength=task.num_classes) / len(post)
         true_share = np.bincount(y_train, minlength=task.num_classes) / len(y_train)
         row = {"method": method, "acc": classification_metrics(post, y_train)["accuracy"],
                "lean": float(np.abs(share - true_share).max()),
                "collapsed": any("one class" in str(w.message) for w in caught)}
-        stats = getattr(model, "teachers_", None)
-        if stats:
-            err = [abs(stats[n]["accuracy"] - true_acc[n]) for n in names]
-            cover = [stats[n]["accuracy_low"] <= true_acc[n] <= stats[n]["accuracy_high"] for n in names]
-            row.update(mae=float(np.mean(err)), covered=int(np.sum(cover)), n=len(names))
+        if getattr(model, "teachers_", None):
+            summary = estimates_summary(teacher_analysis(model.teachers_, scores))
+            row.update(mae=summary["mae"], covered=round(summary["coverage"] * summary["n"]), n=summary["n"])
         rows.append(row)
     return rows
 
