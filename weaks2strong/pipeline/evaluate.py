@@ -106,8 +106,8 @@ def evaluate(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifa
 
 
 def error_table(task: Task, labels: dict[str, Artifact], split: str) -> dict:
-    """How the teachers' errors correlate on ``split`` (val: gold the stages may read, and rows the
-    aggregator was not fitted on), as metrics.json holds it."""
+    """How the teachers' errors correlate on ``split`` (val: gold the stages may read; an aggregator
+    anchored on val saw these rows' gold, but the teachers did not), as metrics.json holds it."""
     matrix, shared = error_correlation(teacher_probs(task, labels, split), task.labels(split))
     undefined_as_null = [[None if np.isnan(r) else r for r in row] for row in matrix.tolist()]  # JSON has no NaN
     return {"split": split, "teachers": list(labels), "matrix": undefined_as_null, "n_shared": shared.tolist()}
