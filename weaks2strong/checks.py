@@ -12,6 +12,14 @@ from weaks2strong.resolvers import CONFIG_DIR, register_resolvers
 SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password")
 
 
+def looks_secret(key: str) -> bool:
+    """A key holds a secret if one of its words is a secret word: ``hf_token`` and ``api_key`` do,
+    ``max_new_tokens`` (a count of tokens) does not."""
+    key = str(key).lower()
+    words = set(key.replace("-", "_").split("_"))
+    return "api_key" in key or any(w in words for w in SECRET_WORDS)
+
+
 def secret_in(cfg: DictConfig) -> tuple[str, str] | None:
     """(key, value) of the first config entry whose key looks like it holds a secret, or None."""
 
@@ -21,7 +29,7 @@ def secret_in(cfg: DictConfig) -> tuple[str, str] | None:
             path = f"{prefix}.{key}" if prefix else str(key)
             if isinstance(value, (dict, list)):
                 yield from walk(value, path)
-            elif value not in (None, "") and any(w in str(key).lower() for w in SECRET_WORDS):
+            elif value not in (None, "") and looks_secret(key):
                 yield path, str(value)
 
     plain = OmegaConf.to_container(cfg, resolve=False)

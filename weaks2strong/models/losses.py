@@ -56,3 +56,22 @@ def logconf_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Ten
     probs = logits.detach().float().softmax(-1)  # (B, K): the hardened targets carry no gradient
     mixed = (1.0 - alpha) * targets + alpha * harden_predictions(probs, targets)  # (B, K)
     return weighted_soft_cross_entropy(logits, mixed, weights, normalizer)
+
+
+def weighted_teacher_forcing_loss(sequence_nll: torch.Tensor, candidate_probs: torch.Tensor, weights: torch.Tensor,
+                                  normalizer: torch.Tensor | None = None) -> torch.Tensor:
+    """Confidence-weighted teacher forcing over each example's candidate answers.
+
+    L = Σ_i w_i Σ_c q_i(c) · NLL_θ(c | x_i) / Σ_i w_i
+    (Cui et al. 2024, Bayesian WeakS-to-Strong, §3: the student is trained on the weak ensemble's
+    outputs weighted by their estimated reliability; here q_i is the candidate posterior and w_i the
+    example's confidence weight). NLL_θ(c | x_i) sums over the completion tokens only.
+
+    sequence_nll: (B, C) the student's NLL of candidate c of example i (padding slots: any finite value);
+    candidate_probs: (B, C) q_i, zero on padding slots; weights: (B,) >= 0. ``normalizer`` replaces
+    Σ_i w_i (DDP: the mean over ranks of their weight sums), as in ``weighted_soft_cross_entropy``.
+    """
+    per_example = (candidate_probs * torch.where(candidate_probs > 0, sequence_nll,
+                                                 sequence_nll.new_zeros(()))).sum(-1)  # (B,)
+    total = weights.sum() if normalizer is None else normalizer
+    return (weights * per_example).sum() / total.clamp_min(1e-12)

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from weaks2strong import distributed
 from weaks2strong.artifacts import Store, write_json
+from weaks2strong.errors import UserInputError
 from weaks2strong.evaluate.report import flat_metrics
 from weaks2strong.pipeline.aggregate import aggregate
 from weaks2strong.pipeline.config import build, make_loggers
@@ -38,6 +39,12 @@ def run(cfg: DictConfig) -> dict | None:
     store = Store(cfg.paths.cache_dir)
     task: Task = build(cfg.task, "task", _convert_="all")
     log.info("task %s: %s", task.name, task.sizes())
+    if getattr(task, "kind", "classification") == "generation":
+        from weaks2strong.pipeline.generation_eval import run_generation
+
+        if not distributed.is_main() or distributed.world_size() > 1:
+            raise UserInputError("the generation path runs in one process for now (trainer.devices=1)")
+        return run_generation(cfg, task, store, run_dir)
     dev = task.without_test()
     labels = teach(dev, cfg.get("teachers") or {}, store)
     targets = aggregate(dev, labels, cfg.aggregator, store)
