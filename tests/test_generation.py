@@ -166,3 +166,30 @@ def _retrieval_answers(task):
     teacher = RetrievalTeacher()
     teacher.fit(task)
     return [a[0] for a in teacher.propose(task, "test")]
+
+
+def test_a_shared_prefix_changes_no_score_and_no_greedy_answer(tiny_lm):
+    """The k-shot demonstrations' cache, computed once, gives the scores and the greedy answers of the
+    whole sequence read from scratch."""
+    from weaks2strong.models.causal_lm import encode_prompts, generate_answers, prefix_cache
+    from weaks2strong.models.lm_logprobs import score_candidates, score_candidates_plain
+
+    tok, lm = tiny_lm
+    lm.eval()
+    demos = "Question: sky?\nAnswer: blue\n\nQuestion: grass?\nAnswer: green\n\n"
+    prompts = ["Question: sun?\nAnswer:", "Question: a much longer question here?\nAnswer:"]
+    head, encoded = encode_prompts(tok, demos, prompts, 512)
+    cache = prefix_cache(lm, head)
+    cands = [tok(" yellow\n", add_special_tokens=False).input_ids, tok(" red\n", add_special_tokens=False).input_ids]
+    for ids in encoded:
+        fast, count = score_candidates(lm, ids, cands, prefix_cache=cache, prefix_length=len(head))
+        plain, _ = score_candidates_plain(lm, head + ids, cands)
+        assert torch.allclose(fast, plain, atol=1e-4) and count.tolist() == [len(c) for c in cands]
+    ours = generate_answers(lm, tok, prompts, max_new_tokens=6, batch_size=2, prefix=demos)
+    for prompt, (answer,) in zip(encoded, ours):
+        ids = torch.tensor([head + prompt])
+        ref = lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6, do_sample=False,
+                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        assert answer == tok.decode(ref[0, ids.shape[1]:], skip_special_tokens=True).split("\n")[0].strip()
+    sampled = generate_answers(lm, tok, prompts, max_new_tokens=6, batch_size=2, num_samples=3, prefix=demos)
+    assert [s[0] for s in sampled] == [o[0] for o in ours] and all(len(s) == 4 for s in sampled)

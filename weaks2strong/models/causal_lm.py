@@ -9,6 +9,7 @@ the completion at ``max_answer_tokens`` (a cut completion loses its closing newl
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -142,40 +143,102 @@ class TeacherForcingModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+def encode_prompts(tok, prefix: str, prompts: list[str], max_prompt_tokens: int) -> tuple[list[int], list[list[int]]]:
+    """(prefix ids, per-prompt ids after it). A shared prefix (k-shot demonstrations) is encoded once
+    with the special tokens; the prompts after it without. No prefix: each prompt gets them itself."""
+    if not prefix:
+        return [], [tok(p, add_special_tokens=True).input_ids[-max_prompt_tokens:] for p in prompts]
+    return tok(prefix, add_special_tokens=True).input_ids, \
+        [tok(p, add_special_tokens=False).input_ids[-max_prompt_tokens:] for p in prompts]
+
+
+@torch.no_grad()
+def prefix_cache(lm, prefix_ids: list[int]):
+    """The key/value cache of the shared prefix, computed once (None without a prefix)."""
+    if not prefix_ids:
+        return None
+    device = next(lm.parameters()).device
+    ids = torch.tensor([prefix_ids], device=device)
+    out = lm(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1)
+    return out.cache if hasattr(out, "cache") else out.past_key_values
+
+
+def _cache_kwarg(lm) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+
+
 @torch.inference_mode()
 def generate_answers(lm, tok, prompts: list[str], max_new_tokens: int = 16, batch_size: int = 16,
                      num_samples: int = 0, temperature: float = 0.7, seed: int = 0, max_prompt_tokens: int = 512,
-                     desc: str | None = None) -> list[list[str]]:
-    """Per prompt: [greedy answer, *num_samples sampled answers], each cut at the first newline and
-    stripped (an empty answer stays empty: the caller drops it)."""
+                     prefix: str = "", desc: str | None = None) -> list[list[str]]:
+    """Per prompt: [greedy answer, *num_samples sampled answers], each cut at the first newline.
+
+    A decoding loop of our own, because the costly part on CPU is reading the prompt: the shared
+    ``prefix`` (k-shot demonstrations) is read once for all prompts, each batch's prompts once for
+    its greedy and sampled answers (their caches are repeated, not recomputed), then one token per
+    row per step. Prompts are left-padded after the prefix; masks and positions make every row its
+    unpadded sequence.
+    """
     lm.eval()
     device = next(lm.parameters()).device
-    encoded = [tok(p, add_special_tokens=True).input_ids[-max_prompt_tokens:] for p in prompts]
+    head, encoded = encode_prompts(tok, prefix, prompts, max_prompt_tokens)
+    shared = prefix_cache(lm, head)
+    n_head, group = len(head), 1 + num_samples
+    ends = {tok.eos_token_id, *tok(ANSWER_END, add_special_tokens=False).input_ids[-1:],
+            *tok(ANSWER_END * 2, add_special_tokens=False).input_ids[-1:]}  # "\n\n" may be one token
+    stop = torch.tensor([i for i in ends if i is not None], device=device)
+    generator = torch.Generator(device=device).manual_seed(seed)
     order = np.argsort([len(e) for e in encoded], kind="stable")
     out: list[list[str]] = [[] for _ in prompts]
-    stop = [i for i in {tok.eos_token_id, *tok(ANSWER_END, add_special_tokens=False).input_ids[-1:]} if i is not None]
-    torch.manual_seed(seed)
+    cache_kw = _cache_kwarg(lm)
     bar = tqdm(total=len(prompts), desc=desc, unit="q", disable=desc is None)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         width = max(len(encoded[i]) for i in rows)
         ids = torch.full((len(rows), width), tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, i in enumerate(rows):  # left padding: every row's answer starts at the same column
+        body = torch.zeros((len(rows), width), dtype=torch.long)
+        for j, i in enumerate(rows):
             ids[j, width - len(encoded[i]):] = torch.tensor(encoded[i])
-            mask[j, width - len(encoded[i]):] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        runs = [dict(do_sample=False)]
-        if num_samples:
-            runs.append(dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                             num_return_sequences=num_samples))
-        for kwargs in runs:
-            gen = lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, eos_token_id=stop,
-                              pad_token_id=tok.pad_token_id, **kwargs)
-            texts = tok.batch_decode(gen[:, width:], skip_special_tokens=True)
-            per = len(texts) // len(rows)
-            for j, i in enumerate(rows):
-                out[i].extend(t.split(ANSWER_END)[0].strip() for t in texts[j * per : (j + 1) * per])
+            body[j, width - len(encoded[i]):] = 1
+        mask = torch.cat([torch.ones(len(rows), n_head, dtype=torch.long), body], 1).to(device)  # (B, P+W)
+        positions = (n_head + body.cumsum(-1) - 1).clamp(min=n_head).to(device)  # (B, W)
+        cache = None
+        if shared is not None:
+            cache = copy.deepcopy(shared)
+            cache.batch_repeat_interleave(len(rows))
+        step = lm(input_ids=ids.to(device), attention_mask=mask, position_ids=positions, use_cache=True,
+                  logits_to_keep=1, **({cache_kw: cache} if cache is not None else {}))
+        cache = step.cache if hasattr(step, "cache") else step.past_key_values
+        logits = step.logits[:, -1].float()  # (B, V)
+        if group > 1:  # the greedy and the sampled answers of a prompt share its cache
+            cache.batch_repeat_interleave(group)
+            logits, mask = logits.repeat_interleave(group, 0), mask.repeat_interleave(group, 0)
+            positions = positions.repeat_interleave(group, 0)
+        sampled = (torch.arange(len(logits), device=device) % group) > 0  # (B*G,) row 0 of a group is greedy
+        position = positions[:, -1:]  # (B*G, 1)
+        tokens = torch.empty((len(logits), 0), dtype=torch.long, device=device)
+        done = torch.zeros(len(logits), dtype=torch.bool, device=device)
+        for _ in range(max_new_tokens):
+            pick = logits.argmax(-1)  # (B*G,)
+            if sampled.any():
+                draws = torch.multinomial(torch.softmax(logits[sampled] / temperature, -1), 1, generator=generator)
+                pick[sampled] = draws[:, 0]
+            pick = torch.where(done, torch.full_like(pick, tok.pad_token_id), pick)
+            tokens = torch.cat([tokens, pick[:, None]], 1)
+            done |= torch.isin(pick, stop)
+            if done.all():
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+            position = position + 1
+            step = lm(input_ids=pick[:, None], attention_mask=mask, position_ids=position, use_cache=True,
+                      **{cache_kw: cache})
+            cache = step.cache if hasattr(step, "cache") else step.past_key_values
+            logits = step.logits[:, -1].float()
+        texts = tok.batch_decode(tokens.cpu(), skip_special_tokens=True)
+        for j, i in enumerate(rows):
+            out[i].extend(t.split(ANSWER_END)[0].strip() for t in texts[j * group : (j + 1) * group])
         bar.update(len(rows))
     bar.close()
     return out

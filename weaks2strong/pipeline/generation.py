@@ -276,7 +276,7 @@ def aggregate(task: GenerationTask, proposals, scores, pools, cfg: DictConfig, s
             ids = task.split(split)["example_id"].tolist()
             for i, (eid, p) in enumerate(zip(ids, pools[split])):
                 row = posterior[offset + i]
-                top = float(row.max())
+                top = float(row[: len(p)].max()) if p else 0.0  # the best real candidate's posterior mass
                 weight = top if cfg.aggregator.get("weighting", "confidence") != "none" else 1.0
                 examples.append((split, eid, len(p), float(row[-1]), top, weight if p else 0.0,
                                  float(difficulty[offset + i])))

@@ -82,7 +82,7 @@ def aggregate_test(task: GenerationTask, dev: GenerationTask, cfg: DictConfig, s
 
 def evaluate(task, dev, cfg, store, run_dir, proposals, scores, pools, targets, ceiling, student) -> dict:
     from weaks2strong.models.causal_lm import generate_answers, load_causal_lm
-    from weaks2strong.teachers.generating import few_shot_prompt
+    from weaks2strong.teachers.generating import demonstrations
     from weaks2strong.zoo import resolve_model
 
     g = cfg.generation
@@ -122,9 +122,9 @@ def evaluate(task, dev, cfg, store, run_dir, proposals, scores, pools, targets, 
     def base_answers(split):
         if "lm" not in base:
             base["tok"], base["lm"] = load_causal_lm(lm_path)
-        prompts = [few_shot_prompt(task, shots, q) for q in task.questions(split)]
-        return [a[0] for a in generate_answers(base["lm"], base["tok"], prompts, cfg.student.generate.max_new_tokens,
-                                               cfg.student.generate.batch_size, desc=f"untrained student {split}")]
+        return [a[0] for a in generate_answers(base["lm"], base["tok"], task.prompts(split),
+                                               cfg.student.generate.max_new_tokens, cfg.student.generate.batch_size,
+                                               prefix=demonstrations(task, shots), desc=f"untrained student {split}")]
 
     rows["student k-shot (untrained)"] = {
         s: gen.em_of(cached_answers(store, stable_hash(gen.gen_task_key(task), lm_path, shots, s, "kshot"),

@@ -13,15 +13,19 @@ import torch
 from tqdm.auto import tqdm
 
 from weaks2strong.models.causal_lm import ANSWER_END, CandidateDataModule, CandidateRow, TeacherForcingModule, \
-    generate_answers, load_causal_lm
+    encode_prompts, generate_answers, load_causal_lm, prefix_cache
 from weaks2strong.models.lm_logprobs import score_candidates
 from weaks2strong.tasks.generation import GenerationTask, normalize_answer
 from weaks2strong.zoo import pick_device, resolve_model
 
 
+def demonstrations(task: GenerationTask, shots: list[tuple[str, str]]) -> str:
+    """The k-shot prefix: each shot as the task's prompt, its answer and a blank line."""
+    return "".join(f"{task.prompt.format(question=q)} {a}{ANSWER_END}\n" for q, a in shots)
+
+
 def few_shot_prompt(task: GenerationTask, shots: list[tuple[str, str]], question: str) -> str:
-    demos = "".join(f"{task.prompt.format(question=q)} {a}{ANSWER_END}\n" for q, a in shots)
-    return demos + task.prompt.format(question=question)
+    return demonstrations(task, shots) + task.prompt.format(question=question)
 
 
 class LMGenerator:
@@ -71,27 +75,30 @@ class LMGenerator:
                              num_sanity_val_steps=0, limit_val_batches=0, enable_progress_bar=self.progress)
         trainer.fit(module, datamodule=data)
 
-    def prompts(self, task: GenerationTask, split: str) -> list[str]:
-        return [few_shot_prompt(task, self.shots_, q) for q in task.questions(split)]
-
     def propose(self, task: GenerationTask, split: str) -> list[list[str]]:
         tok, lm = self._lm
-        return generate_answers(lm, tok, self.prompts(task, split), self.max_new_tokens, self.batch_size,
-                                self.samples, self.temperature, self.seed, self.max_prompt_tokens,
+        return generate_answers(lm, tok, task.prompts(split), self.max_new_tokens, self.batch_size, self.samples,
+                                self.temperature, self.seed, self.max_prompt_tokens,
+                                prefix=demonstrations(task, self.shots_),
                                 desc=f"{self.model_name} answers {split}" if self.progress else None)
 
     @torch.inference_mode()
     def score(self, task: GenerationTask, split: str, candidates: list[list[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per example: (summed log-prob (C,), token count (C,)) of " " + candidate + newline after the
-        prompt, the prompt's key/value cache shared by the example's candidates."""
+        prompt, the prompt's key/value cache shared by the example's candidates (and the k-shot
+        demonstrations' cache, computed once, shared by every example)."""
         tok, lm = self._lm
         out = []
-        prompts = self.prompts(task, split)
-        for prompt, cands in tqdm(list(zip(prompts, candidates)), desc=f"{self.model_name} scores {split}",
-                                  unit="q", disable=not self.progress):
-            ids = tok(prompt, add_special_tokens=True).input_ids[-self.max_prompt_tokens:]
+        head, encoded = encode_prompts(tok, demonstrations(task, self.shots_), task.prompts(split),
+                                       self.max_prompt_tokens)
+        shared = prefix_cache(lm, head)
+        for ids, cands in tqdm(list(zip(encoded, candidates)), desc=f"{self.model_name} scores {split}",
+                               unit="q", disable=not self.progress):
             cand_ids = [tok(" " + c + ANSWER_END, add_special_tokens=False).input_ids for c in cands]
-            logp, count = score_candidates(lm, ids, cand_ids)
+            if not cand_ids:
+                out.append((np.zeros(0), np.zeros(0)))
+                continue
+            logp, count = score_candidates(lm, ids, cand_ids, prefix_cache=shared, prefix_length=len(head))
             out.append((logp.double().cpu().numpy(), count.double().cpu().numpy()))
         return out
 

@@ -1,0 +1,198 @@
+"""Per-token log-probabilities of completions under a causal LM, without the (B, T, V) logits.
+
+A causal LM's head turns every position's hidden state into V logits; for a 262k-token vocabulary
+(Gemma 3) the fp32 logits of a batch dwarf the rest of a training step's activations. A loss on
+completion tokens needs only the log-prob of each completion token, so ``target_logprobs`` runs the
+decoder body, keeps the hidden states that predict a completion token, and projects them a chunk at a
+time under activation checkpointing: backward then holds one chunk's (chunk, V) logits at a time.
+
+``score_candidates`` ranks C answers to one prompt with one forward of the prompt whose key/value cache
+is shared by the C candidates, instead of C forwards of prompt + answer.
+
+Scores are summed log-probs with their token counts; a length-normalised score (sum / n_tokens) is the
+caller's choice. The ``plain_*`` functions are the straightforward references that the fast ones are
+tested against.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+
+def _text_config(model):
+    config = model.config
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def _scale_logits(model, logits: torch.Tensor) -> torch.Tensor:
+    """The logit transforms that some families apply after the head, in the order and dtype of their
+    own forward (the softcap of Gemma 2/3, ``cap · tanh(z / cap)``; Cohere's ``logit_scale``; Granite's
+    ``logits_scaling``), so that our log-probs are the model's."""
+    config = _text_config(model)
+    if getattr(config, "logits_scaling", None) not in (None, 1, 1.0):
+        logits = logits / config.logits_scaling
+    if getattr(config, "logit_scale", None) not in (None, 1, 1.0):
+        logits = logits * config.logit_scale
+    cap = getattr(config, "final_logit_softcapping", None)
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def _decoder_body(model):
+    """The module that maps input ids to the last hidden states (``LlamaModel`` inside
+    ``LlamaForCausalLM``, ``Gemma3TextModel`` inside ``Gemma3ForCausalLM``)."""
+    body = getattr(model, model.base_model_prefix, None)
+    if body is None or body is model:
+        body = model.get_decoder()
+    if body is model:
+        raise ValueError(f"{type(model).__name__} has no decoder body separate from its LM head")
+    return body
+
+
+def _check_masks(input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    if input_ids.dim() != 2 or target_mask.shape != input_ids.shape or attention_mask.shape != input_ids.shape:
+        raise ValueError(f"input_ids, attention_mask and target_mask must share one (B, T) shape, got "
+                         f"{tuple(input_ids.shape)}, {tuple(attention_mask.shape)}, {tuple(target_mask.shape)}")
+    target_mask = target_mask.bool()
+    if target_mask[:, 0].any():
+        raise ValueError("target_mask[:, 0] must be False: the first token of a row has no context to predict it")
+    if (target_mask & ~attention_mask.bool()).any():
+        raise ValueError("target_mask marks padding (positions where attention_mask is 0)")
+    return target_mask
+
+
+def target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor,
+                    chunk_size: int = 1024) -> torch.Tensor:
+    """(B, T) float32: log p_θ(input_ids[b, t] | input_ids[b, :t]) where target_mask[b, t], 0 elsewhere.
+
+    Equal to ``plain_target_logprobs`` (to fp32 rounding), but the head sees only the N positions that
+    predict a target (hidden[b, t-1] predicts input_ids[b, t]), ``chunk_size`` at a time, each chunk
+    checkpointed so that neither forward nor backward holds more than one (chunk, V) block of logits.
+    Gradients flow to the body and the head. Length-normalising (sum / count) is the caller's business.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    target_mask = _check_masks(input_ids, attention_mask, target_mask)  # (B, T)
+    hidden = _decoder_body(model)(input_ids=input_ids, attention_mask=attention_mask,
+                                  use_cache=False).last_hidden_state  # (B, T, H)
+    predicts = target_mask[:, 1:]  # (B, T-1): position t-1 predicts a target at t
+    states = hidden[:, :-1][predicts]  # (N, H)
+    labels = input_ids[:, 1:][predicts]  # (N,)
+    head = model.get_output_embeddings()
+
+    def chunk_logprobs(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = _scale_logits(model, head(h)).float()  # (n, V)
+        return logits.gather(-1, y[:, None]).squeeze(-1) - logits.logsumexp(-1)  # (n,)
+
+    pieces = [checkpoint(chunk_logprobs, states[i:i + chunk_size], labels[i:i + chunk_size], use_reentrant=False)
+              for i in range(0, states.shape[0], chunk_size)]
+    picked = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)  # (N,)
+    # row-major order of the True entries of target_mask == row-major order of `predicts`
+    return hidden.new_zeros(target_mask.shape, dtype=torch.float32).masked_scatter(target_mask, picked)  # (B, T)
+
+
+def plain_target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                          target_mask: torch.Tensor) -> torch.Tensor:
+    """The reference for ``target_logprobs``: the model's full (B, T, V) logits, log-softmaxed in fp32."""
+    target_mask = _check_masks(input_ids, attention_mask, target_mask)  # (B, T)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits  # (B, T, V)
+    logprobs = logits[:, :-1].float().log_softmax(-1)  # (B, T-1, V)
+    picked = logprobs.gather(-1, input_ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+    out = torch.cat([picked.new_zeros(picked.shape[0], 1), picked], dim=1)  # (B, T)
+    return out * target_mask
+
+
+def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor,
+                      chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's summed target log-prob (B,) and its number of target tokens (B,); divide for the
+    length-normalised score."""
+    logprobs = target_logprobs(model, input_ids, attention_mask, target_mask, chunk_size)  # (B, T)
+    return logprobs.sum(-1), target_mask.bool().sum(-1)
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _check_candidates(prompt_ids: list[int], candidates: list[list[int]]) -> None:
+    if len(prompt_ids) == 0:
+        raise ValueError("prompt_ids is empty: the first candidate token needs at least one prompt token")
+    for i, cand in enumerate(candidates):
+        if len(cand) == 0:
+            raise ValueError(f"candidate {i} has no tokens")
+
+
+def _cache_kwarg(model) -> str:
+    """The name under which this transformers version takes a key/value cache (``cache`` since 5.x
+    renamed ``past_key_values``)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+@torch.no_grad()
+def score_candidates(model, prompt_ids: list[int], candidates: list[list[int]], prefix_cache=None,
+                     prefix_length: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Σ_j log p_θ(c_j | prompt, c_<j) of each candidate (C,) float32, and its token count (C,).
+
+    One forward of the prompt; its key/value cache is repeated C times and one batched forward of the
+    right-padded candidates (positions continuing after the prompt) scores all their later tokens. The
+    first token of every candidate is scored by the prompt's last logits. The model's train/eval mode is
+    left as it is (put it in eval mode for deterministic scores). Length-normalising (sum / count) is
+    the caller's business.
+
+    ``prefix_cache`` (with ``prefix_length`` tokens): the cache of a prefix shared by many prompts
+    (k-shot demonstrations), computed once by the caller; ``prompt_ids`` then continue after it. It
+    is copied, never changed.
+    """
+    _check_candidates(prompt_ids, candidates)
+    device = _model_device(model)
+    counts = torch.tensor([len(c) for c in candidates], dtype=torch.long, device=device)  # (C,)
+    if not candidates:
+        return torch.zeros(0, dtype=torch.float32, device=device), counts
+    n_prompt, n_cand, longest = len(prompt_ids), len(candidates), max(len(c) for c in candidates)
+    tokens = torch.zeros(n_cand, longest, dtype=torch.long, device=device)  # (C, L) right-padded
+    mask = torch.zeros(n_cand, longest, dtype=torch.long, device=device)  # (C, L)
+    for i, cand in enumerate(candidates):
+        tokens[i, :len(cand)] = torch.tensor(cand, dtype=torch.long)
+        mask[i, :len(cand)] = 1
+
+    prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, P)
+    extra = {}
+    if prefix_cache is not None:
+        extra = {_cache_kwarg(model): copy.deepcopy(prefix_cache),
+                 "position_ids": torch.arange(prefix_length, prefix_length + n_prompt, device=device)[None]}
+    out = model(input_ids=prompt, attention_mask=prompt.new_ones(1, prefix_length + n_prompt), use_cache=True,
+                logits_to_keep=1, **extra)
+    first = out.logits[0, -1].float().log_softmax(-1)[tokens[:, 0]]  # (C,)
+    if longest == 1:
+        return first, counts
+
+    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    cache.batch_repeat_interleave(n_cand)
+    feed = tokens[:, :-1]  # (C, L-1): the last token of the longest candidate predicts nothing we need
+    n_seen = prefix_length + n_prompt
+    full_mask = torch.cat([mask.new_ones(n_cand, n_seen), mask[:, :-1]], dim=1)  # (C, P0+P+L-1)
+    positions = torch.arange(n_seen, n_seen + longest - 1, device=device).expand(n_cand, -1)  # (C, L-1)
+    logits = model(input_ids=feed, attention_mask=full_mask, position_ids=positions, use_cache=True,
+                   **{_cache_kwarg(model): cache}).logits  # (C, L-1, V)
+    rest = logits.float().log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)  # (C, L-1)
+    return first + (rest * mask[:, 1:]).sum(-1), counts
+
+
+@torch.no_grad()
+def score_candidates_plain(model, prompt_ids: list[int],
+                           candidates: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference for ``score_candidates``: one forward of prompt + candidate per candidate."""
+    _check_candidates(prompt_ids, candidates)
+    device = _model_device(model)
+    counts = torch.tensor([len(c) for c in candidates], dtype=torch.long, device=device)  # (C,)
+    sums = []
+    for cand in candidates:
+        ids = torch.tensor([prompt_ids + cand], dtype=torch.long, device=device)  # (1, P+n)
+        logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False).logits  # (1, P+n, V)
+        logprobs = logits[0, len(prompt_ids) - 1:-1].float().log_softmax(-1)  # (n, V)
+        sums.append(logprobs.gather(-1, ids[0, len(prompt_ids):, None]).sum())
+    return torch.stack(sums).float() if sums else torch.zeros(0, dtype=torch.float32, device=device), counts
