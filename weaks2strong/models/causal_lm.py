@@ -107,12 +107,20 @@ class CandidateDataModule(pl.LightningDataModule):
 
 class TeacherForcingModule(pl.LightningModule):
     """A causal LM trained with ``weighted_teacher_forcing_loss``; ``val/nll`` is the gold answers'
-    per-example NLL on val (the number epochs and learning rates are chosen by)."""
+    per-example NLL on val (the number epochs and learning rates are chosen by).
+
+    ``freeze_embeddings``: Gemma-3-270M's 262k-token table is 168M of its 268M weights; frozen, a CPU
+    step skips its dense gradient and its AdamW update, and the few hundred answers of a CPU-size run
+    cannot retrain a vocabulary anyway."""
 
     def __init__(self, lm: torch.nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable | None = None, chunk_size: int = 1024):
+                 scheduler: Callable | None = None, chunk_size: int = 1024, freeze_embeddings: bool = False):
         super().__init__()
         self.lm, self.optimizer_factory = lm, optimizer
+        if freeze_embeddings:  # the token table (and the head tied to it) stays as pretrained
+            for module in (lm.get_input_embeddings(), lm.get_output_embeddings()):
+                for p in module.parameters() if module is not None else ():
+                    p.requires_grad_(False)
         self.scheduler_factory = scheduler or linear_warmup_decay
         self.chunk_size = chunk_size
 
@@ -125,6 +133,9 @@ class TeacherForcingModule(pl.LightningModule):
         if self._trainer is not None and self.trainer.world_size > 1:  # DDP averages gradients over ranks: normalise by the global weight
             normalizer = self.trainer.strategy.reduce(batch["weights"].sum(), reduce_op="sum") / self.trainer.world_size
         return weighted_teacher_forcing_loss(nll, batch["probs"], batch["weights"], normalizer)
+
+    def on_train_epoch_start(self):
+        self.lm.train()  # from_pretrained leaves the model in eval mode, and Lightning keeps modes as found
 
     def training_step(self, batch, batch_idx):
         loss = self._loss(batch)

@@ -85,8 +85,10 @@ def target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     head = model.get_output_embeddings()
 
     def chunk_logprobs(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        logits = _scale_logits(model, head(h)).float()  # (n, V)
-        return logits.gather(-1, y[:, None]).squeeze(-1) - logits.logsumexp(-1)  # (n,)
+        # log_softmax, not z_y - logsumexp(z): it subtracts the max before rounding, which matters when
+        # logits reach ~100s (Gemma 3: z_y - lse at |z| ~ 180 is off by ~5e-5)
+        logprobs = _scale_logits(model, head(h)).float().log_softmax(-1)  # (n, V)
+        return logprobs.gather(-1, y[:, None]).squeeze(-1)  # (n,)
 
     pieces = [checkpoint(chunk_logprobs, states[i:i + chunk_size], labels[i:i + chunk_size], use_reentrant=False)
               for i in range(0, states.shape[0], chunk_size)]
