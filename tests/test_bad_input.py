@@ -146,3 +146,11 @@ def test_a_truncated_checkpoint_is_refused_by_name_before_resuming(tmp_path):
     with pytest.raises(UserInputError, match=rf"checkpoint {left} is corrupt or truncated \(.*\); delete it and "):
         _resume_from(pointer, ours)
     assert not ours.exists()  # nothing copied, nothing to resume from by mistake
+
+
+def test_secret_words_are_whole_words_of_the_key():
+    """``hf_token`` holds a secret; ``max_new_tokens`` (a count) does not, and passes the pre-check."""
+    from weaks2strong.checks import looks_secret
+
+    assert [looks_secret(k) for k in ("api_key", "WANDB_API_KEY", "hf_token", "token", "db-password")] == [True] * 5
+    assert [looks_secret(k) for k in ("max_new_tokens", "max_answer_tokens", "tokenizer")] == [False] * 3

@@ -193,3 +193,14 @@ def test_a_shared_prefix_changes_no_score_and_no_greedy_answer(tiny_lm):
         assert answer == tok.decode(ref[0, ids.shape[1]:], skip_special_tokens=True).split("\n")[0].strip()
     sampled = generate_answers(lm, tok, prompts, max_new_tokens=6, batch_size=2, num_samples=3, prefix=demos)
     assert [s[0] for s in sampled] == [o[0] for o in ours] and all(len(s) == 4 for s in sampled)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("generation.max_candidates=0", "config key 'generation.max_candidates' must be >= 1, got 0"),
+    ("aggregator.method=vote", "config key 'aggregator.method' must be one of bayes, majority, joint, single"),
+    ("student.min_prob=1", "config key 'student.min_prob' must be in [0, 1), got 1"),
+])
+def test_bad_generation_config_is_one_line_naming_the_key(override, message):
+    from weaks2strong.checks import check_command_line
+
+    assert message in check_command_line(["experiment=sciq_gen", override])

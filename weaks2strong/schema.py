@@ -161,8 +161,17 @@ class StudentNetSchema:
 
 
 @dataclass
+class StudentGenerateSchema:
+    max_new_tokens: int = rule(ge=1)
+    batch_size: int = rule(ge=1)
+
+
+@dataclass
 class StudentSchema:
     encoder: str = rule()
+    lm: str = rule()  # the generation student (student=gemma3_gen)
+    min_prob: float = rule(ge=0, lt=1, why="no candidate would be trained on")
+    generate: StudentGenerateSchema = field(default_factory=StudentGenerateSchema)
     data: StudentDataSchema = field(default_factory=StudentDataSchema)
     model: StudentModelSchema = field(default_factory=StudentModelSchema)
     net: StudentNetSchema = field(default_factory=StudentNetSchema)
@@ -180,6 +189,13 @@ class TrainerSchema:
 class AggregatorSchema:
     weighting: str = rule(choices=WEIGHTINGS)
     anchor: str = rule(choices=("none", "val"))
+    method: str = rule(choices=("bayes", "majority", "joint", "single"))  # generation tasks
+
+
+@dataclass
+class GenerationSchema:
+    max_candidates: int = rule(ge=1)
+    student_shots: int = rule(ge=0)
 
 
 @dataclass
@@ -192,11 +208,12 @@ class ConfigSchema:
     student: StudentSchema = field(default_factory=StudentSchema)
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     aggregator: AggregatorSchema = field(default_factory=AggregatorSchema)
+    generation: GenerationSchema = field(default_factory=GenerationSchema)
     optimized_metric: Optional[str] = rule(check=_val_metric)  # noqa: UP045
 
 
 GROUPS = {"config": ConfigSchema, "seeds": SeedsSchema, "task": TaskSchema, "student": StudentSchema,
-          "trainer": TrainerSchema, "aggregator": AggregatorSchema}
+          "trainer": TrainerSchema, "aggregator": AggregatorSchema, "generation": GenerationSchema}
 
 
 def register() -> None:

@@ -1,0 +1,91 @@
+"""The candidate aggregations of a sciq_gen run, from its cached teacher artifacts (no model runs):
+each aggregation's top-candidate EM on w2s_train and val (gold used only for this report), how
+often the gold answer is among the candidates at all, the Bayesian model's teacher-accuracy
+estimates against the truth (anchored on val and not), and the posterior's reliability table.
+
+    .venv/bin/python benchmarks/aggregate_gen.py [seed=0] [any other w2s override]
+
+The run must have reached the aggregate stage (``w2s experiment=sciq_gen seed=...``); the script
+fails with the pipeline's one-line error otherwise. Ends with one key=value line.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from hydra import compose, initialize_config_dir
+
+from weaks2strong.aggregate.candidates import BayesianCandidateAggregator, joint_scores, majority_vote, \
+    teacher_answers
+from weaks2strong.artifacts import Store
+from weaks2strong.cli import CONFIG_DIR
+from weaks2strong.pipeline import generation as gen
+from weaks2strong.pipeline.config import build
+
+
+def stacked(dev, scores, pools):
+    arrays = {s: gen.score_arrays(dev, scores, pools[s], s) for s in gen.DEV}
+    width = max(a[0].shape[-1] for a in arrays.values())
+
+    def cat(i):
+        return np.concatenate([np.pad(arrays[s][i], [(0, 0), (0, 0), (0, width - arrays[s][i].shape[-1])])
+                               for s in gen.DEV])
+
+    counts = np.concatenate([arrays[s][2] for s in gen.DEV])
+    gold = np.concatenate([gen.gold_index(pools[s], dev.answers(s)) for s in gen.DEV])
+    return cat(0), cat(1), counts, gold, width
+
+
+def main(overrides: list[str]) -> None:
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=sciq_gen", *overrides])
+    dev = build(cfg.task, "task", _convert_="all").without_test()
+    store = Store(cfg.paths.cache_dir)
+    proposals = gen.propose(dev, cfg.teachers, store)
+    pools = {s: gen.candidate_pool(dev, proposals, s, cfg.generation.max_candidates) for s in gen.DEV}
+    scores = gen.score(dev, cfg.teachers, pools, store)
+    names = list(scores)
+    probs, logprobs, counts, gold, width = stacked(dev, scores, pools)
+    n = len(pools["w2s_train"])
+    train, val = slice(0, n), slice(n, None)
+    clamp = np.full(len(counts), -1)
+    clamp[val] = np.where(gold[val] == counts[val], width, gold[val])  # val's gold observed (anchor=val)
+    answers, _ = teacher_answers(probs)
+
+    def em(posterior, rows):
+        return float(np.mean(posterior[rows, :width].argmax(-1) == gold[rows]))
+
+    print(f"gold among the candidates: w2s_train {np.mean(gold[train] < counts[train]):.3f}, "
+          f"val {np.mean(gold[val] < counts[val]):.3f}; mean candidates {counts.mean():.2f}\n")
+    rows = {f"single {t}": np.eye(width + 1)[np.where(answers[:, i] >= 0, answers[:, i], width)]
+            for i, t in enumerate(names)}
+    rows["majority"] = majority_vote(probs, counts)
+    rows["joint (equal weights)"] = joint_scores(logprobs, None, n_candidates=counts)
+    fits = {}
+    for label, anchor in (("bayes anchored", True), ("bayes unanchored", False)):
+        model = BayesianCandidateAggregator(**{k: v for k, v in cfg.aggregator.model.items() if k != "_target_"})
+        fits[label] = model.fit(probs, counts, gold=clamp if anchor else None)
+        rows[label] = model.predict_proba(probs, counts)
+    print(f"{'aggregation':28s} {'EM w2s_train':>13s} {'EM val':>8s}")
+    for label, post in rows.items():
+        print(f"{label:28s} {em(post, train):13.3f} {em(post, val):8.3f}")
+    truth = [float(np.mean(answers[train, i] == gold[train])) for i in range(len(names))]
+    print(f"\n{'teacher':16s} {'true top-answer acc (w2s_train)':>32s} " + " ".join(f"{k:>18s}" for k in fits))
+    for i, t in enumerate(names):
+        print(f"{t:16s} {truth[i]:32.3f} " + " ".join(f"{m.teacher_accuracy_[i]:18.3f}" for m in fits.values()))
+    post = rows["bayes anchored"][train]
+    conf = post[:, :width].max(-1)
+    hit = post[:, :width].argmax(-1) == gold[train]
+    print("\nreliability of the anchored posterior on w2s_train (confidence quintile: mean confidence, EM)")
+    for q, part in enumerate(np.array_split(np.argsort(conf, kind="stable"), 5)):
+        print(f"  {q + 1}: {conf[part].mean():.3f} {hit[part].mean():.3f}")
+    mae = {k: float(np.mean(np.abs(np.array(truth) - m.teacher_accuracy_))) for k, m in fits.items()}
+    print(f"\nbayes_w2s={em(rows['bayes anchored'], train):.4f} majority_w2s={em(rows['majority'], train):.4f} "
+          f"joint_w2s={em(rows['joint (equal weights)'], train):.4f} "
+          f"best_single_w2s={max(em(rows[f'single {t}'], train) for t in names):.4f} "
+          f"gold_in_pool={np.mean(gold[train] < counts[train]):.3f} teacher_mae_anchored={mae['bayes anchored']:.3f} "
+          f"teacher_mae_unanchored={mae['bayes unanchored']:.3f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
