@@ -80,11 +80,30 @@ def aggregate_test(task: GenerationTask, dev: GenerationTask, cfg: DictConfig, s
     return posterior
 
 
-def evaluate(task, dev, cfg, store, run_dir, proposals, scores, pools, targets, ceiling, student) -> dict:
+def kshot_answers(task: GenerationTask, cfg: DictConfig, store: Store, split: str) -> list[str]:
+    """The untrained student's greedy answers with ``generation.student_shots`` demonstrations from
+    weak_train (cached per model, shots and split)."""
     from weaks2strong.models.causal_lm import generate_answers, load_causal_lm
     from weaks2strong.teachers.generating import demonstrations
     from weaks2strong.zoo import resolve_model
 
+    lm_path = resolve_model(cfg.student.lm, cfg.paths.models_dir)
+    weak = task.split("weak_train")
+    rng = np.random.default_rng(cfg.seeds.student)
+    shots = [(weak["question"].iloc[i], weak["answer"].iloc[i])
+             for i in rng.choice(len(weak), size=cfg.generation.student_shots, replace=False)]
+
+    def answer():
+        tok, lm = load_causal_lm(lm_path)
+        return [a[0] for a in generate_answers(lm, tok, task.prompts(split), cfg.student.generate.max_new_tokens,
+                                               cfg.student.generate.batch_size, prefix=demonstrations(task, shots),
+                                               desc=f"untrained student {split}")]
+
+    key = stable_hash(gen.gen_task_key(task), lm_path, shots, split, "kshot")
+    return cached_answers(store, key, "kshot", split, answer)
+
+
+def evaluate(task, dev, cfg, store, run_dir, proposals, scores, pools, targets, ceiling, student) -> dict:
     g = cfg.generation
     test_proposals = gen.propose(task, cfg.teachers, store, splits=("test",))
     test_pool = gen.candidate_pool(task, test_proposals, "test", g.max_candidates)
@@ -112,23 +131,8 @@ def evaluate(task, dev, cfg, store, run_dir, proposals, scores, pools, targets, 
     in_pool = {s: float(np.mean(gen.gold_index(p, answers[s]) < [len(c) for c in p]))
                for s, p in (("val", pools["val"]), ("test", test_pool))}
     # the untrained strong model, k-shot: the baseline teacher forcing must not fall below
-    lm_path = resolve_model(cfg.student.lm, cfg.paths.models_dir)
-    rng = np.random.default_rng(cfg.seeds.student)
-    weak = task.split("weak_train")
-    shots = [(weak["question"].iloc[i], weak["answer"].iloc[i])
-             for i in rng.choice(len(weak), size=g.student_shots, replace=False)]
-    base = {}
-
-    def base_answers(split):
-        if "lm" not in base:
-            base["tok"], base["lm"] = load_causal_lm(lm_path)
-        return [a[0] for a in generate_answers(base["lm"], base["tok"], task.prompts(split),
-                                               cfg.student.generate.max_new_tokens, cfg.student.generate.batch_size,
-                                               prefix=demonstrations(task, shots), desc=f"untrained student {split}")]
-
-    rows["student k-shot (untrained)"] = {
-        s: gen.em_of(cached_answers(store, stable_hash(gen.gen_task_key(task), lm_path, shots, s, "kshot"),
-                                    "kshot", s, lambda s=s: base_answers(s)), answers[s]) for s in ("val", "test")}
+    rows["student k-shot (untrained)"] = {s: gen.em_of(kshot_answers(task, cfg, store, s), answers[s])
+                                          for s in ("val", "test")}
     for label, artifact, stage, source in (("ceiling", ceiling, "gen_ceiling", None),
                                            ("student", student, "gen_student", targets)):
         val = artifact.table("answers")["answer"].tolist()
