@@ -130,7 +130,8 @@ class TeacherForcingModule(pl.LightningModule):
         nll = torch.zeros_like(batch["probs"])  # (B, C)
         nll = nll.index_put((batch["slots"][:, 0], batch["slots"][:, 1]), -logp.sum(-1))  # (B, C)
         normalizer = None
-        if self._trainer is not None and self.trainer.world_size > 1:  # DDP averages gradients over ranks: normalise by the global weight
+        # DDP averages gradients over ranks: normalise by the global weight
+        if self._trainer is not None and self.trainer.world_size > 1:
             normalizer = self.trainer.strategy.reduce(batch["weights"].sum(), reduce_op="sum") / self.trainer.world_size
         return weighted_teacher_forcing_loss(nll, batch["probs"], batch["weights"], normalizer)
 

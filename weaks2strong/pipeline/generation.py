@@ -61,31 +61,43 @@ def teacher_key(task: GenerationTask, name: str, cfg: DictConfig) -> str:
     return stable_hash(gen_task_key(task.without_test()), name, config_slice(cfg, TEACHER_VOLATILE_KEYS))
 
 
-def propose(task: GenerationTask, teachers_cfg: DictConfig, store: Store, splits=DEV) -> dict[str, Artifact]:
+def _each_teacher(task: GenerationTask, teachers_cfg: DictConfig, store: Store, stage: str, table: str, inputs: dict,
+                  compute) -> dict[str, Artifact]:
+    """One artifact per teacher: ``compute(teacher)`` -> a table, keyed by the teacher, ``inputs`` and the rows."""
     out = {}
     for name, cfg in teachers_cfg.items():
         tkey = teacher_key(task, name, cfg)
-        key = stable_hash(tkey, list(splits), gen_task_key(task))
-        with exclusive(store, "gen_propose", key) as found:
+        key = stable_hash(tkey, *inputs.values(), gen_task_key(task))
+        with exclusive(store, stage, key) as found:
             if found:
-                log.info("propose: %s reused (%s)", name, found.path)
+                log.info("%s: %s reused (%s)", stage, name, found.path)
                 out[name] = found
                 continue
             teacher = _teacher(task, name, cfg, tkey)
             started = time.perf_counter()
-            frames = []
-            for split in splits:
-                answers = teacher.propose(task, split)
-                ids = task.split(split)["example_id"].tolist()
-                frames.append(pd.DataFrame([(split, ids[i], r, text, normalize_answer(text))
-                                            for i, row in enumerate(answers) for r, text in enumerate(row)],
-                                           columns=["split", "example_id", "rank", "text", "norm"]))
-            with store.create("gen_propose", key, {"task": gen_task_key(task)}, {"teacher": name, "tkey": tkey}) as tmp:
-                write_table(tmp / "proposals.parquet", pd.concat(frames, ignore_index=True))
+            frame = compute(teacher)
+            with store.create(stage, key, {"task": gen_task_key(task), **{k: str(v) for k, v in inputs.items()}},
+                              {"teacher": name, "tkey": tkey}) as tmp:
+                write_table(tmp / f"{table}.parquet", frame)
                 write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started})
-            out[name] = store.find("gen_propose", key)
-            log.info("propose: %s answered %s in %.1f s", name, "+".join(splits), time.perf_counter() - started)
+            out[name] = store.find(stage, key)
+            log.info("%s: %s done in %.1f s", stage, name, time.perf_counter() - started)
     return out
+
+
+def propose(task: GenerationTask, teachers_cfg: DictConfig, store: Store, splits=DEV) -> dict[str, Artifact]:
+    """Each teacher's answers (rank 0 greedy, then samples) on ``splits``."""
+    def compute(teacher) -> pd.DataFrame:
+        frames = []
+        for split in splits:
+            ids = task.split(split)["example_id"].tolist()
+            frames.append(pd.DataFrame([(split, ids[i], r, text, normalize_answer(text))
+                                        for i, row in enumerate(teacher.propose(task, split))
+                                        for r, text in enumerate(row)],
+                                       columns=["split", "example_id", "rank", "text", "norm"]))
+        return pd.concat(frames, ignore_index=True)
+
+    return _each_teacher(task, teachers_cfg, store, "gen_propose", "proposals", {"splits": list(splits)}, compute)
 
 
 def candidate_pool(task: GenerationTask, proposals: dict[str, Artifact], split: str, max_candidates: int):
@@ -108,33 +120,21 @@ def candidate_pool(task: GenerationTask, proposals: dict[str, Artifact], split: 
 
 
 def score(task: GenerationTask, teachers_cfg: DictConfig, pools: dict[str, list], store: Store) -> dict[str, Artifact]:
-    out = {}
+    """Each teacher's score of every candidate in the pools."""
     pool_hash = stable_hash({s: [[n for n, _ in p] for p in pools[s]] for s in sorted(pools)})
-    for name, cfg in teachers_cfg.items():
-        tkey = teacher_key(task, name, cfg)
-        key = stable_hash(tkey, pool_hash, gen_task_key(task))
-        with exclusive(store, "gen_score", key) as found:
-            if found:
-                log.info("score: %s reused (%s)", name, found.path)
-                out[name] = found
-                continue
-            teacher = _teacher(task, name, cfg, tkey)
-            started = time.perf_counter()
-            frames = []
-            for split, pool in pools.items():
-                ids = task.split(split)["example_id"].tolist()
-                results = teacher.score(task, split, [[text for _, text in p] for p in pool])
-                rows = [(split, ids[i], c, n, float(lp[c]), float(cnt[c]) if cnt is not None else np.nan)
-                        for i, (p, (lp, cnt)) in enumerate(zip(pool, results)) for c, (n, _) in enumerate(p)]
-                frames.append(pd.DataFrame(rows, columns=["split", "example_id", "candidate", "norm", "logprob",
-                                                          "n_tokens"]))
-            with store.create("gen_score", key, {"task": gen_task_key(task), "pool": pool_hash},
-                              {"teacher": name, "tkey": tkey}) as tmp:
-                write_table(tmp / "scores.parquet", pd.concat(frames, ignore_index=True))
-                write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started})
-            out[name] = store.find("gen_score", key)
-            log.info("score: %s scored the candidates in %.1f s", name, time.perf_counter() - started)
-    return out
+
+    def compute(teacher) -> pd.DataFrame:
+        frames = []
+        for split, pool in pools.items():
+            ids = task.split(split)["example_id"].tolist()
+            results = teacher.score(task, split, [[text for _, text in p] for p in pool])
+            rows = [(split, ids[i], c, n, float(lp[c]), float(cnt[c]) if cnt is not None else np.nan)
+                    for i, (p, (lp, cnt)) in enumerate(zip(pool, results)) for c, (n, _) in enumerate(p)]
+            frames.append(pd.DataFrame(rows, columns=["split", "example_id", "candidate", "norm", "logprob",
+                                                      "n_tokens"]))
+        return pd.concat(frames, ignore_index=True)
+
+    return _each_teacher(task, teachers_cfg, store, "gen_score", "scores", {"pool": pool_hash}, compute)
 
 
 def score_arrays(task: GenerationTask, scores: dict[str, Artifact], pool: list, split: str):
@@ -222,7 +222,8 @@ def best_teacher_on_val(task: GenerationTask, proposals: dict[str, Artifact]) ->
 
 def teacher_answers(task: GenerationTask, artifact: Artifact, split: str) -> list[str]:
     table = artifact.table("proposals")
-    greedy = dict(table[(table["split"] == split) & (table["rank"] == 0)][["example_id", "text"]].itertuples(index=False))
+    first = table[(table["split"] == split) & (table["rank"] == 0)]
+    greedy = dict(zip(first["example_id"], first["text"]))
     return [greedy.get(eid, "") for eid in task.split(split)["example_id"]]
 
 
@@ -355,8 +356,8 @@ def distill(task: GenerationTask, targets: Artifact | None, cfg: DictConfig, sto
         answers = student_answers(parts, task, "val", cfg)
         with store.create(stage, key, {"task": gen_task_key(task), "targets": source},
                           {"student": config_slice(cfg.student), "trainer": config_slice(cfg.trainer)}) as tmp:
-            write_table(tmp / "answers.parquet", pd.DataFrame({"split": "val", "example_id": task.split("val")["example_id"],
-                                                               "answer": answers}))
+            ids = task.split("val")["example_id"]
+            write_table(tmp / "answers.parquet", pd.DataFrame({"split": "val", "example_id": ids, "answer": answers}))
             if cfg.student.get("save_weights", False):
                 state = parts["module"].lm.state_dict()
                 save_file({n: t.detach().cpu().contiguous() for n, t in state.items()}, tmp / "model.safetensors")

@@ -31,15 +31,8 @@ class TaskError(UserInputError):
     """Bad task input; the message is one line naming the file, row, column or config key."""
 
 
-@dataclass
-class Task:
-    name: str
-    classes: list[str]
-    splits: dict[str, pd.DataFrame]
-    prompt: str = "{text}"  # rendered for a prompted LM; fields of the row fill the braces
-    verbalizers: list[str] = field(default_factory=list)  # one answer word per class, for prompted LMs
-    source: str = ""  # where the rows came from, for the report
-    sealed: bool = False  # True before evaluate: the test split cannot be read
+class SealedSplits:
+    """The split rule every task kind shares (``name``, ``splits`` and ``sealed`` are its fields)."""
 
     def split(self, name: str) -> pd.DataFrame:
         """The rows of a split; the one way to reach them, so a sealed test split stays sealed."""
@@ -50,12 +43,23 @@ class Task:
             raise TaskError(f"task {self.name} has no split '{name}' (splits: {', '.join(self.splits)})")
         return self.splits[name]
 
-    def without_test(self) -> Task:
+    def without_test(self):
         """This task with its test split sealed: what every stage before evaluate receives."""
         return dataclasses.replace(self, sealed=True)
 
     def sizes(self) -> dict[str, int]:
         return {s: len(df) for s, df in self.splits.items()}
+
+
+@dataclass
+class Task(SealedSplits):
+    name: str
+    classes: list[str]
+    splits: dict[str, pd.DataFrame]
+    prompt: str = "{text}"  # rendered for a prompted LM; fields of the row fill the braces
+    verbalizers: list[str] = field(default_factory=list)  # one answer word per class, for prompted LMs
+    source: str = ""  # where the rows came from, for the report
+    sealed: bool = False  # True before evaluate: the test split cannot be read
 
     @property
     def num_classes(self) -> int:

@@ -7,7 +7,6 @@ articles, single spaces), exact match and token F1 on normalised strings.
 """
 from __future__ import annotations
 
-import dataclasses
 import re
 import string
 from collections import Counter
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from weaks2strong.tasks.base import TaskError, draw_splits
+from weaks2strong.tasks.base import SealedSplits, TaskError, draw_splits
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -44,27 +43,13 @@ def token_f1(prediction: str, gold: str) -> float:
 
 
 @dataclass
-class GenerationTask:
+class GenerationTask(SealedSplits):
     name: str
     splits: dict[str, pd.DataFrame]
     prompt: str = "Question: {question}\nAnswer:"  # rendered per row; the answer follows after one space
     source: str = ""
     sealed: bool = False
     kind: str = "generation"
-
-    def split(self, name: str) -> pd.DataFrame:
-        if name == "test" and self.sealed:
-            raise TaskError("the test split is sealed until the evaluate stage: teachers, aggregators and "
-                            "students make every choice on 'val'")
-        if name not in self.splits:
-            raise TaskError(f"task {self.name} has no split '{name}' (splits: {', '.join(self.splits)})")
-        return self.splits[name]
-
-    def without_test(self) -> GenerationTask:
-        return dataclasses.replace(self, sealed=True)
-
-    def sizes(self) -> dict[str, int]:
-        return {s: len(df) for s, df in self.splits.items()}
 
     def questions(self, split: str) -> list[str]:
         return self.split(split)["question"].tolist()

@@ -12,8 +12,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from weaks2strong.models.causal_lm import ANSWER_END, CandidateDataModule, CandidateRow, TeacherForcingModule, \
-    encode_prompts, generate_answers, load_causal_lm, prefix_cache
+from weaks2strong.models.causal_lm import (
+    ANSWER_END,
+    CandidateDataModule,
+    CandidateRow,
+    TeacherForcingModule,
+    encode_prompts,
+    generate_answers,
+    load_causal_lm,
+    prefix_cache,
+)
 from weaks2strong.models.lm_logprobs import score_candidates
 from weaks2strong.tasks.generation import GenerationTask, normalize_answer
 from weaks2strong.zoo import pick_device, resolve_model
@@ -66,11 +74,13 @@ class LMGenerator:
         import pytorch_lightning as pl
 
         tok, lm = self._lm
-        train = [CandidateRow(task.prompt.format(question=q), [a], [1.0]) for q, a in zip(rows["question"], rows["answer"])]
+        train = [CandidateRow(task.prompt.format(question=q), [a], [1.0])
+                 for q, a in zip(rows["question"], rows["answer"])]
         data = CandidateDataModule(tok, train, [], batch_size=self.train_batch_size, seed=self.seed)
-        module = TeacherForcingModule(lm, optimizer=lambda params: torch.optim.AdamW(params, lr=self.lr, weight_decay=0.01))
+        module = TeacherForcingModule(lm, optimizer=lambda p: torch.optim.AdamW(p, lr=self.lr, weight_decay=0.01))
         pl.seed_everything(self.seed, workers=True, verbose=False)
-        trainer = pl.Trainer(max_epochs=self.epochs, accelerator="gpu" if str(self.device).startswith("cuda") else "cpu",
+        accelerator = "gpu" if str(self.device).startswith("cuda") else "cpu"
+        trainer = pl.Trainer(max_epochs=self.epochs, accelerator=accelerator,
                              devices=1, logger=False, enable_checkpointing=False, enable_model_summary=False,
                              num_sanity_val_steps=0, limit_val_batches=0, enable_progress_bar=self.progress)
         trainer.fit(module, datamodule=data)
@@ -83,7 +93,8 @@ class LMGenerator:
                                 desc=f"{self.model_name} answers {split}" if self.progress else None)
 
     @torch.inference_mode()
-    def score(self, task: GenerationTask, split: str, candidates: list[list[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def score(self, task: GenerationTask, split: str,
+              candidates: list[list[str]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per example: (summed log-prob (C,), token count (C,)) of " " + candidate + newline after the
         prompt, the prompt's key/value cache shared by the example's candidates (and the k-shot
         demonstrations' cache, computed once, shared by every example)."""
