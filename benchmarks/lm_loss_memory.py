@@ -80,6 +80,9 @@ def child(args) -> dict:
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=torch.float32)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    if args.freeze_embeddings:  # as the student's default (student.model.freeze_embeddings): table and tied head frozen
+        for module in (model.get_input_embeddings(), model.get_output_embeddings()):
+            module.weight.requires_grad_(False)
     if args.body_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(args.device).train()
@@ -140,6 +143,7 @@ def main() -> None:
     parser.add_argument("--targets", type=int, default=32, help="the last this many tokens of each row")
     parser.add_argument("--chunk-size", type=int, default=1024)
     parser.add_argument("--body-checkpointing", action="store_true", help="gradient checkpointing in the body")
+    parser.add_argument("--freeze-embeddings", action="store_true", help="the student's default: no table gradient")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "sciq" / "train.txt"))

@@ -204,3 +204,19 @@ def test_bad_generation_config_is_one_line_naming_the_key(override, message):
     from weaks2strong.checks import check_command_line
 
     assert message in check_command_line(["experiment=sciq_gen", override])
+
+
+def test_gradient_checkpointing_and_frozen_embeddings_leave_the_loss_and_train_the_rest(models_dir):
+    rows = [CandidateRow("Q: a?\nA:", ["x", "yz"], [0.75, 0.25], 0.8)]
+    losses = []
+    for checkpointing in (False, True):
+        tok, lm = load_causal_lm(resolve_model("tiny-llama", models_dir))
+        lm.train()
+        module = TeacherForcingModule(lm, optimizer=torch.optim.SGD, freeze_embeddings=True,
+                                      gradient_checkpointing=checkpointing)
+        loss = module._loss(CandidateCollator(tok)(rows))
+        loss.backward()
+        assert lm.get_input_embeddings().weight.grad is None  # the token table stays as pretrained
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lm.parameters() if p.requires_grad)
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
