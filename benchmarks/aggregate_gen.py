@@ -22,19 +22,6 @@ from weaks2strong.pipeline import generation as gen
 from weaks2strong.pipeline.config import build
 
 
-def stacked(dev, scores, pools):
-    arrays = {s: gen.score_arrays(dev, scores, pools[s], s) for s in gen.DEV}
-    width = max(a[0].shape[-1] for a in arrays.values())
-
-    def cat(i):
-        return np.concatenate([np.pad(arrays[s][i], [(0, 0), (0, 0), (0, width - arrays[s][i].shape[-1])])
-                               for s in gen.DEV])
-
-    counts = np.concatenate([arrays[s][2] for s in gen.DEV])
-    gold = np.concatenate([gen.gold_index(pools[s], dev.answers(s)) for s in gen.DEV])
-    return cat(0), cat(1), counts, gold, width
-
-
 def main(overrides: list[str]) -> None:
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["experiment=sciq_gen", *overrides])
@@ -44,11 +31,12 @@ def main(overrides: list[str]) -> None:
     pools = {s: gen.candidate_pool(dev, proposals, s, cfg.generation.max_candidates) for s in gen.DEV}
     scores = gen.score(dev, cfg.teachers, pools, store)
     names = list(scores)
-    probs, logprobs, counts, gold, width = stacked(dev, scores, pools)
+    # the fit sees val's gold (anchor=val) as the pipeline does; gold on every row is for this report only
+    probs, logprobs, counts, clamp = gen.dev_arrays(dev, scores, pools, anchor=True)
+    width = probs.shape[-1]
+    gold = np.concatenate([gen.gold_index(pools[s], dev.answers(s)) for s in gen.DEV])
     n = len(pools["w2s_train"])
     train, val = slice(0, n), slice(n, None)
-    clamp = np.full(len(counts), -1)
-    clamp[val] = np.where(gold[val] == counts[val], width, gold[val])  # val's gold observed (anchor=val)
     answers, _ = teacher_answers(probs)
 
     def em(posterior, rows):

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from weaks2strong.models.lm_logprobs import target_logprobs
+from weaks2strong.models.lm_logprobs import cache_kwarg, returned_cache, target_logprobs
 from weaks2strong.models.losses import weighted_teacher_forcing_loss
 from weaks2strong.models.schedules import linear_warmup_decay
 
@@ -175,13 +175,7 @@ def prefix_cache(lm, prefix_ids: list[int]):
     device = next(lm.parameters()).device
     ids = torch.tensor([prefix_ids], device=device)
     out = lm(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1)
-    return out.cache if hasattr(out, "cache") else out.past_key_values
-
-
-def _cache_kwarg(lm) -> str:
-    import inspect
-
-    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    return returned_cache(out)
 
 
 @torch.inference_mode()
@@ -207,7 +201,7 @@ def generate_answers(lm, tok, prompts: list[str], max_new_tokens: int = 16, batc
     generator = torch.Generator(device=device).manual_seed(seed)
     order = np.argsort([len(e) for e in encoded], kind="stable")
     out: list[list[str]] = [[] for _ in prompts]
-    cache_kw = _cache_kwarg(lm)
+    cache_kw = cache_kwarg(lm)
     bar = tqdm(total=len(prompts), desc=desc, unit="q", disable=desc is None)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
@@ -225,7 +219,7 @@ def generate_answers(lm, tok, prompts: list[str], max_new_tokens: int = 16, batc
             cache.batch_repeat_interleave(len(rows))
         step = lm(input_ids=ids.to(device), attention_mask=mask, position_ids=positions, use_cache=True,
                   logits_to_keep=1, **({cache_kw: cache} if cache is not None else {}))
-        cache = step.cache if hasattr(step, "cache") else step.past_key_values
+        cache = returned_cache(step)
         logits = step.logits[:, -1].float()  # (B, V)
         if group > 1:  # the greedy and the sampled answers of a prompt share its cache
             cache.batch_repeat_interleave(group)
@@ -249,7 +243,7 @@ def generate_answers(lm, tok, prompts: list[str], max_new_tokens: int = 16, batc
             position = position + 1
             step = lm(input_ids=pick[:, None], attention_mask=mask, position_ids=position, use_cache=True,
                       **{cache_kw: cache})
-            cache = step.cache if hasattr(step, "cache") else step.past_key_values
+            cache = returned_cache(step)
             logits = step.logits[:, -1].float()
         texts = tok.batch_decode(tokens.cpu(), skip_special_tokens=True)
         for j, i in enumerate(rows):

@@ -128,10 +128,15 @@ def _check_candidates(prompt_ids: list[int], candidates: list[list[int]]) -> Non
             raise ValueError(f"candidate {i} has no tokens")
 
 
-def _cache_kwarg(model) -> str:
+def cache_kwarg(model) -> str:
     """The name under which this transformers version takes a key/value cache (``cache`` since 5.x
     renamed ``past_key_values``)."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def returned_cache(out):
+    """The key/value cache a forward returned (``cache`` in transformers 5, ``past_key_values`` before)."""
+    return out.cache if hasattr(out, "cache") else out.past_key_values
 
 
 @torch.no_grad()
@@ -164,7 +169,7 @@ def score_candidates(model, prompt_ids: list[int], candidates: list[list[int]], 
     prompt = torch.tensor([prompt_ids], dtype=torch.long, device=device)  # (1, P)
     extra = {}
     if prefix_cache is not None:
-        extra = {_cache_kwarg(model): copy.deepcopy(prefix_cache),
+        extra = {cache_kwarg(model): copy.deepcopy(prefix_cache),
                  "position_ids": torch.arange(prefix_length, prefix_length + n_prompt, device=device)[None]}
     out = model(input_ids=prompt, attention_mask=prompt.new_ones(1, prefix_length + n_prompt), use_cache=True,
                 logits_to_keep=1, **extra)
@@ -172,14 +177,14 @@ def score_candidates(model, prompt_ids: list[int], candidates: list[list[int]], 
     if longest == 1:
         return first, counts
 
-    cache = out.cache if hasattr(out, "cache") else out.past_key_values
+    cache = returned_cache(out)
     cache.batch_repeat_interleave(n_cand)
     feed = tokens[:, :-1]  # (C, L-1): the last token of the longest candidate predicts nothing we need
     n_seen = prefix_length + n_prompt
     full_mask = torch.cat([mask.new_ones(n_cand, n_seen), mask[:, :-1]], dim=1)  # (C, P0+P+L-1)
     positions = torch.arange(n_seen, n_seen + longest - 1, device=device).expand(n_cand, -1)  # (C, L-1)
     logits = model(input_ids=feed, attention_mask=full_mask, position_ids=positions, use_cache=True,
-                   **{_cache_kwarg(model): cache}).logits  # (C, L-1, V)
+                   **{cache_kwarg(model): cache}).logits  # (C, L-1, V)
     rest = logits.float().log_softmax(-1).gather(-1, tokens[:, 1:, None]).squeeze(-1)  # (C, L-1)
     return first + (rest * mask[:, 1:]).sum(-1), counts
 

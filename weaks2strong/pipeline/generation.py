@@ -250,16 +250,8 @@ def aggregate(task: GenerationTask, proposals, scores, pools, cfg: DictConfig, s
             return found
         started = time.perf_counter()
         names = list(scores)
-        arrays = {s: score_arrays(task, scores, pools[s], s) for s in DEV}
-        # fit on w2s_train + val together; val's gold answers clamp z there (anchor=val)
-        probs = np.concatenate([pad(arrays[s][0], arrays) for s in DEV])
-        logprobs = np.concatenate([pad(arrays[s][1], arrays) for s in DEV])
-        counts = np.concatenate([arrays[s][2] for s in DEV])
+        probs, logprobs, counts, gold = dev_arrays(task, scores, pools, cfg.aggregator.get("anchor", "val") == "val")
         n_train = len(pools["w2s_train"])
-        gold = np.full(len(counts), -1, dtype=np.int64)
-        if cfg.aggregator.get("anchor", "val") == "val":
-            val_gold = gold_index(pools["val"], task.answers("val"))
-            gold[n_train:] = np.where(val_gold == counts[n_train:], probs.shape[-1], val_gold)
         greedy = np.concatenate([greedy_index(task, proposals, pools[s], s) for s in DEV])
         has = counts > 0
         model = build(cfg.aggregator.model, "aggregator.model") if method == "bayes" else None
@@ -301,9 +293,24 @@ def aggregate(task: GenerationTask, proposals, scores, pools, cfg: DictConfig, s
         return store.find("gen_aggregate", key)
 
 
-def pad(array: np.ndarray, arrays: dict) -> np.ndarray:
+def dev_arrays(task: GenerationTask, scores: dict[str, Artifact], pools: dict[str, list], anchor: bool):
+    """w2s_train's rows then val's, as the aggregator is fitted on them: (probs (N, T, C), logprobs
+    (N, T, C), n_candidates (N,), gold (N,)). gold is -1 (unknown) except, with ``anchor``, on val:
+    the gold answer's candidate index, or C for "none of them"."""
+    arrays = {s: score_arrays(task, scores, pools[s], s) for s in DEV}
     width = max(a[0].shape[-1] for a in arrays.values())
-    return np.pad(array, [(0, 0), (0, 0), (0, width - array.shape[-1])])
+
+    def stack(i):
+        return np.concatenate([np.pad(arrays[s][i], [(0, 0), (0, 0), (0, width - arrays[s][i].shape[-1])])
+                               for s in DEV])
+
+    counts = np.concatenate([arrays[s][2] for s in DEV])
+    gold = np.full(len(counts), -1, dtype=np.int64)
+    if anchor:
+        n_train = len(pools["w2s_train"])
+        val_gold = gold_index(pools["val"], task.answers("val"))
+        gold[n_train:] = np.where(val_gold == counts[n_train:], width, val_gold)
+    return stack(0), stack(1), counts, gold
 
 
 

@@ -59,16 +59,8 @@ def aggregate_test(task: GenerationTask, dev: GenerationTask, cfg: DictConfig, s
     posterior[~has, -1] = 1.0
     model = recall("gen_aggregate", targets.key)
     if method == "bayes" and model is None:  # aggregate was reused: fit the same model again (deterministic)
-        arrays = {s: gen.score_arrays(dev, scores, pools[s], s) for s in gen.DEV}
-        width = max(a[0].shape[-1] for a in arrays.values())
-        dev_probs = np.concatenate([np.pad(arrays[s][0], [(0, 0), (0, 0), (0, width - arrays[s][0].shape[-1])])
-                                    for s in gen.DEV])
-        dev_counts = np.concatenate([arrays[s][2] for s in gen.DEV])
-        gold = np.full(len(dev_counts), -1, dtype=np.int64)
-        if cfg.aggregator.get("anchor", "val") == "val":
-            n_train = len(pools["w2s_train"])
-            val_gold = gen.gold_index(pools["val"], dev.answers("val"))
-            gold[n_train:] = np.where(val_gold == dev_counts[n_train:], width, val_gold)
+        anchor = cfg.aggregator.get("anchor", "val") == "val"
+        dev_probs, _, dev_counts, gold = gen.dev_arrays(dev, scores, pools, anchor)
         keep = dev_counts > 0
         model = build(cfg.aggregator.model, "aggregator.model").fit(dev_probs[keep], dev_counts[keep], gold=gold[keep])
     if method == "bayes":
