@@ -32,10 +32,6 @@ def demonstrations(task: GenerationTask, shots: list[tuple[str, str]]) -> str:
     return "".join(f"{task.prompt.format(question=q)} {a}{ANSWER_END}\n" for q, a in shots)
 
 
-def few_shot_prompt(task: GenerationTask, shots: list[tuple[str, str]], question: str) -> str:
-    return demonstrations(task, shots) + task.prompt.format(question=question)
-
-
 class LMGenerator:
     """A causal LM that answers k-shot (``shots`` drawn from weak_train) or, with ``epochs`` > 0,
     after fine-tuning on weak_train's gold answers with the student's own recipe (teacher forcing,
