@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_TORCH_ARGS ?=
 EXTRAS ?= dev,zoo,baselines,sweep,lexicons
 
-.PHONY: install demo test test-fast clean-cache
+.PHONY: install demo test test-fast test-slurm clean-cache
 
 install: $(VENV)/.installed
 
@@ -26,7 +26,14 @@ test: install
 	$(VENV)/bin/pytest -q
 
 test-fast: install
-	$(VENV)/bin/pytest -q -m "not integration"
+	$(VENV)/bin/pytest -q -m "not integration and not slurm"
+
+# Real jobs on a throwaway one-node SLURM cluster (needs root; installs slurm-wlm and munge when
+# missing). The cluster is stopped whatever the tests do; its logs stay in /tmp/w2s-slurm.
+test-slurm: install
+	@env=$$(tests/slurm/start_cluster.sh) || { tests/slurm/stop_cluster.sh; exit 1; }; eval "$$env"; \
+	rc=0; $(VENV)/bin/pytest -q -m slurm tests/test_slurm.py || rc=$$?; \
+	tests/slurm/stop_cluster.sh; exit $$rc
 
 clean-cache:
 	rm -rf runs/.cache

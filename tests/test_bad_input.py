@@ -85,6 +85,8 @@ CASES = [
      "the Bayesian aggregator needs at least two teachers, got 1 (tfidf_lr)"),
     ("unknown student model", ["teachers=lexical", "student.encoder=no-such-encoder"],
      "unknown model 'no-such-encoder'"),
+    ("slurm with a device count that is not a number", ["-m", "hydra/launcher=slurm", "trainer=ddp"],
+     "hydra.launcher: hydra/launcher=slurm starts one task per device: set trainer.devices to a number (got 'auto')"),
     ("bad weighting scheme", ["aggregator.weighting=sqrt"],
      "config key 'aggregator.weighting' must be one of none, confidence, confidence_squared, confidence_balanced, got 'sqrt'"),
 ]

@@ -64,3 +64,30 @@ def test_launchers_compose(launcher):
     if launcher == "slurm":  # one task per GPU, tied to the trainer
         slurm = cfg.hydra.launcher
         assert (slurm.nodes, slurm.tasks_per_node, slurm.gpus_per_node) == (2, 4, 4)
+
+
+# the README's GPU-cluster example, and the CPU node of tests/test_slurm.py (no GPU asked for)
+SLURM_EXAMPLES = {
+    "gpu": (["trainer=ddp", "trainer.accelerator=gpu", "trainer.precision=bf16-mixed", "trainer.devices=4",
+             "trainer.num_nodes=2", "hydra.launcher.partition=gpu", "hydra.launcher.cpus_per_task=8",
+             "hydra.launcher.mem_gb=128", "hydra.launcher.timeout_min=720"], (2, 4, 4, 8, 128, "gpu")),
+    "cpu": (["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "hydra.launcher.cpus_per_task=1",
+             "hydra.launcher.mem_gb=4"], (1, 2, None, 1, 4, None)),
+}
+
+
+@pytest.mark.parametrize("example", SLURM_EXAMPLES)
+def test_slurm_launcher_asks_for_what_the_trainer_uses(example):
+    overrides, expected = SLURM_EXAMPLES[example]
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", *overrides], return_hydra_config=True)
+    slurm = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    assert (slurm["nodes"], slurm["tasks_per_node"], slurm["gpus_per_node"], slurm["cpus_per_task"],
+            slurm["mem_gb"], slurm["partition"]) == expected
+
+
+def test_slurm_launcher_refuses_a_device_count_that_is_not_a_number():
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "trainer=ddp"], return_hydra_config=True)
+    with pytest.raises(Exception, match=r"set trainer.devices to a number \(got 'auto'\)"):
+        OmegaConf.to_container(cfg.hydra.launcher, resolve=True)

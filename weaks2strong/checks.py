@@ -105,6 +105,11 @@ def check_command_line(args: list[str]) -> str | None:
     bad_value = schema.problem(cfg)  # a value of the wrong type or range, before any stage runs
     if bad_value:
         return bad_value
+    try:  # the launcher's interpolations (slurm's task and GPU counts follow the trainer's devices)
+        OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
+    except Exception as err:  # noqa: BLE001 - whatever a resolver raised, said in one line
+        said = str(err.__cause__ or err).splitlines()[0]
+        return f"hydra.launcher: {said.split('while resolving interpolation: ')[-1]}"
     for key in ("paths.runs_dir", "paths.cache_dir"):
         try:
             folder = Path(OmegaConf.select(cfg, key))

@@ -1,7 +1,9 @@
 """The Hydra + DDP pitfalls: where the extra ranks of a run write, and what they rerun."""
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -67,6 +69,26 @@ def quiet_other_ranks() -> None:
     sys.argv += [f"{key}={value}" for key, value in RANK_OVERRIDES.items() if key not in given]
     if distributed.launched() and distributed.rank() > 0 and "hydra.run.dir" not in given:
         sys.argv.append("hydra.run.dir=${paths.runs_dir}/.ranks")
+
+
+def link_scheduler_logs(run_dir: Path) -> Path | None:
+    """In a submitit job (``hydra/launcher=slurm|submitit_*``), link the job's submitit folder (the
+    SLURM stdout/stderr of each task, ``<job id>_<task>_log.out|err``) into its run folder as
+    ``scheduler_logs``, so each job's logs sit beside its results. A requeued job links the same folder."""
+    if not os.environ.get("SUBMITIT_FOLDER"):
+        return None
+    from submitit import JobEnvironment
+
+    target = JobEnvironment().paths.folder.resolve()  # the folder with %j filled in
+    link = Path(run_dir) / "scheduler_logs"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() and link.resolve() == target:
+        return link
+    scratch = link.with_name(f".scheduler_logs.{os.getpid()}")
+    scratch.unlink(missing_ok=True)
+    scratch.symlink_to(os.path.relpath(target, link.parent))
+    os.replace(scratch, link)  # a rerun's link replaces an older one whole
+    return link
 
 
 register_rank_resolvers()

@@ -1,4 +1,5 @@
-"""OmegaConf resolvers the configs use: ``${w2s.root:}`` and ``${w2s.sweep:group|job,default}``."""
+"""OmegaConf resolvers the configs use: ``${w2s.root:}``, ``${w2s.sweep:group|job,default}`` and
+``${w2s.slurm_tasks:devices}`` / ``${w2s.slurm_gpus:accelerator,devices}`` (the SLURM launcher's)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,6 +15,24 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("w2s.root", lambda: str(Path(CONFIG_DIR).parent))
     if not OmegaConf.has_resolver("w2s.sweep"):
         OmegaConf.register_new_resolver("w2s.sweep", sweep_label)
+    if not OmegaConf.has_resolver("w2s.slurm_tasks"):
+        OmegaConf.register_new_resolver("w2s.slurm_tasks", slurm_tasks)
+        OmegaConf.register_new_resolver("w2s.slurm_gpus", slurm_gpus)
+
+
+def slurm_tasks(devices) -> int:
+    """One SLURM task per device, as Lightning's SLURM environment expects; the count must be a number."""
+    try:
+        return int(devices)
+    except (TypeError, ValueError):
+        raise ValueError(f"hydra/launcher=slurm starts one task per device: set trainer.devices to a number "
+                         f"(got {devices!r})") from None
+
+
+def slurm_gpus(accelerator: str, devices) -> int | None:
+    """GPUs to ask for per node: none when the trainer runs on CPU (a CPU partition has no GPU to
+    give, and asking for one leaves the job pending forever), else one per task."""
+    return None if str(accelerator) == "cpu" else slurm_tasks(devices)
 
 
 def sweep_label(part: str, default: str = "") -> str:

@@ -18,6 +18,7 @@ from weaks2strong import distributed
 from weaks2strong.artifacts import Store, write_json
 from weaks2strong.errors import UserInputError
 from weaks2strong.evaluate.report import flat_metrics
+from weaks2strong.launch import link_scheduler_logs
 from weaks2strong.pipeline.aggregate import aggregate
 from weaks2strong.pipeline.config import build, make_loggers
 from weaks2strong.pipeline.distill import distill
@@ -33,6 +34,8 @@ __all__ = ["aggregate", "distill", "evaluate", "run", "teach"]
 
 def run(cfg: DictConfig) -> dict | None:
     """The whole run. Returns the metrics on rank 0, None on the other ranks of a multi-process run."""
+    if distributed.is_main():
+        link_scheduler_logs(Path(cfg.paths.output_dir))
     validate(cfg)  # a bad value (e.g. a sweep job's, which the pre-check did not see) fails in one line, first
     distributed.init_process_group()
     run_dir = Path(distributed.broadcast(str(Path(cfg.paths.output_dir).resolve())))  # rank 0's run dir

@@ -1,0 +1,175 @@
+"""Real jobs on a local SLURM cluster: ``make test-slurm`` starts one (tests/slurm/start_cluster.sh),
+runs this module with ``-m slurm`` and stops it. ``make test`` leaves these tests out.
+
+Every job goes the way a user's does: ``w2s -m hydra/launcher=slurm ...`` -> Hydra's submitit
+launcher -> ``sbatch`` -> slurmctld -> slurmd -> ``srun`` -> the job. Jobs ask for 1 CPU and 4 GB a
+task, so two run at once on the 2-CPU node.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_distributed import COMMON, assert_matches_one_process, probs
+from test_launch import HYDRA_FILES
+
+pytestmark = pytest.mark.slurm
+
+W2S = [sys.executable, "-m", "weaks2strong.cli"]
+LAUNCHER = ["hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=4",
+            "hydra.launcher.timeout_min=20", "hydra.launcher.setup=['export OMP_NUM_THREADS=1']"]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> dict[str, str]:
+    """The environment to submit from; fails (not skips) when no cluster answers."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
+    found = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=env) \
+        if "SLURM_CONF" in env else None
+    if found is None or found.returncode != 0 or not {"idle", "mix", "alloc"} & set(found.stdout.split()):
+        pytest.fail("no local SLURM cluster answers: run `make test-slurm` (tests/slurm/start_cluster.sh "
+                    f"prints the SLURM_CONF to export); sinfo said {found and (found.stdout + found.stderr)!r}")
+    return env
+
+
+def sweep_command(sweep: Path, *overrides: str) -> list[str]:
+    return [*W2S, "-m", *LAUNCHER, *COMMON, *overrides, f"hydra.sweep.dir={sweep}"]
+
+
+def finish(process: subprocess.Popen, timeout: float) -> tuple[int, str]:
+    try:
+        _, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        pytest.fail(f"timed out after {timeout} s; stderr: {err[-3000:]}")
+    return process.returncode, err
+
+
+def slurm_ids(sweep: Path) -> dict[int, str]:
+    """Job number -> SLURM id, from the folders submitit made: ``<array job>_<index>`` for a sweep of
+    several jobs, the plain job id for a sweep of one (submitit submits no array then)."""
+    names = [p.name for p in (sweep / ".submitit").iterdir() if re.fullmatch(r"\d+(_\d+)?", p.name)]
+    array = {int(n.split("_")[1]): n for n in names if "_" in n}
+    if array:
+        return array
+    assert len(names) == 1, names
+    return {0: names[0]}
+
+
+def job_field(job_id: str, field: str, env: dict) -> str:
+    shown = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, env=env)
+    match = re.search(rf"\b{field}=(\S+)", shown.stdout)
+    assert match, f"scontrol show job {job_id}: {shown.stdout}{shown.stderr}"
+    return match[1]
+
+
+def final_state(job_id: str, env: dict, timeout: float = 60) -> str:
+    """The job's state once SLURM has seen it end (submitit's result file comes a moment before)."""
+    started = time.monotonic()
+    while (state := job_field(job_id, "JobState", env)) in ("RUNNING", "COMPLETING", "CONFIGURING"):
+        assert time.monotonic() - started < timeout, f"job {job_id} still {state} after {timeout} s"
+        time.sleep(0.5)
+    return state
+
+
+def test_sweep_runs_through_slurm_and_reports_the_failed_jobs(cluster, tmp_path, mirror):
+    """``seed=0,1`` x a good and a missing data mirror: four array tasks; the two with a bad input
+    fail in one line each, the sweep summary lists them, and the two others finish."""
+    sweep = tmp_path / "sweep"
+    command = sweep_command(sweep, "seed=0,1", f"paths.data_mirror={mirror},/nonexistent",
+                            f"paths.runs_dir={tmp_path}/runs")
+    rc, err = finish(subprocess.Popen(command, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True), 900)
+
+    ids = slurm_ids(sweep)
+    assert sorted(ids) == [0, 1, 2, 3] and len({i.split("_")[0] for i in ids.values()}) == 1, ids  # one array
+    for job, slurm_id in ids.items():
+        assert final_state(slurm_id, cluster) == "COMPLETED"  # the scheduler saw each one end
+        logs = sweep / str(job) / "scheduler_logs"  # the job's SLURM stdout/stderr, linked into its folder
+        assert logs.is_symlink() and logs.resolve() == (sweep / ".submitit" / slurm_id).resolve()
+        assert f"JobEnvironment(job_id={slurm_id}" in (logs / f"{slurm_id}_0_log.out").read_text()
+    for good in (0, 2):  # Hydra's order: seed outer, mirror inner
+        assert (sweep / str(good) / "metrics.json").is_file()
+        assert not (sweep / str(good) / "failed.txt").exists()
+    for bad in (1, 3):
+        assert not (sweep / str(bad) / "metrics.json").exists()
+        assert "dataset file not found: /nonexistent" in (sweep / str(bad) / "failed.txt").read_text()
+    summary = (sweep / "sweep_summary.md").read_text()
+    assert f"| paths.data_mirror={mirror} | 2 |" in summary
+    assert "Failed jobs:" in summary and summary.count("dataset file not found") == 2
+    assert rc != 0 and "dataset file not found" in err  # the sweep as a whole reports failure
+
+
+def test_two_task_ddp_job_matches_one_process(cluster, tmp_path):
+    """One job, ``tasks_per_node=2`` (from ``trainer.devices=2``): Lightning's SLURM environment
+    takes the ranks from srun, teachers label a shard each, only rank 0 writes; the artifacts match
+    one process with the same global batch (run here meanwhile) to the README's bounds."""
+    sweep = tmp_path / "sweep"
+    command = sweep_command(sweep, "trainer=ddp", "trainer.devices=2", "student.data.batch_size=8",
+                            f"paths.runs_dir={tmp_path}/ddp")
+    job = subprocess.Popen(command, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    single = subprocess.run([*W2S, *COMMON, "student.data.batch_size=16", f"paths.runs_dir={tmp_path}/single",
+                             f"hydra.run.dir={tmp_path}/single/run"], env=cluster, capture_output=True, text=True,
+                            timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    rc, err = finish(job, 900)
+    assert rc == 0, err[-3000:]
+
+    slurm_id = slurm_ids(sweep)[0]
+    run = sweep / "0"
+    assert_matches_one_process(read_artifacts(tmp_path / "single" / "run"), read_artifacts(run))
+    assert {p.name for p in (run / ".hydra").iterdir()} == HYDRA_FILES  # rank 0's copy only
+    assert {"cli.log", "rank1.log", "metrics.json", "scheduler_logs"} <= {p.name for p in run.iterdir()}
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == [".cache"]  # no stray run dirs
+    for rank in (0, 1):  # srun started both tasks of the one job
+        started = (run / "scheduler_logs" / f"{slurm_id}_{rank}_log.out").read_text()
+        assert f"global_rank={rank}(2)" in started
+    assert job_field(slurm_id, "NumTasks", cluster) == "2"
+
+
+def read_artifacts(run: Path) -> dict:
+    return json.loads((run / "artifacts.json").read_text())
+
+
+def test_preempted_job_resumes_from_its_checkpoint(cluster, tmp_path):
+    """Two identical jobs, each with its own cache. Job 0 gets SIGUSR2 after the ceiling's first
+    epoch, as SLURM signals a job before its time limit or on preemption: submitit checkpoints the
+    launcher's call and requeues the job, which reruns in the same folder, reuses the finished stages
+    and resumes training from the stage's last checkpoint. Its predictions equal job 1's, which ran
+    straight through."""
+    sweep = tmp_path / "sweep"
+    command = sweep_command(sweep, "trainer.max_epochs=3", "task.sizes.w2s_train=192",
+                            f"paths.runs_dir={tmp_path}/a,{tmp_path}/b")
+    job = subprocess.Popen(command, env=cluster, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = sweep / "0" / "checkpoints" / "ceiling" / "last.ckpt"
+    started = time.monotonic()
+    while not checkpoint.is_file():  # Lightning writes it whole (a temporary file, then a rename)
+        assert job.poll() is None, job.communicate()[1][-3000:]
+        assert time.monotonic() - started < 600, "no ceiling checkpoint after 600 s"
+        time.sleep(0.5)
+    slurm_id = slurm_ids(sweep)[0]
+    subprocess.run(["scancel", "--signal=USR2", slurm_id], env=cluster, check=True)
+    while job_field(slurm_id, "JobState", cluster) != "PENDING":  # requeued
+        assert time.monotonic() - started < 700, job_field(slurm_id, "JobState", cluster)
+        time.sleep(0.5)
+    # SLURM holds a requeued batch job for a while before it may start again; not worth waiting for here
+    subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "StartTime=now"], env=cluster, check=True)
+    rc, err = finish(job, 900)
+    assert rc == 0, err[-3000:]
+
+    log = (sweep / "0" / "scheduler_logs" / f"{slurm_id}_0_log.out").read_text()
+    assert "Caught signal SIGUSR2" in log and "Requeued job" in log
+    assert f"resuming from {checkpoint}" in log
+    assert job_field(slurm_id, "Restarts", cluster) == "1"
+    assert job_field(slurm_ids(sweep)[1], "Restarts", cluster) == "0"
+    interrupted, straight = read_artifacts(sweep / "0"), read_artifacts(sweep / "1")
+    for stage in ("ceiling", "student"):
+        assert interrupted[stage] != straight[stage]  # two caches: job 0 did not reuse job 1's training
+        np.testing.assert_array_equal(probs(interrupted[stage], "predictions").to_numpy(),
+                                      probs(straight[stage], "predictions").to_numpy())
