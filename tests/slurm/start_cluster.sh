@@ -15,7 +15,10 @@ DIR=${W2S_SLURM_DIR:-/tmp/w2s-slurm}
 PORT=${W2S_SLURM_PORT:-6917}  # slurmctld; slurmd on PORT+1 (not the default 6817/6818 of a real cluster)
 say() { echo "start_cluster: $*" >&2; }
 
-if [ "$(id -u)" != 0 ]; then say "needs root (it starts munged, slurmctld and slurmd)"; exit 1; fi
+if [ "$(id -u)" != 0 ]; then  # the daemons run as root; jobs run as whoever submits them
+  if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then exec sudo -n -E "$0" "$@"; fi
+  say "needs root or password-less sudo (it starts munged, slurmctld and slurmd)"; exit 1
+fi
 if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   say "installing slurm-wlm and munge"
   export DEBIAN_FRONTEND=noninteractive
@@ -24,7 +27,7 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
 fi
 
 "$(dirname "$0")/stop_cluster.sh" >/dev/null 2>&1 || true  # a cluster left over from a killed run
-rm -rf "$DIR" && mkdir -p "$DIR/spool" "$DIR/state" && chmod 700 "$DIR"
+rm -rf "$DIR" && mkdir -p "$DIR/spool" "$DIR/state" && chmod 755 "$DIR"  # clients reach the munge socket here
 NODE=$(hostname -s)
 CPUS=$(nproc)
 MEM_MB=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
