@@ -57,8 +57,9 @@ class CandidateCollator:
     """Rows -> one padded batch of (example, candidate) sequences, right-padded, with a target mask
     on the completion tokens and the (B, C) layout the loss needs."""
 
-    def __init__(self, tok, max_prompt_tokens: int = 256, max_answer_tokens: int = 24):
+    def __init__(self, tok, max_prompt_tokens: int = 256, max_answer_tokens: int = 24, every_candidate: bool = False):
         self.tok, self.max_prompt_tokens, self.max_answer_tokens = tok, max_prompt_tokens, max_answer_tokens
+        self.every_candidate = every_candidate  # score zero-mass candidates too (a softmax over them needs all)
 
     def __call__(self, rows: list[CandidateRow]) -> dict[str, torch.Tensor]:
         seqs, starts, slots = [], [], []
@@ -67,7 +68,7 @@ class CandidateCollator:
         for i, row in enumerate(rows):
             prompt, completions = encode_row(self.tok, row, self.max_prompt_tokens, self.max_answer_tokens)
             for c, completion in enumerate(completions):
-                if not completion or row.probs[c] <= 0:
+                if not completion or (row.probs[c] <= 0 and not self.every_candidate):
                     continue
                 seqs.append(prompt + completion)
                 starts.append(len(prompt))
@@ -90,11 +91,16 @@ class CandidateDataModule(pl.LightningDataModule):
     """Training rows (w2s_train's candidates and targets) and validation rows (val's gold answers)."""
 
     def __init__(self, tok, train_rows: list[CandidateRow], val_rows: list[CandidateRow], batch_size: int = 8,
-                 max_prompt_tokens: int = 256, max_answer_tokens: int = 24, seed: int = 0):
+                 max_prompt_tokens: int = 256, max_answer_tokens: int = 24, seed: int = 0,
+                 every_candidate: bool = False):
         super().__init__()
         self.train_rows = [r for r in train_rows if r.weight > 0 and sum(r.probs) > 0]
         self.val_rows, self.batch_size, self.seed = val_rows, batch_size, seed
-        self.collate = CandidateCollator(tok, max_prompt_tokens, max_answer_tokens)
+        self.collate = CandidateCollator(tok, max_prompt_tokens, max_answer_tokens, every_candidate)
+
+    def loader(self, rows: list[CandidateRow]) -> DataLoader:
+        """Any rows, in order (prediction)."""
+        return DataLoader(rows, batch_size=self.batch_size, collate_fn=self.collate)
 
     def train_dataloader(self):
         generator = torch.Generator().manual_seed(self.seed)
@@ -127,16 +133,23 @@ class TeacherForcingModule(pl.LightningModule):
         self.scheduler_factory = scheduler or linear_warmup_decay
         self.chunk_size = chunk_size
 
-    def _loss(self, batch) -> torch.Tensor:
+    def sequence_logprobs(self, batch, fill: float = 0.0) -> torch.Tensor:
+        """(B, C) log p(candidate c | prompt of example i), summed over the completion tokens; ``fill``
+        where a slot holds no sequence."""
         logp = target_logprobs(self.lm, batch["input_ids"], batch["attention_mask"], batch["target_mask"],
                                chunk_size=self.chunk_size)  # (P, T)
-        nll = torch.zeros_like(batch["probs"])  # (B, C)
-        nll = nll.index_put((batch["slots"][:, 0], batch["slots"][:, 1]), -logp.sum(-1))  # (B, C)
-        normalizer = None
-        # DDP averages gradients over ranks: normalise by the global weight
+        scores = torch.full_like(batch["probs"], fill)  # (B, C)
+        return scores.index_put((batch["slots"][:, 0], batch["slots"][:, 1]), logp.sum(-1))
+
+    def global_weight(self, batch) -> torch.Tensor | None:
+        """DDP averages gradients over ranks: the loss is normalised by the mean over ranks of their weight sums."""
         if self._trainer is not None and self.trainer.world_size > 1:
-            normalizer = self.trainer.strategy.reduce(batch["weights"].sum(), reduce_op="sum") / self.trainer.world_size
-        return weighted_teacher_forcing_loss(nll, batch["probs"], batch["weights"], normalizer)
+            return self.trainer.strategy.reduce(batch["weights"].sum(), reduce_op="sum") / self.trainer.world_size
+        return None
+
+    def _loss(self, batch) -> torch.Tensor:
+        nll = -self.sequence_logprobs(batch)  # (B, C)
+        return weighted_teacher_forcing_loss(nll, batch["probs"], batch["weights"], self.global_weight(batch))
 
     def on_train_epoch_start(self):
         self.lm.train()  # from_pretrained leaves the model in eval mode, and Lightning keeps modes as found

@@ -90,13 +90,20 @@ class SoftTargetModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
+def logits(module: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
+    """(B, K): a module that scores a whole batch (``batch_logits``: the verbalizer student) or one
+    called on token ids and mask (the encoder students)."""
+    if hasattr(module, "batch_logits"):
+        return module.batch_logits({k: v.to(device) for k, v in batch.items()})
+    return module(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+
+
 @torch.no_grad()
 def predict_proba(module: nn.Module, loader) -> torch.Tensor:
     """(N, K) probabilities over a loader, in order, without a Trainer (rank 0 alone, after training)."""
     was_training = module.training
     module.eval()
     device = next(module.parameters()).device
-    out = [module(batch["input_ids"].to(device), batch["attention_mask"].to(device)).softmax(-1).float().cpu()
-           for batch in loader]
+    out = [logits(module, batch, device).softmax(-1).float().cpu() for batch in loader]
     module.train(was_training)
     return torch.cat(out)

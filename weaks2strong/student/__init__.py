@@ -1,12 +1,13 @@
 """The training recipes of the strong student. A recipe (``student.recipe`` in the config) builds
 the LightningModule and DataModule for a kind of task: ``classify`` (encoder + K-way head) and
-``multiple_choice`` (one score per option) and ``teacher_forcing`` (a causal LM on candidate
-answers). The modules, heads and losses they assemble live in
-``weaks2strong.models``, where the fine-tuned weak teacher can share them.
+``multiple_choice`` (one score per option), ``verbalize`` (a causal LM scoring each class's
+verbalizer) and ``teacher_forcing`` (a causal LM on candidate answers). The modules, heads and
+losses they assemble live in ``weaks2strong.models``, where the fine-tuned weak teacher can share them.
 """
 from weaks2strong.student.base import StudentParts
 from weaks2strong.student.classify import classify
 from weaks2strong.student.generate import teacher_forcing
 from weaks2strong.student.multiple_choice import multiple_choice
+from weaks2strong.student.verbalize import verbalize
 
-__all__ = ["StudentParts", "classify", "multiple_choice", "teacher_forcing"]
+__all__ = ["StudentParts", "classify", "multiple_choice", "teacher_forcing", "verbalize"]
