@@ -11,7 +11,13 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
 from weaks2strong.cli import CONFIG_DIR
-from weaks2strong.models.causal_lm import CandidateCollator, CandidateRow, TeacherForcingModule, load_causal_lm
+from weaks2strong.models.causal_lm import (
+    CandidateCollator,
+    CandidateRow,
+    TeacherForcingModule,
+    generate_answers,
+    load_causal_lm,
+)
 from weaks2strong.models.losses import weighted_teacher_forcing_loss
 from weaks2strong.pipeline.generation import candidate_pool, gold_index
 from weaks2strong.tasks import TaskError
@@ -220,3 +226,30 @@ def test_gradient_checkpointing_and_frozen_embeddings_leave_the_loss_and_train_t
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in lm.parameters() if p.requires_grad)
         losses.append(loss.item())
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+
+
+def test_lora_starts_as_the_plain_model_and_trains_only_its_adapters(models_dir):
+    rows = [CandidateRow("Q: a?\nA:", ["x", "yz"], [0.75, 0.25], 0.8)]
+    tok, plain = load_causal_lm(resolve_model("tiny-llama", models_dir))
+    _, base = load_causal_lm(resolve_model("tiny-llama", models_dir))
+    pretrained = {n: p.detach().clone() for n, p in base.named_parameters()}
+    module = TeacherForcingModule(base, optimizer=torch.optim.SGD, lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    batch = CandidateCollator(tok)(rows)
+    with torch.no_grad():
+        assert module._loss(batch).item() == pytest.approx(
+            TeacherForcingModule(plain, optimizer=torch.optim.SGD)._loss(batch).item(), abs=1e-6)
+    prompts = ["Q: a?\nA:", "Q: what is b?\nA:"]  # the k-shot prefix cache and decoding go through peft too
+    assert generate_answers(module.lm, tok, prompts, max_new_tokens=4, prefix="Q: z?\nA: y\n") == \
+        generate_answers(plain, tok, prompts, max_new_tokens=4, prefix="Q: z?\nA: y\n")
+    trained = [n for n, p in module.lm.named_parameters() if p.requires_grad]
+    assert trained and all("lora_" in n for n in trained)
+    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=0.5)
+    before = module._loss(batch)
+    for _ in range(3):
+        optimizer.zero_grad()
+        module._loss(batch).backward()
+        optimizer.step()
+    assert module._loss(batch).item() < before.item() - 1e-3
+    for name, p in module.lm.get_base_model().named_parameters():
+        if "lora_" not in name:  # the pretrained weights are untouched
+            torch.testing.assert_close(p, pretrained[name.replace(".base_layer", "")], rtol=0, atol=0)

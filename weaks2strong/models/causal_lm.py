@@ -115,14 +115,17 @@ class TeacherForcingModule(pl.LightningModule):
     """A causal LM trained with ``weighted_teacher_forcing_loss``; ``val/nll`` is the gold answers'
     per-example NLL on val (the number epochs and learning rates are chosen by).
 
+    ``lora``: train low-rank adapters only (``with_lora``'s arguments), e.g. ``{r: 16, alpha: 32}``.
     ``freeze_embeddings``: Gemma-3-270M's 262k-token table is 168M of its 268M weights; frozen, a CPU
     step skips its dense gradient and its AdamW update, and the few hundred answers of a CPU-size run
     cannot retrain a vocabulary anyway."""
 
     def __init__(self, lm: torch.nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
                  scheduler: Callable | None = None, chunk_size: int = 1024, freeze_embeddings: bool = False,
-                 gradient_checkpointing: bool = False):
+                 gradient_checkpointing: bool = False, lora: dict | None = None):
         super().__init__()
+        if lora:  # low-rank adapters (peft); the pretrained weights stay frozen, and are the adapter-free model
+            lm = with_lora(lm, **lora)
         self.lm, self.optimizer_factory = lm, optimizer
         if gradient_checkpointing:  # recompute the body's activations in backward: less memory, ~30% more time
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -169,6 +172,18 @@ class TeacherForcingModule(pl.LightningModule):
         optimizer = self.optimizer_factory([{"params": decayed}, {"params": plain, "weight_decay": 0.0}])
         scheduler = self.scheduler_factory(optimizer, total_steps=max(1, self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def with_lora(lm: torch.nn.Module, r: int = 16, alpha: int = 32, dropout: float = 0.05,
+              target_modules: str | list[str] = "all-linear") -> torch.nn.Module:
+    """``lm`` with LoRA adapters (Hu et al. 2021) on ``target_modules`` ("all-linear": every linear
+    layer but the output head); only the adapters train. B starts at zero, so the wrapped model
+    computes exactly what ``lm`` did until the first step."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=target_modules)
+    return get_peft_model(lm, config)
 
 
 def encode_prompts(tok, prefix: str, prompts: list[str], max_prompt_tokens: int) -> tuple[list[int], list[list[int]]]:

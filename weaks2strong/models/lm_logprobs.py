@@ -44,7 +44,10 @@ def _scale_logits(model, logits: torch.Tensor) -> torch.Tensor:
 
 def _decoder_body(model):
     """The module that maps input ids to the last hidden states (``LlamaModel`` inside
-    ``LlamaForCausalLM``, ``Gemma3TextModel`` inside ``Gemma3ForCausalLM``)."""
+    ``LlamaForCausalLM``, ``Gemma3TextModel`` inside ``Gemma3ForCausalLM``). A peft
+    model is looked into: its adapters live inside the wrapped model's layers."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
     body = getattr(model, model.base_model_prefix, None)
     if body is None or body is model:
         body = model.get_decoder()
@@ -130,7 +133,9 @@ def _check_candidates(prompt_ids: list[int], candidates: list[list[int]]) -> Non
 
 def cache_kwarg(model) -> str:
     """The name under which this transformers version takes a key/value cache (``cache`` since 5.x
-    renamed ``past_key_values``)."""
+    renamed ``past_key_values``). A peft model passes it on to the model it wraps."""
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
