@@ -75,3 +75,36 @@ def weighted_teacher_forcing_loss(sequence_nll: torch.Tensor, candidate_probs: t
                                                  sequence_nll.new_zeros(()))).sum(-1)  # (B,)
     total = weights.sum() if normalizer is None else normalizer
     return (weights * per_example).sum() / total.clamp_min(1e-12)
+
+
+def preference_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+                    reference_chosen_logps: torch.Tensor, reference_rejected_logps: torch.Tensor,
+                    target_probs: torch.Tensor | None = None, weights: torch.Tensor | None = None,
+                    beta: float = 0.1, kind: str = "sigmoid", normalizer: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Confidence-weighted DPO on preference pairs: four (B,) sequence log-probs in (completion tokens
+    summed), (loss, chosen rewards, rejected rewards) out.
+
+    Δ_i = (log π(y⁺|x) − log π_ref(y⁺|x)) − (log π(y⁻|x) − log π_ref(y⁻|x))
+    sigmoid: ℓ_i = −p_i log σ(βΔ_i) − (1 − p_i) log σ(−βΔ_i)   (Rafailov et al. 2023, eq. 7, DPO at
+             p_i = 1; p_i = 1 − ε is conservative DPO, Mitchell 2023; Cui et al. 2024's cDPO with p_i
+             and w_i from the weak ensemble's posterior)
+    ipo:     ℓ_i = (Δ_i − (2p_i − 1) / (2β))²                    (Azar et al. 2023, eq. 17 at p_i = 1;
+             a pair believed at p_i is asked for a margin (2p_i − 1) times as large)
+    L = Σ_i w_i ℓ_i / Σ_i w_i (``normalizer`` replaces Σ_i w_i, as in ``weighted_soft_cross_entropy``).
+    Rewards are β times each completion's log-ratio, detached (for logging and the implicit-reward judge).
+    """
+    delta = (policy_chosen_logps - reference_chosen_logps) - (policy_rejected_logps - reference_rejected_logps)  # (B,)
+    p = torch.ones_like(delta) if target_probs is None else target_probs.to(delta.dtype)  # (B,)
+    w = torch.ones_like(delta) if weights is None else weights.to(delta.dtype)  # (B,)
+    if kind == "sigmoid":
+        per_pair = -p * F.logsigmoid(beta * delta) - (1 - p) * F.logsigmoid(-beta * delta)  # (B,)
+    elif kind == "ipo":
+        per_pair = (delta - (2 * p - 1) / (2 * beta)) ** 2  # (B,)
+    else:
+        raise ValueError(f"preference loss kind must be sigmoid or ipo, got {kind!r}")
+    total = w.sum() if normalizer is None else normalizer
+    loss = (w * per_pair).sum() / total.clamp_min(1e-12)
+    chosen_rewards = beta * (policy_chosen_logps - reference_chosen_logps).detach()  # (B,)
+    rejected_rewards = beta * (policy_rejected_logps - reference_rejected_logps).detach()  # (B,)
+    return loss, chosen_rewards, rejected_rewards

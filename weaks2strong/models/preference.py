@@ -1,0 +1,174 @@
+"""A causal LM aligned by confidence-weighted DPO on preference pairs (``preference_loss``), and the
+implicit-reward judge a DPO'd model is.
+
+A pair is (prompt, chosen, rejected, p, w): p the probability that chosen is the better one (1 for
+DPO, 1 − ε for cDPO, the weak ensemble's posterior otherwise), w its weight. Chosen and rejected go
+through the model in one concatenated forward; only completion tokens count. The reference
+model's log-probs are computed once before training (``reference_logprobs``) and travel with the
+rows, so no reference model sits in memory while the policy trains; with LoRA the reference is the
+same model with its adapters switched off. Truncation as for teacher forcing (``causal_lm``): the
+prompt is cut from the left at ``max_prompt_tokens``, each completion at ``max_answer_tokens``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+
+from weaks2strong.errors import UserInputError
+from weaks2strong.models.causal_lm import CandidateRow, TeacherForcingModule, encode_row
+from weaks2strong.models.lm_logprobs import target_logprobs
+from weaks2strong.models.losses import preference_loss
+
+
+@dataclass(frozen=True)
+class PreferenceRow:
+    prompt: str
+    chosen: str
+    rejected: str
+    p: float = 1.0  # P(chosen is better)
+    weight: float = 1.0
+    ref_chosen: float = math.nan  # log π_ref(chosen | prompt), filled by with_reference
+    ref_rejected: float = math.nan
+
+
+def check_pairs(rows: list[PreferenceRow], where: str) -> None:
+    """One line naming the first bad row: identical or empty completions, p outside [0, 1], w < 0."""
+    for i, row in enumerate(rows):
+        said = None
+        if not row.chosen.strip() or not row.rejected.strip():
+            said = "has an empty completion"
+        elif row.chosen.strip() == row.rejected.strip():
+            said = f"has chosen identical to rejected ({row.chosen.strip()[:40]!r})"
+        elif not 0.0 <= row.p <= 1.0:  # NaN fails too
+            said = f"has p = {row.p}, outside [0, 1]"
+        elif not row.weight >= 0.0:
+            said = f"has weight {row.weight} < 0"
+        if said:
+            raise UserInputError(f"{where}: preference pair {i} {said}")
+
+
+class PreferenceCollator:
+    """Rows -> one batch of 2B sequences, the B chosen then the B rejected, right-padded, with the
+    completion-token mask and the rows' p, w and reference log-probs."""
+
+    def __init__(self, tok, max_prompt_tokens: int = 256, max_answer_tokens: int = 64):
+        self.tok, self.max_prompt_tokens, self.max_answer_tokens = tok, max_prompt_tokens, max_answer_tokens
+
+    def __call__(self, rows: list[PreferenceRow]) -> dict[str, torch.Tensor]:
+        encoded = [encode_row(self.tok, CandidateRow(r.prompt, [r.chosen, r.rejected], [1.0, 1.0]),
+                              self.max_prompt_tokens, self.max_answer_tokens) for r in rows]
+        seqs = [(prompt, completions[side]) for side in (0, 1) for prompt, completions in encoded]
+        width = max(len(p) + len(c) for p, c in seqs)
+        ids = torch.full((len(seqs), width), self.tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        target = torch.zeros((len(seqs), width), dtype=torch.bool)
+        for j, (prompt, completion) in enumerate(seqs):
+            ids[j, : len(prompt) + len(completion)] = torch.tensor(prompt + completion)
+            mask[j, : len(prompt) + len(completion)] = 1
+            target[j, len(prompt): len(prompt) + len(completion)] = True  # completion tokens only
+        column = lambda name: torch.tensor([getattr(r, name) for r in rows], dtype=torch.float32)  # noqa: E731
+        return {"input_ids": ids, "attention_mask": mask, "target_mask": target, "p": column("p"),
+                "weights": column("weight"), "ref_chosen": column("ref_chosen"),
+                "ref_rejected": column("ref_rejected")}
+
+
+def pair_logprobs(lm, batch: dict[str, torch.Tensor], chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen (B,), rejected (B,)) summed completion log-probs, from one forward over the 2B sequences."""
+    logps = target_logprobs(lm, batch["input_ids"], batch["attention_mask"], batch["target_mask"],
+                            chunk_size=chunk_size).sum(-1)  # (2B,)
+    half = logps.shape[0] // 2
+    return logps[:half], logps[half:]
+
+
+@torch.no_grad()
+def score_pairs(lm, collator: PreferenceCollator, rows: list[PreferenceRow], batch_size: int = 8,
+                chunk_size: int = 1024, adapters: bool = True) -> np.ndarray:
+    """(N, 2): log π(chosen | prompt) and log π(rejected | prompt) per row, with ``lm`` as it is now
+    (``adapters=False``: a peft model with its adapters switched off, i.e. the model it wraps)."""
+    was_training = lm.training
+    lm.eval()
+    device = next(lm.parameters()).device
+    off = lm.disable_adapter() if not adapters and hasattr(lm, "disable_adapter") else contextlib.nullcontext()
+    out = []
+    with off:
+        for start in range(0, len(rows), batch_size):
+            batch = {k: v.to(device) for k, v in collator(rows[start:start + batch_size]).items()}
+            out.append(torch.stack(pair_logprobs(lm, batch, chunk_size), dim=1).cpu())
+    lm.train(was_training)
+    return torch.cat(out).double().numpy() if out else np.zeros((0, 2))
+
+
+def with_reference(lm, collator: PreferenceCollator, rows: list[PreferenceRow], batch_size: int = 8,
+                   chunk_size: int = 1024) -> list[PreferenceRow]:
+    """The rows with ``ref_chosen``/``ref_rejected`` filled by the reference: ``lm`` as it is before
+    alignment (a peft model: with its adapters off)."""
+    scores = score_pairs(lm, collator, rows, batch_size, chunk_size, adapters=False)
+    return [replace(r, ref_chosen=float(c), ref_rejected=float(j)) for r, (c, j) in zip(rows, scores)]
+
+
+def reward_margins(lm, collator: PreferenceCollator, rows: list[PreferenceRow], beta: float = 0.1,
+                   batch_size: int = 8) -> np.ndarray:
+    """The implicit-reward judge (Rafailov et al. 2023, §5): r(x, y) = β (log π(y|x) − log π_ref(y|x));
+    per row, r(chosen) − r(rejected), > 0 a vote for ``chosen``. The rows carry their reference log-probs."""
+    policy = score_pairs(lm, collator, rows, batch_size)  # (N, 2)
+    reference = np.array([[r.ref_chosen, r.ref_rejected] for r in rows]).reshape(-1, 2)
+    return beta * ((policy[:, 0] - reference[:, 0]) - (policy[:, 1] - reference[:, 1]))
+
+
+class PreferenceDataModule(pl.LightningDataModule):
+    """Training pairs and validation pairs, each row already carrying its reference log-probs."""
+
+    def __init__(self, collator: PreferenceCollator, train_rows: list[PreferenceRow], val_rows: list[PreferenceRow],
+                 batch_size: int = 4, seed: int = 0):
+        super().__init__()
+        for name, rows in (("train", train_rows), ("val", val_rows)):
+            if any(math.isnan(r.ref_chosen) or math.isnan(r.ref_rejected) for r in rows):
+                raise ValueError(f"{name} rows lack reference log-probs: pass them through with_reference first")
+        self.train_rows = [r for r in train_rows if r.weight > 0]
+        self.val_rows, self.collate, self.batch_size, self.seed = val_rows, collator, batch_size, seed
+
+    def train_dataloader(self):
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.train_rows, batch_size=self.batch_size, shuffle=True, generator=generator,
+                          collate_fn=self.collate)
+
+    def val_dataloader(self):
+        return DataLoader(self.val_rows, batch_size=self.batch_size, collate_fn=self.collate)
+
+
+class DPOModule(TeacherForcingModule):
+    """The policy, trained with ``preference_loss`` on batches of ``PreferenceCollator``. Logs
+    rewards/chosen, rewards/rejected, rewards/margins and rewards/accuracy (train/ and val/)."""
+
+    def __init__(self, lm: torch.nn.Module, optimizer: Callable[..., torch.optim.Optimizer],
+                 scheduler: Callable | None = None, beta: float = 0.1, kind: str = "sigmoid", **kwargs):
+        super().__init__(lm, optimizer, scheduler, **kwargs)
+        self.beta, self.kind = beta, kind
+
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        chosen, rejected = pair_logprobs(self.lm, batch, self.chunk_size)
+        loss, chosen_rewards, rejected_rewards = preference_loss(
+            chosen, rejected, batch["ref_chosen"], batch["ref_rejected"], batch["p"], batch["weights"],
+            beta=self.beta, kind=self.kind, normalizer=self.global_weight(batch) if stage == "train" else None)
+        size, sync = len(batch["p"]), stage == "val"
+        margins = chosen_rewards - rejected_rewards
+        if self._trainer is None:  # called directly (tests, scripts): nothing to log to
+            return loss
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=size, sync_dist=sync)
+        for name, value in (("chosen", chosen_rewards.mean()), ("rejected", rejected_rewards.mean()),
+                            ("margins", margins.mean()), ("accuracy", (margins > 0).float().mean())):
+            self.log(f"{stage}/rewards/{name}", value, batch_size=size, sync_dist=sync)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
