@@ -87,6 +87,8 @@ CASES = [
      "unknown model 'no-such-encoder'"),
     ("slurm with a device count that is not a number", ["-m", "hydra/launcher=slurm", "trainer=ddp"],
      "hydra.launcher: hydra/launcher=slurm starts one task per device: set trainer.devices to a number (got 'auto')"),
+    ("alignment of a classification student", ["align=dpo", "teachers=lexical"],
+     "align=dpo aligns a generation student (e.g. experiment=sciq_gen); task sst2 is a classification task"),
     ("bad weighting scheme", ["aggregator.weighting=sqrt"],
      "config key 'aggregator.weighting' must be one of none, confidence, confidence_squared, confidence_balanced, got 'sqrt'"),
 ]

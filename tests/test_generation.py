@@ -138,7 +138,7 @@ def test_sciq_gen_end_to_end_with_tiny_causal_lms(tmp_path, mirror, models_dir):
         "teachers.smollm2_ft_a.model=tiny-llama", "teachers.smollm2_ft_a.epochs=1",
         "teachers.smollm2_ft_a.max_new_tokens=4", "~teachers.smollm2_ft_b",
         "student.lm=tiny-llama", "student.generate.max_new_tokens=4", "student.save_weights=true",
-        "generation.student_shots=2",
+        "generation.student_shots=2", "align=dpo", "align.max_pairs=2", "align.min_pair_mass=0.0",
     ]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", return_hydra_config=True, overrides=overrides)
@@ -146,7 +146,8 @@ def test_sciq_gen_end_to_end_with_tiny_causal_lms(tmp_path, mirror, models_dir):
     metrics = pipeline.run(cfg)
     rows = metrics["rows"]
     assert set(rows) == {"teacher smollm2_5shot", "teacher smollm2_ft_a", "teacher retrieval", "aggregate",
-                         "student k-shot (untrained)", "ceiling", "student"}
+                         "student k-shot (untrained)", "ceiling", "student", "student + DPO",
+                         "student + DPO (gold pairs)"}
     for name, score in rows.items():
         for split, s in score.items():
             assert 0.0 <= s["em"] <= s["f1"] + 1e-12 <= 1.0 + 1e-12, (name, split)
@@ -162,6 +163,12 @@ def test_sciq_gen_end_to_end_with_tiny_causal_lms(tmp_path, mirror, models_dir):
     task = load_generation_task("sciq_gen", dict(cfg.task.sizes), mirror=str(mirror))
     assert rows["teacher retrieval"]["test"]["em"] == pytest.approx(np.mean(
         [exact_match(p, a) for p, a in zip(_retrieval_answers(task), task.answers("test"))]))
+    # DPO's pairs: the posterior's p and w, the reference log-probs stored beside them
+    pairs = pd.read_parquet(Path(artifacts["align"]["student + DPO"]) / "pairs.parquet")
+    assert len(pairs) > 0 and pairs["p"].between(0.5, 1.0).all() and pairs["weight"].between(0.0, 1.0 + 1e-9).all()
+    assert pairs[["ref_chosen", "ref_rejected"]].notna().all().all() and (pairs["ref_chosen"] < 0).all()
+    gold_pairs = pd.read_parquet(Path(artifacts["align"]["student + DPO (gold pairs)"]) / "pairs.parquet")
+    assert (gold_pairs["p"] == 1.0).all() and set(gold_pairs["chosen"]) <= set(task.answers("w2s_train"))
     again = pipeline.run(cfg)  # every stage reused, the same numbers
     assert again["rows"] == rows
 

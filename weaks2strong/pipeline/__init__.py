@@ -48,6 +48,9 @@ def run(cfg: DictConfig) -> dict | None:
         if not distributed.is_main() or distributed.world_size() > 1:
             raise UserInputError("the generation path runs in one process for now (trainer.devices=1)")
         return run_generation(cfg, task, store, run_dir)
+    if cfg.get("align", {}).get("method", "none") != "none":
+        raise UserInputError(f"align={cfg.align.method} aligns a generation student (e.g. experiment=sciq_gen); "
+                             f"task {task.name} is a classification task: use align=none")
     dev = task.without_test()
     labels = teach(dev, cfg.get("teachers") or {}, store)
     targets = aggregate(dev, labels, cfg.aggregator, store)

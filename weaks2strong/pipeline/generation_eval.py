@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_text
 from weaks2strong.evaluate.metrics import pgr
+from weaks2strong.pipeline import align
 from weaks2strong.pipeline import generation as gen
 from weaks2strong.pipeline.compute import exclusive, recall
 from weaks2strong.pipeline.config import build, make_loggers
@@ -34,7 +35,23 @@ def run_generation(cfg: DictConfig, task: GenerationTask, store: Store, run_dir:
     targets = gen.aggregate(dev, proposals, scores, pools, cfg, store)
     ceiling = gen.distill(dev, None, cfg, store, run_dir, stage="gen_ceiling")
     student = gen.distill(dev, targets, cfg, store, run_dir, stage="gen_student")
-    return evaluate(task, dev, cfg, store, run_dir, proposals, scores, pools, targets, ceiling, student)
+    aligned = run_align(dev, cfg, store, run_dir, pools, targets, student)
+    return evaluate(task, dev, cfg, store, run_dir, proposals, scores, pools, targets, ceiling, student, aligned)
+
+
+def run_align(dev: GenerationTask, cfg: DictConfig, store: Store, run_dir: Path, pools, targets: Artifact,
+              student: Artifact) -> dict[str, Artifact]:
+    """``align=dpo``: the student DPO'd on the posterior's pairs and, as the alignment ceiling, on gold pairs."""
+    a = cfg.align
+    if a.method == "none":
+        return {}
+    val_pairs = align.gold_pairs(dev, pools, "val", a.max_pairs)
+    posterior = align.posterior_pairs(dev, targets, a.max_pairs, a.min_pair_mass, hard=a.pairs == "hard")
+    gold = align.gold_pairs(dev, pools, "w2s_train", a.max_pairs)
+    return {label: align.align(dev, student, targets, pairs, val_pairs, source, cfg, store, run_dir, stage)
+            for label, pairs, source, stage in (
+                ("student + DPO", posterior, f"{targets.key}:{a.pairs}", "gen_align"),
+                ("student + DPO (gold pairs)", gold, "gold", "gen_align_gold"))}
 
 
 def cached_answers(store: Store, key: str, name: str, split: str, answer) -> list[str]:
@@ -95,7 +112,8 @@ def kshot_answers(task: GenerationTask, cfg: DictConfig, store: Store, split: st
     return cached_answers(store, key, "kshot", split, answer)
 
 
-def evaluate(task, dev, cfg, store, run_dir, proposals, scores, pools, targets, ceiling, student) -> dict:
+def evaluate(task, dev, cfg, store, run_dir, proposals, scores, pools, targets, ceiling, student,
+             aligned: dict[str, Artifact] | None = None) -> dict:
     g = cfg.generation
     test_proposals = gen.propose(task, cfg.teachers, store, splits=("test",))
     test_pool = gen.candidate_pool(task, test_proposals, "test", g.max_candidates)
@@ -136,6 +154,17 @@ def evaluate(task, dev, cfg, store, run_dir, proposals, scores, pools, targets, 
         test = cached_answers(store, stable_hash(artifact.key, gen.gen_task_key(task), "test"), label, "test",
                               test_answers)
         rows[label] = {"val": gen.em_of(val, answers["val"]), "test": gen.em_of(test, answers["test"])}
+    for label, artifact in (aligned or {}).items():  # after DPO (align=dpo)
+        stage = artifact.stage
+
+        def test_answers(artifact=artifact, stage=stage):
+            parts = align.aligned_student(dev, student, targets, artifact, cfg, stage)
+            return gen.student_answers(parts, task, "test", cfg)
+
+        test = cached_answers(store, stable_hash(artifact.key, gen.gen_task_key(task), "test"), label, "test",
+                              test_answers)
+        rows[label] = {"val": gen.em_of(artifact.table("answers")["answer"].tolist(), answers["val"]),
+                       "test": gen.em_of(test, answers["test"])}
     metrics = {"task": {"name": task.name, "sizes": task.sizes(), "source": task.source}, "kind": "generation",
                "aggregator": cfg.aggregator.method, "best_teacher": best, "rows": rows,
                "gold_in_candidates": in_pool, "excluded": summary["excluded"], "teachers": summary["teachers"]}
@@ -152,7 +181,8 @@ def evaluate(task, dev, cfg, store, run_dir, proposals, scores, pools, targets, 
     write_json(run_dir / "artifacts.json", {"propose": {n: str(a.path) for n, a in proposals.items()},
                                             "score": {n: str(a.path) for n, a in scores.items()},
                                             "aggregate": str(targets.path), "ceiling": str(ceiling.path),
-                                            "student": str(student.path)})
+                                            "student": str(student.path),
+                                            "align": {label: str(a.path) for label, a in (aligned or {}).items()}})
     return metrics
 
 
