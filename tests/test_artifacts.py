@@ -78,3 +78,27 @@ def test_a_late_writer_keeps_the_published_artifact(tmp_path):
     found = store.find("teach", "k")
     assert found.manifest["config"] == {"who": "first"} and (found.path / "x.json").read_text() == "1"
     assert [p.name for p in (tmp_path / "teach").iterdir()] == ["k"]  # the duplicate's scratch is gone
+
+
+def test_weights_with_a_tied_head_are_written_and_load_back(tmp_path):
+    """safetensors refuses shared tensors; Gemma's head is its token table."""
+    import torch
+    from safetensors.torch import load_file
+
+    from weaks2strong.artifacts import write_weights
+
+    def tied():
+        torch.manual_seed(0)
+        model = torch.nn.ModuleDict({"embed": torch.nn.Embedding(7, 3), "head": torch.nn.Linear(3, 7, bias=False)})
+        model["head"].weight = model["embed"].weight
+        return model
+
+    model = tied()
+    with torch.no_grad():
+        model["embed"].weight.add_(1.0)
+    write_weights(tmp_path / "model.safetensors", model.state_dict())
+    fresh = tied()
+    fresh.load_state_dict(load_file(tmp_path / "model.safetensors"))
+    torch.testing.assert_close(fresh["head"].weight, model["embed"].weight)
+    assert fresh["head"].weight.data_ptr() == fresh["embed"].weight.data_ptr()  # still one table
+    assert not list(tmp_path.glob("*.tmp*"))

@@ -136,6 +136,21 @@ def write_json(path: Path, obj: Any) -> None:
     _atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=_jsonable) + "\n"))
 
 
+def write_weights(path: Path, state: dict) -> None:
+    """A state dict as safetensors. safetensors refuses tensors that share memory (tied weights:
+    Gemma's LM head is its token table), so each later name of a shared tensor is written as its own
+    copy; ``load_state_dict`` then fills both names (the tie itself lives in the model)."""
+    from safetensors.torch import save_file
+
+    seen, tensors = set(), {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().cpu().contiguous()
+        storage = tensor.untyped_storage().data_ptr()
+        tensors[name] = tensor.clone() if storage in seen else tensor
+        seen.add(storage)
+    _atomic(path, lambda tmp: save_file(tensors, str(tmp)))
+
+
 def write_table(path: Path, df: pd.DataFrame) -> None:
     _atomic(path, lambda tmp: df.to_parquet(tmp, index=False))
 

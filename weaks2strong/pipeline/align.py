@@ -20,7 +20,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table
+from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_weights
 from weaks2strong.errors import UserInputError
 from weaks2strong.pipeline import generation as gen
 from weaks2strong.pipeline.compute import exclusive, recall, remember
@@ -71,7 +71,6 @@ def align(task: GenerationTask, student: Artifact, student_targets: Artifact, pa
             log.info("%s: reused (%s)", stage, found.path)
             return found
         import pytorch_lightning as pl
-        from safetensors.torch import save_file
 
         started = time.perf_counter()
         check_pairs(pairs, f"{stage} pairs from {source}")
@@ -97,7 +96,7 @@ def align(task: GenerationTask, student: Artifact, student_targets: Artifact, pa
             write_table(tmp / "answers.parquet", pd.DataFrame({"split": "val", "example_id": ids, "answer": answers}))
             if cfg.student.get("save_weights", False):
                 state = module.lm.state_dict()
-                save_file({n: t.detach().cpu().contiguous() for n, t in state.items()}, tmp / "model.safetensors")
+                write_weights(tmp / "model.safetensors", state)
             write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started, "pairs": len(pairs)})
         log.info("%s: %d pairs, DPO'd and answered val in %.1f s", stage, len(pairs), time.perf_counter() - started)
         return store.find(stage, key)

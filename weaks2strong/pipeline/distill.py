@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from weaks2strong import distributed
-from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table
+from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_weights
 from weaks2strong.errors import UserInputError
 from weaks2strong.models import predict_proba
 from weaks2strong.pipeline.compute import exclusive, on_main, recall, remember
@@ -107,7 +107,7 @@ def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, s
             frames = [split_frame(task, split, p.double().numpy()) for split, p in predictions.items()]
             write_table(tmp / "predictions.parquet", pd.concat(frames, ignore_index=True))
             if state is not None:
-                save_file({n: t.detach().cpu().contiguous() for n, t in state.items()}, tmp / "model.safetensors")
+                write_weights(tmp / "model.safetensors", state)
             write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started,
                                              "world_size": trainer.world_size})
         resume.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table
+from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_weights
 from weaks2strong.errors import UserInputError
 from weaks2strong.pipeline.compute import exclusive, recall, remember
 from weaks2strong.pipeline.config import TEACHER_VOLATILE_KEYS, build, config_slice, make_loggers
@@ -351,7 +351,6 @@ def distill(task: GenerationTask, targets: Artifact | None, cfg: DictConfig, sto
             log.info("%s: reused (%s)", stage, found.path)
             return found
         import pytorch_lightning as pl
-        from safetensors.torch import save_file
 
         started = time.perf_counter()
         pl.seed_everything(cfg.seeds.student, workers=True, verbose=False)
@@ -367,7 +366,7 @@ def distill(task: GenerationTask, targets: Artifact | None, cfg: DictConfig, sto
             write_table(tmp / "answers.parquet", pd.DataFrame({"split": "val", "example_id": ids, "answer": answers}))
             if cfg.student.get("save_weights", False):
                 state = parts["module"].lm.state_dict()
-                save_file({n: t.detach().cpu().contiguous() for n, t in state.items()}, tmp / "model.safetensors")
+                write_weights(tmp / "model.safetensors", state)
             write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started,
                                              "rows": len(parts["data"].train_rows)})
         log.info("%s: trained and answered val in %.1f s", stage, time.perf_counter() - started)
