@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_distributed import COMMON, assert_matches_one_process, probs
-from test_launch import HYDRA_FILES
+from test_launch import HYDRA_FILES, finish
 
 pytestmark = pytest.mark.slurm
 
@@ -39,16 +39,6 @@ def cluster() -> dict[str, str]:
 
 def sweep_command(sweep: Path, *overrides: str) -> list[str]:
     return [*W2S, "-m", *LAUNCHER, *COMMON, *overrides, f"hydra.sweep.dir={sweep}"]
-
-
-def finish(process: subprocess.Popen, timeout: float) -> tuple[int, str]:
-    try:
-        _, err = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, err = process.communicate()
-        pytest.fail(f"timed out after {timeout} s; stderr: {err[-3000:]}")
-    return process.returncode, err
 
 
 def slurm_ids(sweep: Path) -> dict[int, str]:

@@ -21,7 +21,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_weights
-from weaks2strong.errors import UserInputError
 from weaks2strong.pipeline import generation as gen
 from weaks2strong.pipeline.compute import exclusive, recall, remember
 from weaks2strong.pipeline.config import build, config_slice, make_loggers
@@ -109,14 +108,8 @@ def aligned_student(task: GenerationTask, student: Artifact, student_targets: Ar
     parts = recall(stage, artifact.key)
     if parts is not None:
         return parts
-    weights = artifact.path / "model.safetensors"
-    if not weights.is_file():
-        raise UserInputError(f"{stage} {artifact.path} has no model.safetensors to answer the test split with "
-                             f"(student.save_weights=false and the stage was reused); rerun with "
-                             f"student.save_weights=true, or delete {artifact.path} to align again")
-    from safetensors.torch import load_file
-
+    state = gen.saved_weights(artifact, stage)
     distilled = gen.fitted_student(task, student_targets, student, cfg, "gen_student")
     module = build(cfg.align.model, "align.model")(lm=copy.deepcopy(distilled["module"].lm))
-    module.lm.load_state_dict(load_file(weights))  # after wrapping: LoRA's keys are the wrapped model's
+    module.lm.load_state_dict(state)  # after wrapping: LoRA's keys are the wrapped model's
     return {"module": module, "tokenizer": distilled["tokenizer"]}

@@ -391,17 +391,23 @@ def student_answers(parts: dict, task: GenerationTask, split: str, cfg: DictConf
     return [a[0] for a in answers]
 
 
-def fitted_student(task: GenerationTask, targets, artifact: Artifact, cfg: DictConfig, stage: str) -> dict:
-    parts = recall(stage, artifact.key)
-    if parts is not None:
-        return parts
+def saved_weights(artifact: Artifact, stage: str) -> dict:
+    """The weights a reused stage saved, to answer test with; one line on how to get them when it saved none."""
+    from safetensors.torch import load_file
+
     weights = artifact.path / "model.safetensors"
     if not weights.is_file():
         raise UserInputError(f"{stage} {artifact.path} has no model.safetensors to answer the test split with "
                              f"(student.save_weights=false and the stage was reused); rerun with "
                              f"student.save_weights=true, or delete {artifact.path} to train it again")
-    from safetensors.torch import load_file
+    return load_file(weights)
 
+
+def fitted_student(task: GenerationTask, targets, artifact: Artifact, cfg: DictConfig, stage: str) -> dict:
+    parts = recall(stage, artifact.key)
+    if parts is not None:
+        return parts
+    state = saved_weights(artifact, stage)
     parts = build_student(task, targets, cfg)
-    parts["module"].lm.load_state_dict(load_file(weights))
+    parts["module"].lm.load_state_dict(state)
     return parts
