@@ -74,32 +74,35 @@ class CandidateCollator:
                 starts.append(len(prompt))
                 slots.append((i, c))
                 probs[i, c] = row.probs[c]
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        target = torch.zeros((len(seqs), width), dtype=torch.bool)
-        for j, (seq, start) in enumerate(zip(seqs, starts)):
-            ids[j, : len(seq)] = torch.tensor(seq)
-            mask[j, : len(seq)] = 1
-            target[j, start : len(seq)] = True  # completion tokens only: the prompt carries no loss
-        return {"input_ids": ids, "attention_mask": mask, "target_mask": target,
+        return {**padded_completions(seqs, starts, self.tok.pad_token_id),
                 "slots": torch.tensor(slots, dtype=torch.long).reshape(-1, 2), "probs": probs,
                 "weights": torch.tensor([r.weight for r in rows], dtype=torch.float32)}
 
 
-class CandidateDataModule(pl.LightningDataModule):
-    """Training rows (w2s_train's candidates and targets) and validation rows (val's gold answers)."""
+def padded_completions(seqs: list[list[int]], starts: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded (N, T) ``input_ids`` and ``attention_mask``, and a ``target_mask`` on each
+    sequence's tokens from ``starts[j]`` on: its completion (the prompt carries no loss)."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    target = torch.zeros((len(seqs), width), dtype=torch.bool)
+    for j, (seq, start) in enumerate(zip(seqs, starts)):
+        ids[j, : len(seq)] = torch.tensor(seq)
+        mask[j, : len(seq)] = 1
+        target[j, start : len(seq)] = True
+    return {"input_ids": ids, "attention_mask": mask, "target_mask": target}
 
-    def __init__(self, tok, train_rows: list[CandidateRow], val_rows: list[CandidateRow], batch_size: int = 8,
-                 max_prompt_tokens: int = 256, max_answer_tokens: int = 24, seed: int = 0,
-                 every_candidate: bool = False):
+
+class RowsDataModule(pl.LightningDataModule):
+    """Training rows (shuffled, seeded) and validation rows through one collator; ``loader`` for any
+    rows in order (prediction)."""
+
+    def __init__(self, collate: Callable, train_rows: list, val_rows: list, batch_size: int, seed: int = 0):
         super().__init__()
-        self.train_rows = [r for r in train_rows if r.weight > 0 and sum(r.probs) > 0]
-        self.val_rows, self.batch_size, self.seed = val_rows, batch_size, seed
-        self.collate = CandidateCollator(tok, max_prompt_tokens, max_answer_tokens, every_candidate)
+        self.collate, self.train_rows, self.val_rows = collate, train_rows, val_rows
+        self.batch_size, self.seed = batch_size, seed
 
-    def loader(self, rows: list[CandidateRow]) -> DataLoader:
-        """Any rows, in order (prediction)."""
+    def loader(self, rows: list) -> DataLoader:
         return DataLoader(rows, batch_size=self.batch_size, collate_fn=self.collate)
 
     def train_dataloader(self):
@@ -108,7 +111,17 @@ class CandidateDataModule(pl.LightningDataModule):
                           collate_fn=self.collate)
 
     def val_dataloader(self):
-        return DataLoader(self.val_rows, batch_size=self.batch_size, collate_fn=self.collate)
+        return self.loader(self.val_rows)
+
+
+class CandidateDataModule(RowsDataModule):
+    """Training rows (w2s_train's candidates and targets) and validation rows (val's gold answers)."""
+
+    def __init__(self, tok, train_rows: list[CandidateRow], val_rows: list[CandidateRow], batch_size: int = 8,
+                 max_prompt_tokens: int = 256, max_answer_tokens: int = 24, seed: int = 0,
+                 every_candidate: bool = False):
+        super().__init__(CandidateCollator(tok, max_prompt_tokens, max_answer_tokens, every_candidate),
+                         [r for r in train_rows if r.weight > 0 and sum(r.probs) > 0], val_rows, batch_size, seed)
 
 
 class TeacherForcingModule(pl.LightningModule):

@@ -17,12 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
 from weaks2strong.errors import UserInputError
-from weaks2strong.models.causal_lm import CandidateRow, TeacherForcingModule, encode_row
+from weaks2strong.models.causal_lm import (
+    CandidateRow,
+    RowsDataModule,
+    TeacherForcingModule,
+    encode_row,
+    padded_completions,
+)
 from weaks2strong.models.lm_logprobs import target_logprobs
 from weaks2strong.models.losses import preference_loss
 
@@ -64,17 +68,10 @@ class PreferenceCollator:
     def __call__(self, rows: list[PreferenceRow]) -> dict[str, torch.Tensor]:
         encoded = [encode_row(self.tok, CandidateRow(r.prompt, [r.chosen, r.rejected], [1.0, 1.0]),
                               self.max_prompt_tokens, self.max_answer_tokens) for r in rows]
-        seqs = [(prompt, completions[side]) for side in (0, 1) for prompt, completions in encoded]
-        width = max(len(p) + len(c) for p, c in seqs)
-        ids = torch.full((len(seqs), width), self.tok.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        target = torch.zeros((len(seqs), width), dtype=torch.bool)
-        for j, (prompt, completion) in enumerate(seqs):
-            ids[j, : len(prompt) + len(completion)] = torch.tensor(prompt + completion)
-            mask[j, : len(prompt) + len(completion)] = 1
-            target[j, len(prompt): len(prompt) + len(completion)] = True  # completion tokens only
+        pairs = [(prompt, completions[side]) for side in (0, 1) for prompt, completions in encoded]
+        batch = padded_completions([p + c for p, c in pairs], [len(p) for p, _ in pairs], self.tok.pad_token_id)
         column = lambda name: torch.tensor([getattr(r, name) for r in rows], dtype=torch.float32)  # noqa: E731
-        return {"input_ids": ids, "attention_mask": mask, "target_mask": target, "p": column("p"),
+        return {**batch, "p": column("p"),
                 "weights": column("weight"), "ref_chosen": column("ref_chosen"),
                 "ref_rejected": column("ref_rejected")}
 
@@ -122,25 +119,15 @@ def reward_margins(lm, collator: PreferenceCollator, rows: list[PreferenceRow], 
     return beta * ((policy[:, 0] - reference[:, 0]) - (policy[:, 1] - reference[:, 1]))
 
 
-class PreferenceDataModule(pl.LightningDataModule):
+class PreferenceDataModule(RowsDataModule):
     """Training pairs and validation pairs, each row already carrying its reference log-probs."""
 
     def __init__(self, collator: PreferenceCollator, train_rows: list[PreferenceRow], val_rows: list[PreferenceRow],
                  batch_size: int = 4, seed: int = 0):
-        super().__init__()
         for name, rows in (("train", train_rows), ("val", val_rows)):
             if any(math.isnan(r.ref_chosen) or math.isnan(r.ref_rejected) for r in rows):
                 raise ValueError(f"{name} rows lack reference log-probs: pass them through with_reference first")
-        self.train_rows = [r for r in train_rows if r.weight > 0]
-        self.val_rows, self.collate, self.batch_size, self.seed = val_rows, collator, batch_size, seed
-
-    def train_dataloader(self):
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_rows, batch_size=self.batch_size, shuffle=True, generator=generator,
-                          collate_fn=self.collate)
-
-    def val_dataloader(self):
-        return DataLoader(self.val_rows, batch_size=self.batch_size, collate_fn=self.collate)
+        super().__init__(collator, [r for r in train_rows if r.weight > 0], val_rows, batch_size, seed)
 
 
 class DPOModule(TeacherForcingModule):
