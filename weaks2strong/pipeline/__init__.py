@@ -48,6 +48,15 @@ def run(cfg: DictConfig) -> dict | None:
         if not distributed.is_main() or distributed.world_size() > 1:
             raise UserInputError("the generation path runs in one process for now (trainer.devices=1)")
         return run_generation(cfg, task, store, run_dir)
+    if getattr(task, "kind", "classification") == "preference":
+        from weaks2strong.pipeline.preference import run_preference
+
+        if not distributed.is_main() or distributed.world_size() > 1:
+            raise UserInputError("the preference path runs in one process for now (trainer.devices=1)")
+        if cfg.get("align", {}).get("method", "none") == "none":
+            raise UserInputError(f"task {task.name} is a preference task: its students are DPO'd (align=dpo, "
+                                 f"e.g. experiment=hh_harmless)")
+        return run_preference(cfg, task, store, run_dir)
     if cfg.get("align", {}).get("method", "none") != "none":
         raise UserInputError(f"align={cfg.align.method} aligns a generation student (e.g. experiment=sciq_gen); "
                              f"task {task.name} is a classification task: use align=none")
