@@ -2,6 +2,7 @@
 completion masks, cached reference log-probs against a fresh computation, a tiny-model run that
 widens the margin, the implicit-reward judge, and bad pairs."""
 import math
+from dataclasses import replace
 import re
 
 import numpy as np
@@ -15,6 +16,7 @@ from weaks2strong.models.losses import preference_loss
 from weaks2strong.models.preference import (
     DPOModule,
     PreferenceCollator,
+    pair_logprobs,
     PreferenceDataModule,
     PreferenceRow,
     check_pairs,
@@ -126,3 +128,35 @@ def test_rows_without_reference_logprobs_are_refused(tiny):
     tok, _ = tiny
     with pytest.raises(ValueError, match="train rows lack reference log-probs"):
         PreferenceDataModule(PreferenceCollator(tok), ROWS, [], batch_size=2)
+
+
+@pytest.mark.parametrize("which", ["llama", "gemma"])
+def test_a_shared_prompt_gives_the_same_logprobs_and_gradients(which, tiny):
+    """Each prompt run once for both completions (its cache repeated) equals the 2B full sequences:
+    the log-probs and every weight's gradient. Gemma: prompts longer than its sliding window of 8."""
+    from transformers import AutoModelForCausalLM, Gemma3TextConfig
+
+    tok, lm = tiny
+    rows = ROWS
+    if which == "gemma":
+        torch.manual_seed(0)
+        lm = AutoModelForCausalLM.from_config(Gemma3TextConfig(
+            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=16, sliding_window=8, max_position_embeddings=256))
+        rows = [replace(r, prompt=r.prompt * 3) for r in ROWS]  # 20+ tokens
+    plain, shared = PreferenceCollator(tok), PreferenceCollator(tok, share_prompt=True)
+    grads = []
+    for collator in (plain, shared):
+        lm.zero_grad()
+        chosen, rejected = pair_logprobs(lm, collator(rows))
+        (chosen.sum() - 2 * rejected.sum()).backward()
+        grads.append({n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None})
+        if collator is plain:
+            expected = torch.stack([chosen, rejected]).detach()
+    got = torch.stack([chosen, rejected]).detach()
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-4, rtol=1e-4, msg=name)
+    batch = shared(rows)
+    assert batch["prompt_ids"].shape[0] == len(rows) and batch["completion_ids"].shape[0] == 2 * len(rows)

@@ -100,6 +100,50 @@ def target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return hidden.new_zeros(target_mask.shape, dtype=torch.float32).masked_scatter(target_mask, picked)  # (B, T)
 
 
+def shared_prompt_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
+                           completion_mask: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
+    """(R·B, C) float32: log p_θ(completion token | prompt, earlier completion tokens) where
+    completion_mask, 0 elsewhere, with each prompt run through the body once for its R completions.
+
+    prompt_ids (B, P) left-padded; completion_ids (R·B, C) right-padded, completion r of prompt b at
+    row r·B + b (a preference batch: R = 2, the B chosen then the B rejected). The prompt's key/value
+    cache is computed with gradients and repeated for the R completions, so the result and its
+    gradients equal ``target_logprobs`` on the R·B concatenated sequences, at the cost of B prompts
+    instead of R·B. Differentiable; the head runs as in ``target_logprobs`` (chunks, checkpointed).
+    """
+    B, P = prompt_ids.shape  # noqa: N806
+    R = completion_ids.shape[0] // B  # noqa: N806
+    if completion_ids.shape[0] != R * B or completion_mask.shape != completion_ids.shape:
+        raise ValueError(f"completion_ids {tuple(completion_ids.shape)} must be (R·B, C) for {B} prompts, with a "
+                         f"completion_mask of the same shape")
+    if not prompt_mask[:, -1].all():
+        raise ValueError("prompt_ids must be left-padded: every prompt's last token at position P - 1")
+    body = _decoder_body(model)
+    # left padding: no hole between a prompt and its completion, so a sliding window (Gemma) counts
+    # the same tokens as on the unpadded sequence; positions count from each row's first real token
+    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+    first = body(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True)
+    cache = returned_cache(first)
+    cache.reorder_cache(torch.arange(B, device=prompt_ids.device).repeat(R))  # (R·B, ...) rows r·B + b
+    last = first.last_hidden_state[:, -1].repeat(R, 1)  # (R·B, H): predicts completion token 0
+    after = prompt_mask.sum(-1).repeat(R)[:, None] + torch.arange(completion_ids.shape[1], device=prompt_ids.device)
+    mask = torch.cat([prompt_mask.repeat(R, 1), completion_mask.to(prompt_mask.dtype)], dim=1)  # (R·B, P+C)
+    hidden = body(input_ids=completion_ids, attention_mask=mask, position_ids=after,
+                  use_cache=True, **{cache_kwarg(model): cache}).last_hidden_state  # (R·B, C, H)
+    states = torch.cat([last[:, None], hidden[:, :-1]], dim=1)  # (R·B, C, H): the state before each token
+    target = completion_mask.bool()
+    head = model.get_output_embeddings()
+
+    def chunk_logprobs(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return _scale_logits(model, head(h)).float().log_softmax(-1).gather(-1, y[:, None]).squeeze(-1)  # (n,)
+
+    picked_states, labels = states[target], completion_ids[target]  # (N, H), (N,)
+    pieces = [checkpoint(chunk_logprobs, picked_states[i:i + chunk_size], labels[i:i + chunk_size],
+                         use_reentrant=False) for i in range(0, labels.shape[0], chunk_size)]
+    picked = torch.cat(pieces) if pieces else states.new_zeros(0, dtype=torch.float32)  # (N,)
+    return states.new_zeros(target.shape, dtype=torch.float32).masked_scatter(target, picked)  # (R·B, C)
+
+
 def plain_target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                           target_mask: torch.Tensor) -> torch.Tensor:
     """The reference for ``target_logprobs``: the model's full (B, T, V) logits, log-softmaxed in fp32."""

@@ -27,7 +27,7 @@ from weaks2strong.models.causal_lm import (
     encode_row,
     padded_completions,
 )
-from weaks2strong.models.lm_logprobs import target_logprobs
+from weaks2strong.models.lm_logprobs import shared_prompt_logprobs, target_logprobs
 from weaks2strong.models.losses import preference_loss
 
 
@@ -60,26 +60,46 @@ def check_pairs(rows: list[PreferenceRow], where: str) -> None:
 
 class PreferenceCollator:
     """Rows -> one batch of 2B sequences, the B chosen then the B rejected, right-padded, with the
-    completion-token mask and the rows' p, w and reference log-probs."""
+    completion-token mask and the rows' p, w and reference log-probs.
 
-    def __init__(self, tok, max_prompt_tokens: int = 256, max_answer_tokens: int = 64):
+    ``share_prompt``: the batch holds the B prompts and the 2B completions apart instead
+    (``prompt_ids`` (B, P) left-padded, ``completion_ids`` (2B, C) right-padded), and ``pair_logprobs`` runs
+    each prompt once for its two completions (``shared_prompt_logprobs``): the same log-probs, at the
+    cost of B prompts instead of 2B, which is most of a multi-turn dialogue pair."""
+
+    def __init__(self, tok, max_prompt_tokens: int = 256, max_answer_tokens: int = 64, share_prompt: bool = False):
         self.tok, self.max_prompt_tokens, self.max_answer_tokens = tok, max_prompt_tokens, max_answer_tokens
+        self.share_prompt = share_prompt
 
     def __call__(self, rows: list[PreferenceRow]) -> dict[str, torch.Tensor]:
         encoded = [encode_row(self.tok, CandidateRow(r.prompt, [r.chosen, r.rejected], [1.0, 1.0]),
                               self.max_prompt_tokens, self.max_answer_tokens) for r in rows]
-        pairs = [(prompt, completions[side]) for side in (0, 1) for prompt, completions in encoded]
-        batch = padded_completions([p + c for p, c in pairs], [len(p) for p, _ in pairs], self.tok.pad_token_id)
         column = lambda name: torch.tensor([getattr(r, name) for r in rows], dtype=torch.float32)  # noqa: E731
-        return {**batch, "p": column("p"),
-                "weights": column("weight"), "ref_chosen": column("ref_chosen"),
-                "ref_rejected": column("ref_rejected")}
+        extras = {"p": column("p"), "weights": column("weight"), "ref_chosen": column("ref_chosen"),
+                  "ref_rejected": column("ref_rejected")}
+        pad = self.tok.pad_token_id
+        if self.share_prompt:
+            prompts = padded_completions([p[::-1] for p, _ in encoded], [len(p) for p, _ in encoded], pad)
+            prompts = {k: v.flip(-1) for k, v in prompts.items()}  # left-padded: each prompt ends at P - 1
+            completions = padded_completions([c[side] for side in (0, 1) for _, c in encoded],
+                                             [0] * (2 * len(encoded)), pad)
+            return {"prompt_ids": prompts["input_ids"], "prompt_mask": prompts["attention_mask"],
+                    "completion_ids": completions["input_ids"], "completion_mask": completions["attention_mask"],
+                    **extras}
+        pairs = [(prompt, completions[side]) for side in (0, 1) for prompt, completions in encoded]
+        batch = padded_completions([p + c for p, c in pairs], [len(p) for p, _ in pairs], pad)
+        return {**batch, **extras}
 
 
 def pair_logprobs(lm, batch: dict[str, torch.Tensor], chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """(chosen (B,), rejected (B,)) summed completion log-probs, from one forward over the 2B sequences."""
-    logps = target_logprobs(lm, batch["input_ids"], batch["attention_mask"], batch["target_mask"],
-                            chunk_size=chunk_size).sum(-1)  # (2B,)
+    """(chosen (B,), rejected (B,)) summed completion log-probs, from one forward over the 2B sequences
+    (a ``share_prompt`` batch: the B prompts once, then the 2B completions on their cache)."""
+    if "prompt_ids" in batch:
+        logps = shared_prompt_logprobs(lm, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
+                                       batch["completion_mask"], chunk_size=chunk_size).sum(-1)  # (2B,)
+    else:
+        logps = target_logprobs(lm, batch["input_ids"], batch["attention_mask"], batch["target_mask"],
+                                chunk_size=chunk_size).sum(-1)  # (2B,)
     half = logps.shape[0] // 2
     return logps[:half], logps[half:]
 

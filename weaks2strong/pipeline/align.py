@@ -76,7 +76,7 @@ def align(task: GenerationTask, student: Artifact, student_targets: Artifact, pa
         distilled = gen.fitted_student(task, student_targets, student, cfg, "gen_student")
         tok = distilled["tokenizer"]
         lm = copy.deepcopy(distilled["module"].lm)  # the distilled student stays as it was, for its own row
-        collator = PreferenceCollator(tok, a.max_prompt_tokens, a.max_answer_tokens)
+        collator = PreferenceCollator(tok, a.max_prompt_tokens, a.max_answer_tokens, a.get("share_prompt", False))
         pairs = with_reference(lm, collator, pairs, a.batch_size)  # once: no reference model while training
         val = with_reference(lm, collator, val_pairs, a.batch_size)
         pl.seed_everything(cfg.seeds.student, workers=True, verbose=False)

@@ -74,7 +74,8 @@ def student_lm(cfg: DictConfig) -> str:
 def collator_for(tok, cfg: DictConfig):
     from weaks2strong.models.preference import PreferenceCollator
 
-    return PreferenceCollator(tok, cfg.align.max_prompt_tokens, cfg.align.max_answer_tokens)
+    return PreferenceCollator(tok, cfg.align.max_prompt_tokens, cfg.align.max_answer_tokens,
+                              cfg.align.get("share_prompt", False))
 
 
 def pair_rows(task: PreferenceTask, split: str, reference: pd.DataFrame | None = None):

@@ -123,11 +123,12 @@ class DPOJudge:
 
     def __init__(self, model: str = "smollm2-135m-instruct", epochs: int = 1, lr: float = 1e-4, beta: float = 0.1,
                  batch_size: int = 4, max_prompt_tokens: int = 96, max_answer_tokens: int = 48,
-                 lora: dict | None = None, scale: float = 1.0, accelerator: str = "auto",
+                 lora: dict | None = None, scale: float = 1.0, share_prompt: bool = True, accelerator: str = "auto",
                  models_dir: str | None = None, trust_remote_code: bool = False, progress: bool = True,
                  seed: int = 0):
         self.model_name, self.epochs, self.lr, self.beta, self.batch_size = model, epochs, lr, beta, batch_size
         self.max_prompt_tokens, self.max_answer_tokens, self.scale = max_prompt_tokens, max_answer_tokens, scale
+        self.share_prompt = share_prompt
         self.lora = dict(lora or {"r": 16, "alpha": 32})
         self.accelerator, self.models_dir, self.trust_remote_code = accelerator, models_dir, trust_remote_code
         self.progress, self.seed = progress, seed
@@ -157,7 +158,7 @@ class DPOJudge:
 
         pl.seed_everything(self.seed, verbose=False)
         tok, lm = load_causal_lm(str(resolve_model(self.model_name, self.models_dir)), self.trust_remote_code)
-        self._collator = PreferenceCollator(tok, self.max_prompt_tokens, self.max_answer_tokens)
+        self._collator = PreferenceCollator(tok, self.max_prompt_tokens, self.max_answer_tokens, self.share_prompt)
         self._module = DPOModule(lm, optimizer=partial(torch.optim.AdamW, lr=self.lr), beta=self.beta,
                                  lora=self.lora, freeze_embeddings=True)
         rows = self.rows(task, "weak_train", gold_order=True)
