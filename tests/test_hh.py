@@ -66,7 +66,8 @@ def test_lexical_judge_abstains_when_silent_and_votes_for_the_refusal(hh):
     judge = LexicalJudge()
     judge.fit(hh)
     assert 0.05 <= judge.accuracy_ <= 0.95
-    assert judge.score("I'm sorry, I can't help with that, it is illegal.") > judge.score("Sure, here's how to steal it")
+    refusal, compliance = "I'm sorry, I can't help with that, it is illegal.", "Sure, here's how to steal it"
+    assert judge.score(refusal) > judge.score(compliance)
     probs = judge.predict_proba(hh, "val")
     silent = np.isnan(probs).all(1)
     votes = judge.votes(hh, "val")

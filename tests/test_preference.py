@@ -2,8 +2,8 @@
 completion masks, cached reference log-probs against a fresh computation, a tiny-model run that
 widens the margin, the implicit-reward judge, and bad pairs."""
 import math
-from dataclasses import replace
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,10 +16,10 @@ from weaks2strong.models.losses import preference_loss
 from weaks2strong.models.preference import (
     DPOModule,
     PreferenceCollator,
-    pair_logprobs,
     PreferenceDataModule,
     PreferenceRow,
     check_pairs,
+    pair_logprobs,
     reward_margins,
     score_pairs,
     with_reference,

@@ -38,7 +38,7 @@ from weaks2strong.pipeline.aggregate import aggregate, best_teacher_on_val, fitt
 from weaks2strong.pipeline.compute import exclusive, recall, remember
 from weaks2strong.pipeline.config import build, config_slice, make_loggers
 from weaks2strong.pipeline.tables import split_rows
-from weaks2strong.pipeline.teach import fitted_teacher, teach, teacher_key, teacher_probs
+from weaks2strong.pipeline.teach import fitted_teacher, teach, teacher_key
 from weaks2strong.tasks.preference import PreferenceTask
 
 log = logging.getLogger("weaks2strong.pipeline")
@@ -249,9 +249,10 @@ def test_margins(task: PreferenceTask, name: str, artifact: Artifact, reference:
     with exclusive(store, "pref_margins", key) as found:
         if found is None:
             module, tok = aligned_module(artifact, name, cfg)
-            margins = reward_margins(module.lm, collator_for(tok, cfg), pair_rows(task, "test",
-                                     reference_table(reference)), module.beta, cfg.align.batch_size * 2)
-            with store.create("pref_margins", key, {"student": artifact.key}, {"student": name, "split": "test"}) as tmp:
+            rows = pair_rows(task, "test", reference_table(reference))
+            margins = reward_margins(module.lm, collator_for(tok, cfg), rows, module.beta, cfg.align.batch_size * 2)
+            described = {"student": name, "split": "test"}
+            with store.create("pref_margins", key, {"student": artifact.key}, described) as tmp:
                 write_table(tmp / "margins.parquet", pd.DataFrame({"margin": margins}))
             found = store.find("pref_margins", key)
     return found.table("margins")["margin"].to_numpy()
@@ -284,8 +285,8 @@ def evaluate(task: PreferenceTask, dev: PreferenceTask, cfg: DictConfig, store: 
         rows[f"student {name}"] = {
             "val": {"accuracy": accuracy_of_margins(val, gold["val"])},
             "test": {"accuracy": accuracy_of_margins(test, gold["test"])},
-            "pairs": {"count": len(pairs), "mean_p": float(pairs["p"].mean()), "mean_weight": float(pairs["weight"].mean()),
-                      "chosen_is_gold": chosen_is_gold(dev, pairs)}}
+            "pairs": {"count": len(pairs), "mean_p": float(pairs["p"].mean()),
+                      "mean_weight": float(pairs["weight"].mean()), "chosen_is_gold": chosen_is_gold(dev, pairs)}}
     best = best_teacher_on_val(dev, labels)
 
     def score(row, split):
@@ -344,6 +345,7 @@ def render_markdown(metrics: dict) -> str:
     p = metrics["pgr"]
     for n in STUDENTS:
         if n != "gold":
-            lines.append(f"| {STUDENTS[n]} | {show(p['val']['vs_best_judge'][n])} / {show(p['test']['vs_best_judge'][n])}"
-                         f" | {show(p['val']['vs_bayes'][n])} / {show(p['test']['vs_bayes'][n])} |")
+            best, bayes = p["val"]["vs_best_judge"][n], p["val"]["vs_bayes"][n]
+            best_test, bayes_test = p["test"]["vs_best_judge"][n], p["test"]["vs_bayes"][n]
+            lines.append(f"| {STUDENTS[n]} | {show(best)} / {show(best_test)} | {show(bayes)} / {show(bayes_test)} |")
     return "\n".join(lines) + "\n"
