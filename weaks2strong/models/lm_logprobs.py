@@ -68,6 +68,22 @@ def _check_masks(input_ids: torch.Tensor, attention_mask: torch.Tensor, target_m
     return target_mask
 
 
+def _head_logprobs(model, states: torch.Tensor, labels: torch.Tensor, chunk_size: int) -> torch.Tensor:
+    """(N,) float32 log p(labels[n] | states[n]) through the LM head, ``chunk_size`` rows at a time,
+    each chunk checkpointed: neither forward nor backward holds more than one (chunk, V) block."""
+    head = model.get_output_embeddings()
+
+    def chunk_logprobs(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # log_softmax, not z_y - logsumexp(z): it subtracts the max before rounding, which matters when
+        # logits reach ~100s (Gemma 3: z_y - lse at |z| ~ 180 is off by ~5e-5)
+        logprobs = _scale_logits(model, head(h)).float().log_softmax(-1)  # (n, V)
+        return logprobs.gather(-1, y[:, None]).squeeze(-1)  # (n,)
+
+    pieces = [checkpoint(chunk_logprobs, states[i:i + chunk_size], labels[i:i + chunk_size], use_reentrant=False)
+              for i in range(0, states.shape[0], chunk_size)]
+    return torch.cat(pieces) if pieces else states.new_zeros(0, dtype=torch.float32)
+
+
 def target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor,
                     chunk_size: int = 1024) -> torch.Tensor:
     """(B, T) float32: log p_θ(input_ids[b, t] | input_ids[b, :t]) where target_mask[b, t], 0 elsewhere.
@@ -85,17 +101,7 @@ def target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     predicts = target_mask[:, 1:]  # (B, T-1): position t-1 predicts a target at t
     states = hidden[:, :-1][predicts]  # (N, H)
     labels = input_ids[:, 1:][predicts]  # (N,)
-    head = model.get_output_embeddings()
-
-    def chunk_logprobs(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # log_softmax, not z_y - logsumexp(z): it subtracts the max before rounding, which matters when
-        # logits reach ~100s (Gemma 3: z_y - lse at |z| ~ 180 is off by ~5e-5)
-        logprobs = _scale_logits(model, head(h)).float().log_softmax(-1)  # (n, V)
-        return logprobs.gather(-1, y[:, None]).squeeze(-1)  # (n,)
-
-    pieces = [checkpoint(chunk_logprobs, states[i:i + chunk_size], labels[i:i + chunk_size], use_reentrant=False)
-              for i in range(0, states.shape[0], chunk_size)]
-    picked = torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)  # (N,)
+    picked = _head_logprobs(model, states, labels, chunk_size)  # (N,)
     # row-major order of the True entries of target_mask == row-major order of `predicts`
     return hidden.new_zeros(target_mask.shape, dtype=torch.float32).masked_scatter(target_mask, picked)  # (B, T)
 
@@ -132,15 +138,7 @@ def shared_prompt_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.T
                   use_cache=True, **{cache_kwarg(model): cache}).last_hidden_state  # (R·B, C, H)
     states = torch.cat([last[:, None], hidden[:, :-1]], dim=1)  # (R·B, C, H): the state before each token
     target = completion_mask.bool()
-    head = model.get_output_embeddings()
-
-    def chunk_logprobs(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return _scale_logits(model, head(h)).float().log_softmax(-1).gather(-1, y[:, None]).squeeze(-1)  # (n,)
-
-    picked_states, labels = states[target], completion_ids[target]  # (N, H), (N,)
-    pieces = [checkpoint(chunk_logprobs, picked_states[i:i + chunk_size], labels[i:i + chunk_size],
-                         use_reentrant=False) for i in range(0, labels.shape[0], chunk_size)]
-    picked = torch.cat(pieces) if pieces else states.new_zeros(0, dtype=torch.float32)  # (N,)
+    picked = _head_logprobs(model, states[target], completion_ids[target], chunk_size)  # (N,)
     return states.new_zeros(target.shape, dtype=torch.float32).masked_scatter(target, picked)  # (R·B, C)
 
 

@@ -31,7 +31,16 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from weaks2strong.artifacts import Artifact, Store, frame_hash, stable_hash, write_json, write_table, write_text
+from weaks2strong.artifacts import (
+    Artifact,
+    Store,
+    frame_hash,
+    stable_hash,
+    write_json,
+    write_table,
+    write_text,
+    write_weights,
+)
 from weaks2strong.errors import UserInputError
 from weaks2strong.evaluate.metrics import pgr
 from weaks2strong.pipeline.aggregate import aggregate, best_teacher_on_val, fitted_aggregator
@@ -117,17 +126,20 @@ def reference_table(reference: Artifact) -> pd.DataFrame:
     return reference.table("reference").set_index("example_id")
 
 
-def training_pairs(task: PreferenceTask, aggregates: dict[str, Artifact], reference: Artifact) -> dict:
-    """name -> (w2s_train's PreferenceRows for that student, a key naming where they came from)."""
+def oriented(row, first_wins: bool, p: float = 1.0, weight: float = 1.0):
+    """A shown-order row (chosen = first) as the pair a source says: the winner as chosen, its reference
+    log-prob with it."""
     from dataclasses import replace
 
-    rows = pair_rows(task, "w2s_train", reference_table(reference))
+    if first_wins:
+        return replace(row, p=p, weight=weight)
+    return replace(row, chosen=row.rejected, rejected=row.chosen, ref_chosen=row.ref_rejected,
+                   ref_rejected=row.ref_chosen, p=p, weight=weight)
 
-    def flip(row, first_wins: bool, p: float = 1.0, weight: float = 1.0):
-        if first_wins:
-            return replace(row, p=p, weight=weight)
-        return replace(row, chosen=row.rejected, rejected=row.chosen, ref_chosen=row.ref_rejected,
-                       ref_rejected=row.ref_chosen, p=p, weight=weight)
+
+def training_pairs(task: PreferenceTask, aggregates: dict[str, Artifact], reference: Artifact) -> dict:
+    """name -> (w2s_train's PreferenceRows for that student, a key naming where they came from)."""
+    rows = pair_rows(task, "w2s_train", reference_table(reference))
 
     def from_targets(artifact: Artifact, soft: bool):
         table = split_rows(artifact, "targets", task, "w2s_train")
@@ -135,10 +147,10 @@ def training_pairs(task: PreferenceTask, aggregates: dict[str, Artifact], refere
         for row, q, w in zip(rows, table["p_0"].to_numpy(), table["weight"].to_numpy()):
             if q == 0.5 or not np.isfinite(q):  # the source says nothing about this pair
                 continue
-            out.append(flip(row, q > 0.5, max(q, 1 - q) if soft else 1.0, float(w) if soft else 1.0))
+            out.append(oriented(row, q > 0.5, max(q, 1 - q) if soft else 1.0, float(w) if soft else 1.0))
         return out
 
-    gold = [flip(row, y == 0) for row, y in zip(rows, task.labels("w2s_train"))]
+    gold = [oriented(row, y == 0) for row, y in zip(rows, task.labels("w2s_train"))]
     return {"gold": (gold, "gold"),
             "best_judge": (from_targets(aggregates["single"], False), aggregates["single"].key),
             "majority": (from_targets(aggregates["majority"], False), aggregates["majority"].key),
@@ -171,8 +183,7 @@ def align_student(task: PreferenceTask, name: str, pairs: list, source: str, ref
         pl.seed_everything(cfg.seeds.student, workers=True, verbose=False)
         module = build(a.model, "align.model")(lm=lm)
         val = pair_rows(task, "val", reference_table(reference))
-        gold_val = [r if y == 0 else type(r)(r.prompt, r.rejected, r.chosen, ref_chosen=r.ref_rejected,
-                                             ref_rejected=r.ref_chosen) for r, y in zip(val, task.labels("val"))]
+        gold_val = [oriented(r, y == 0) for r, y in zip(val, task.labels("val"))]
         collator = collator_for(tok, cfg)
         data = PreferenceDataModule(collator, pairs, gold_val, batch_size=a.batch_size, seed=cfg.seeds.student)
         trainer = instantiate(cfg.trainer, max_epochs=a.epochs, logger=make_loggers(cfg.get("logger"), f"align_{name}"),
@@ -185,22 +196,20 @@ def align_student(task: PreferenceTask, name: str, pairs: list, source: str, ref
             write_table(tmp / "pairs.parquet", pd.DataFrame([vars(r) for r in pairs]))
             write_table(tmp / "margins.parquet", pd.DataFrame({"split": "val", "example_id": task.split("val")[
                 "example_id"], "margin": margins}))
-            write_weights(tmp, module.lm, cfg)
+            save_student_weights(tmp, module.lm, cfg)
             write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started, "pairs": len(pairs)})
         log.info("%s %s: %d pairs, DPO'd in %.1f s; val accuracy %.3f", stage, name, len(pairs),
                  time.perf_counter() - started, accuracy_of_margins(margins, task.labels("val")))
         return store.find(stage, key)
 
 
-def write_weights(folder: Path, lm, cfg: DictConfig) -> None:
+def save_student_weights(folder: Path, lm, cfg: DictConfig) -> None:
     """LoRA: the adapters (a few MB), always; full fine-tuning: the whole model with student.save_weights."""
-    from weaks2strong.artifacts import write_weights as write
-
     state = lm.state_dict()
     if cfg.align.model.get("lora"):
-        write(folder / "adapters.safetensors", {k: v for k, v in state.items() if "lora_" in k})
+        write_weights(folder / "adapters.safetensors", {k: v for k, v in state.items() if "lora_" in k})
     elif cfg.student.get("save_weights", False):
-        write(folder / "model.safetensors", state)
+        write_weights(folder / "model.safetensors", state)
 
 
 def aligned_module(artifact: Artifact, name: str, cfg: DictConfig):
@@ -313,9 +322,10 @@ def evaluate(task: PreferenceTask, dev: PreferenceTask, cfg: DictConfig, store: 
 def chosen_is_gold(task: PreferenceTask, pairs: pd.DataFrame) -> float:
     """How often a student's training pair has the gold-chosen response as its chosen one."""
     train = task.split("w2s_train")
-    better = dict(zip(train["first"] + "\x00" + train["second"], train["label"] == 0))
-    right = [better.get(c + "\x00" + r, not better.get(r + "\x00" + c, True)) for c, r in zip(pairs["chosen"],
-                                                                                             pairs["rejected"])]
+    winner = {}  # either order of a w2s_train pair -> its gold-better response
+    for first, second, label in zip(train["first"], train["second"], train["label"]):
+        winner[(first, second)] = winner[(second, first)] = first if label == 0 else second
+    right = [chosen == winner[(chosen, rejected)] for chosen, rejected in zip(pairs["chosen"], pairs["rejected"])]
     return float(np.mean(right)) if right else float("nan")
 
 

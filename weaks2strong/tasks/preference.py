@@ -18,6 +18,7 @@ long dialogues stay short enough for CPU judges; students cut again by tokens (`
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from dataclasses import dataclass
@@ -48,9 +49,7 @@ class PreferenceTask(Task):
         def swap(df: pd.DataFrame) -> pd.DataFrame:
             return df.assign(first=df["second"], second=df["first"], label=1 - df["label"])
 
-        splits = {s: swap(self.split(s)) for s in dict.fromkeys(("weak_train", split))}
-        return PreferenceTask(name=self.name, classes=self.classes, splits=splits, prompt=self.prompt,
-                              verbalizers=self.verbalizers, source=self.source, sealed=self.sealed)
+        return dataclasses.replace(self, splits={s: swap(self.split(s)) for s in dict.fromkeys(("weak_train", split))})
 
 
 def split_dialogue(dialogue: str, where: str) -> tuple[str, str]:
