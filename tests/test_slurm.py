@@ -148,9 +148,10 @@ def test_preempted_job_resumes_from_its_checkpoint(cluster, tmp_path):
     while job_field(slurm_id, "JobState", cluster) != "PENDING":  # requeued
         assert time.monotonic() - started < 700, job_field(slurm_id, "JobState", cluster)
         time.sleep(0.5)
-    # SLURM holds a requeued batch job for a while before it may start again; not worth waiting for here
-    subprocess.run(["scontrol", "update", f"jobid={slurm_id}", "StartTime=now"], env=cluster, check=True)
-    rc, err = finish(job, 900)
+    # SLURM holds a requeued job for cred_expire + 1 s (21 s here) before it may start again. Starting it
+    # at once (scontrol update StartTime=now) raced the old run's exit: SLURM counted that exit as the
+    # new run's, ended the job before it ran, and the sweep waited for a result that never came.
+    rc, err = finish_watched(job, list(slurm_ids(sweep).values()), sweep, cluster, timeout=900)
     assert rc == 0, err[-3000:]
 
     log = (sweep / "0" / "scheduler_logs" / f"{slurm_id}_0_log.out").read_text()
@@ -163,3 +164,49 @@ def test_preempted_job_resumes_from_its_checkpoint(cluster, tmp_path):
         assert interrupted[stage] != straight[stage]  # two caches: job 0 did not reuse job 1's training
         np.testing.assert_array_equal(probs(interrupted[stage], "predictions").to_numpy(),
                                       probs(straight[stage], "predictions").to_numpy())
+
+
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
+
+
+def finish_watched(process: subprocess.Popen, jobs: list[str], sweep: Path, env: dict, timeout: float,
+                   pending_limit: float = 300, ended_grace: float = 120) -> tuple[int, str]:
+    """``finish`` that watches the sweep's jobs meanwhile and fails early, with the scheduler's view
+    and the jobs' own logs, when one stays pending (a held job or a drained node) or all have ended
+    without the sweep noticing (this cluster has no accounting, so submitit learns of an end only
+    from the job's result file, and a job killed before writing one leaves the sweep waiting)."""
+    started = time.monotonic()
+    pending_since = ended_at = None
+    while process.poll() is None:
+        states = [job_field(job, "JobState", env) for job in jobs]
+        now = time.monotonic()
+        pending_since = (pending_since or now) if "PENDING" in states else None
+        ended_at = (ended_at or now) if all(state in ENDED for state in states) else None
+        problem = ("timed out" if now - started > timeout else
+                   f"one PENDING for {pending_limit:.0f} s" if pending_since and now - pending_since > pending_limit
+                   else f"all ended {ended_grace:.0f} s ago, the sweep still waiting" if ended_at
+                   and now - ended_at > ended_grace else None)
+        if problem:
+            process.kill()
+            _, err = process.communicate()
+            views = "\n".join([*(scheduler_view(job, sweep, env) for job in jobs), controller_log(env)])
+            pytest.fail(f"jobs {jobs} ({', '.join(states)}): {problem}\n{views}\nsweep stderr: {err[-2000:]}")
+        time.sleep(1)
+    _, err = process.communicate()
+    return process.returncode, err
+
+
+def scheduler_view(slurm_id: str, sweep: Path, env: dict) -> str:
+    """What a person would look at first: the job's own output (every attempt appends to the same
+    files), then the job and node as SLURM sees them."""
+    parts = [f"--- {path}\n{path.read_text(errors='replace')[-2000:]}"
+             for path in sorted((sweep / ".submitit" / slurm_id).glob("*_log.*"))]
+    for args in (["scontrol", "show", "job", slurm_id], ["sinfo", "-R"]):
+        done = subprocess.run(args, capture_output=True, text=True, env=env)
+        parts.append(f"--- {' '.join(args)}\n{done.stdout}{done.stderr}")
+    return "\n".join(parts)
+
+
+def controller_log(env: dict) -> str:
+    path = Path(env["SLURM_CONF"]).parent / "slurmctld.log"
+    return f"--- {path}\n{path.read_text(errors='replace')[-2000:]}"

@@ -44,7 +44,9 @@ SlurmdPort=$((PORT + 1))
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-AuthInfo=socket=$DIR/munge.socket
+# cred_expire: a requeued job may start again 21 s after its requeue (default 121 s); the hold is
+# what keeps its new run clear of the old one's exit, so the tests wait for it instead of skipping it
+AuthInfo=socket=$DIR/munge.socket,cred_expire=20
 CredType=cred/munge
 StateSaveLocation=$DIR/state
 SlurmdSpoolDir=$DIR/spool
@@ -62,7 +64,6 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2
-# requeued jobs start again at once, not after the default 2-minute hold
 MinJobAge=600
 KillWait=5
 NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
