@@ -1,0 +1,130 @@
+"""Weak-to-strong search (weaks2strong/search) on tiny random Llamas built from configs: the strong
+model and the guide pair share a byte-level tokenizer, so scores can be checked by hand."""
+import numpy as np
+import pytest
+import torch
+
+from weaks2strong.models.causal_lm import generate_answers, load_causal_lm
+from weaks2strong.search.cbs import StrongModel, best_of_n, chunk_beam_search
+from weaks2strong.search.guide import GuidePair
+from weaks2strong.zoo.tiny import build_tiny
+
+QUESTION = "What do plants make sugar from?"
+PROMPT = "Question: {question}\nAnswer:"
+
+
+@pytest.fixture(scope="module")
+def tiny_lms(tmp_path_factory):
+    """Three tiny Llamas that differ only in their random weights: strong, tuned, untuned."""
+    lms = []
+    for seed in (0, 1, 2):
+        folder = tmp_path_factory.mktemp(f"llama{seed}")
+        build_tiny("llama", folder, seed=seed)
+        lms.append(load_causal_lm(str(folder)))
+    return lms
+
+
+@pytest.fixture(scope="module")
+def guide(tiny_lms):
+    (tok, tuned), (_, untuned) = tiny_lms[1], tiny_lms[2]
+    return GuidePair(tuned, untuned, tok, PROMPT)
+
+
+def strong_model(tiny_lms, temperature=1.0, max_new_tokens=8) -> StrongModel:
+    tok, lm = tiny_lms[0]
+    return StrongModel(lm, tok, temperature=temperature, max_new_tokens=max_new_tokens)
+
+
+def prompt_ids(tiny_lms) -> list[int]:
+    tok = tiny_lms[0][0]
+    return tok(PROMPT.format(question=QUESTION)).input_ids
+
+
+def scorer(guide):
+    return lambda texts, finished: guide.score_texts(QUESTION, texts, finished)
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def hand_logprob(lm, ids: list[int], start: int) -> float:
+    """Σ log p(ids[t] | ids[:t]) for t ≥ start, from one plain forward of the whole sequence."""
+    with torch.no_grad():
+        logits = lm(input_ids=torch.tensor([ids])).logits[0].double()  # (T, V)
+    logprobs = logits.log_softmax(-1)
+    return float(sum(logprobs[t - 1, ids[t]] for t in range(start, len(ids))))
+
+
+@pytest.mark.parametrize("n", [1, 5])
+def test_cbs_with_one_beam_n_samples_and_no_chunking_is_best_of_n(tiny_lms, guide, n):
+    strong = strong_model(tiny_lms)
+    cbs = chunk_beam_search(strong, prompt_ids(tiny_lms), scorer(guide), width=1, samples=n, chunk=None,
+                            generator=seeded(3))
+    bon = best_of_n(strong, prompt_ids(tiny_lms), scorer(guide), n=n, generator=seeded(3))
+    assert (cbs.best.text, cbs.best.tokens, cbs.best.score) == (bon.best.text, bon.best.tokens, bon.best.score)
+    assert cbs.strong_tokens == bon.strong_tokens <= n * strong.max_new_tokens
+    if n > 1:  # the samples differ, so the choice was a real one
+        assert len({h.text for h in bon.kept}) > 1
+        assert bon.best.score == max(h.score for h in bon.kept)
+
+
+def test_a_hypothesis_score_is_the_hand_computed_log_ratio(tiny_lms, guide):
+    tok, tuned, untuned = guide.tok, guide.tuned, guide.untuned
+    prompt = tok(PROMPT.format(question=QUESTION)).input_ids
+    for text, finished in [("carbon dioxide", True), ("carbon di", False), ("water", True)]:
+        ids = prompt + tok(" " + text + ("\n" if finished else ""), add_special_tokens=False).input_ids
+        expected = hand_logprob(tuned, ids, len(prompt)) - hand_logprob(untuned, ids, len(prompt))
+        got = guide.score_texts(QUESTION, [text], [finished])[0]
+        assert got == pytest.approx(expected, abs=1e-4)
+    assert guide.score_texts(QUESTION, [""], [False])[0] == 0.0  # nothing said yet
+
+
+def test_scoring_text_equals_scoring_tokens_when_the_tokenizers_are_the_same(tiny_lms, guide):
+    """The search decodes the strong model's tokens and the guide reads the text again; with one
+    tokenizer on both sides that round trip must change no score."""
+    strong = strong_model(tiny_lms)
+    result = chunk_beam_search(strong, prompt_ids(tiny_lms), scorer(guide), width=3, samples=3, chunk=2,
+                               generator=seeded(0))
+    for hyp in result.kept:
+        text = strong.tok.decode(hyp.tokens)
+        direct = guide.score_ids(guide.prompt_ids(QUESTION), [guide.tok(" " + text.strip() + "\n" * hyp.finished,
+                                                                           add_special_tokens=False).input_ids])[0]
+        assert hyp.text == text.split("\n")[0]
+        assert hyp.score == pytest.approx(direct, abs=1e-4)  # batched vs alone: float32 rounding
+    tokens = guide.tok(" carbon dioxide\n", add_special_tokens=False).input_ids
+    by_tokens = guide.score_ids(guide.prompt_ids(QUESTION), [tokens])[0]
+    assert guide.score_texts(QUESTION, ["carbon dioxide"], [True])[0] == pytest.approx(by_tokens, abs=1e-9)
+
+
+def test_cbs_keeps_the_best_w_and_its_cache_continues_the_prompt(tiny_lms, guide):
+    """Near-zero temperature: every sample is the greedy token, so any beam, chunked any way, must
+    rebuild the greedy answer that a plain decoding loop gives; a wrong cache row or position
+    would change it."""
+    tok, lm = tiny_lms[0]
+    greedy = generate_answers(lm, tok, [PROMPT.format(question=QUESTION)], max_new_tokens=8)[0][0]
+    for width, samples, chunk in [(1, 1, 1), (2, 2, 3), (3, 2, 2)]:
+        strong = strong_model(tiny_lms, temperature=1e-4)
+        result = chunk_beam_search(strong, prompt_ids(tiny_lms), scorer(guide), width, samples, chunk, seeded(0))
+        assert result.best.text.strip() == greedy
+        assert len(result.kept) <= width
+        assert [h.score for h in result.kept] == sorted((h.score for h in result.kept), reverse=True)
+        assert result.strong_tokens <= width * samples * strong.max_new_tokens
+
+
+def test_cbs_searches_beyond_sampling(tiny_lms, guide):
+    """With W·K samples of the same budget, CBS's answer scores at least as well under the guide as
+    a plain sample's, on several seeds (it keeps the guide's best at every chunk)."""
+    strong = strong_model(tiny_lms)
+    cbs, plain = [], []
+    for seed in range(4):
+        cbs.append(chunk_beam_search(strong, prompt_ids(tiny_lms), scorer(guide), 2, 3, 2, seeded(seed)).best.score)
+        plain.append(best_of_n(strong, prompt_ids(tiny_lms), scorer(guide), 1, seeded(seed)).best.score)
+    assert np.mean(cbs) > np.mean(plain)
+
+
+def test_bad_search_settings_fail_in_one_line(tiny_lms, guide):
+    with pytest.raises(ValueError, match="width=0"):
+        chunk_beam_search(strong_model(tiny_lms), prompt_ids(tiny_lms), scorer(guide), 0, 2, 2, seeded(0))
+    with pytest.raises(ValueError, match="temperature=0"):
+        strong_model(tiny_lms, temperature=0)

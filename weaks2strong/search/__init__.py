@@ -1,0 +1,1 @@
+"""Test-time weak-to-strong methods: a frozen strong model steered by a small tuned/untuned pair."""
