@@ -128,3 +128,70 @@ def test_bad_search_settings_fail_in_one_line(tiny_lms, guide):
         chunk_beam_search(strong_model(tiny_lms), prompt_ids(tiny_lms), scorer(guide), 0, 2, 2, seeded(0))
     with pytest.raises(ValueError, match="temperature=0"):
         strong_model(tiny_lms, temperature=0)
+
+
+@pytest.mark.integration
+def test_sciq_search_end_to_end_with_tiny_causal_lms(tmp_path, mirror, models_dir):
+    """``experiment=sciq_search`` on real SciQ rows with tiny Llamas: the guide is tuned and kept,
+    every method answers val and test, test's numbers follow from the stored answers, and a rerun
+    reuses every stage."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from weaks2strong import pipeline
+    from weaks2strong.cli import CONFIG_DIR
+    from weaks2strong.tasks.generation import exact_match, load_generation_task
+
+    overrides = [
+        "experiment=sciq_search", "logger=none", f"paths.output_dir={tmp_path}/run", f"paths.runs_dir={tmp_path}/runs",
+        f"paths.models_dir={models_dir}", "task.sizes.weak_train=16", "task.sizes.w2s_train=4", "task.sizes.val=4",
+        "task.sizes.test=6", "search.strong=tiny-llama", "search.guide.model=tiny-llama", "search.guide.epochs=1",
+        "search.max_new_tokens=4", "search.strong_shots=2", "+search.guide.progress=false",
+    ]
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True, overrides=overrides)
+    HydraConfig.instance().set_config(cfg)
+    metrics = pipeline.run(cfg)
+    assert set(metrics["search"]) == {"val", "test"}
+    assert set(metrics["search"]["test"]) == {"plain", "best_of_n", "cbs"}
+    plain, bon = metrics["search"]["test"]["plain"], metrics["search"]["test"]["best_of_n"]
+    assert plain["n"] == 6 and plain["strong_tokens_per_question"] <= 4
+    assert bon["strong_tokens_per_question"] <= 8 * 4 and bon["strong_tokens_per_question"] > 4
+    guide = Path(json.loads((tmp_path / "run" / "artifacts.json").read_text())["search_guide"])
+    assert (guide / "model.safetensors").is_file()
+    task = load_generation_task("sciq_gen", dict(cfg.task.sizes), mirror=str(mirror))
+    stored = [p for p in (tmp_path / "runs" / ".cache" / "search_answers").iterdir() if not p.name.startswith(".")]
+    assert len(stored) == 6  # 3 methods x 2 splits
+    for folder in stored:
+        answers = pd.read_parquet(folder / "answers.parquet")
+        if len(answers) == 6 and set(answers["example_id"]) == set(task.split("test")["example_id"]):
+            hits = [exact_match(a, g) for a, g in zip(answers["answer"], task.answers("test"))]
+            assert float(np.mean(hits)) in {m["em"] for m in metrics["search"]["test"].values()}
+    assert "| cbs (2, 4, 2) | test |" in (tmp_path / "run" / "report.md").read_text()
+    assert pipeline.run(cfg)["search"] == metrics["search"]  # every stage reused, the same numbers
+
+
+@pytest.mark.parametrize("override, message", [
+    ("search.methods.cbs.width=0", "config search.methods.cbs.width must be an integer >= 1, got 0"),
+    ("search.methods.cbs.chunk=0", "config search.methods.cbs.chunk must be an integer >= 1 or null"),
+])
+def test_bad_search_method_is_one_line_naming_the_key(tmp_path, override, message):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    from weaks2strong import pipeline
+    from weaks2strong.cli import CONFIG_DIR
+    from weaks2strong.errors import UserInputError
+
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True, overrides=[
+            "experiment=sciq_search", override, "logger=none", f"paths.output_dir={tmp_path}/run",
+            f"paths.runs_dir={tmp_path}/runs"])
+    HydraConfig.instance().set_config(cfg)
+    with pytest.raises(UserInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        pipeline.run(cfg)
+    assert not (tmp_path / "runs" / ".cache" / "search_guide").exists()  # refused before any stage ran

@@ -42,6 +42,13 @@ def run(cfg: DictConfig) -> dict | None:
     store = Store(cfg.paths.cache_dir)
     task: Task = build(cfg.task, "task", _convert_="all")
     log.info("task %s: %s", task.name, task.sizes())
+    if cfg.get("search") is not None:
+        from weaks2strong.pipeline.search import run_search
+
+        if getattr(task, "kind", "classification") != "generation" or distributed.world_size() > 1:
+            raise UserInputError(f"search (weak-to-strong search) answers a generation task in one process; "
+                                 f"task {task.name} is a {getattr(task, 'kind', 'classification')} task")
+        return run_search(cfg, task, store, run_dir)
     if getattr(task, "kind", "classification") == "generation":
         from weaks2strong.pipeline.generation_eval import run_generation
 

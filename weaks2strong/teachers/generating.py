@@ -66,6 +66,13 @@ class LMGenerator:
             self.shots_ = [(weak["question"].iloc[i], weak["answer"].iloc[i]) for i in rows]
         self._lm[1].to(self.device).eval()
 
+    @property
+    def fitted(self):
+        """(tokenizer, model) after ``fit``: the tuned half of a search guide pair (weaks2strong.search)."""
+        if self._lm is None:
+            raise RuntimeError(f"{self.model_name}: call fit(task) first")
+        return self._lm
+
     def _finetune(self, task: GenerationTask, rows) -> None:
         import pytorch_lightning as pl
 

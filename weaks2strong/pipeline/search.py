@@ -1,0 +1,179 @@
+"""The weak-to-strong search run (``w2s experiment=sciq_search``, Zhou et al. 2024): a frozen strong
+model answers, steered at decoding time by a small tuned/untuned pair; nothing strong is trained.
+
+Stages: ``search_guide`` fine-tunes the small model on weak_train (the tuned half of the pair; the
+untuned half is the same model as released) and keeps its weights; ``search_answers`` caches each
+method's answers per split. Methods (``search.methods``): each a (width W, samples K, chunk L) of
+chunk-level beam search; W = 1, K = 1, L = null is plain sampling, W = 1, K = N, L = null best-of-N.
+They are compared at equal strong-model compute: each method's sampled tokens are reported.
+
+The settings are chosen on val; test is answered once, here, for the reported numbers. Claims are
+paired: the difference of two methods on the same questions, with its standard error.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_text, write_weights
+from weaks2strong.errors import UserInputError
+from weaks2strong.pipeline.compute import exclusive, recall, remember
+from weaks2strong.pipeline.config import TEACHER_VOLATILE_KEYS, VOLATILE_KEYS, build, config_slice
+from weaks2strong.pipeline.generation import gen_task_key, saved_weights
+from weaks2strong.tasks.generation import GenerationTask, exact_match, token_f1
+from weaks2strong.zoo import resolve_model
+
+log = logging.getLogger("weaks2strong.pipeline")
+
+
+def run_search(cfg: DictConfig, task: GenerationTask, store: Store, run_dir: Path) -> dict:
+    s = cfg.search
+    check_methods(s.methods)
+    dev = task.without_test()
+    guide_artifact = tuned_guide(dev, s.guide, store)
+    metrics: dict = {"settings": OmegaConf.to_container(s.methods, resolve=True), "search": {}, "paired": {}}
+    parts = None
+    for split in ("val", "test"):
+        source = dev if split == "val" else task  # evaluate unseals test here, once
+        results = {}
+        for name, method in s.methods.items():
+            key = stable_hash(gen_task_key(source), split, guide_artifact.key,
+                              config_slice(s, (*VOLATILE_KEYS, "guide", "methods")),
+                              OmegaConf.to_container(method, resolve=True), cfg.seeds.student)
+            with exclusive(store, "search_answers", key) as found:
+                if found is None:
+                    parts = parts or search_parts(dev, s, guide_artifact)
+                    found = answer_split(source, split, name, method, parts, cfg.seeds.student, store, key)
+            results[name] = pd.read_parquet(found.path / "answers.parquet")
+        answers = source.answers(split)
+        metrics["search"][split] = {name: method_metrics(r, answers) for name, r in results.items()}
+        metrics["paired"][split] = paired_differences(results, answers)
+    write_json(run_dir / "metrics.json", metrics)
+    write_text(run_dir / "report.md", render_markdown(metrics))
+    write_json(run_dir / "artifacts.json", {"search_guide": str(guide_artifact.path)})
+    log.info("search report: %s", run_dir / "report.md")
+    return metrics
+
+
+def check_methods(methods: DictConfig) -> None:
+    """Each ``search.methods.<name>`` needs width ≥ 1, samples ≥ 1 and chunk ≥ 1 or null, in one line."""
+    if not methods:
+        raise UserInputError("config search.methods is empty: name at least one (width, samples, chunk)")
+    for name, m in methods.items():
+        for field in ("width", "samples", "chunk"):
+            value = m.get(field, "missing")
+            if not (value is None and field == "chunk") and not (isinstance(value, int) and value >= 1):
+                raise UserInputError(f"config search.methods.{name}.{field} must be an integer >= 1"
+                                     f"{' or null (to the end)' if field == 'chunk' else ''}, got {value!r}")
+
+
+def tuned_guide(dev: GenerationTask, guide_cfg: DictConfig, store: Store) -> Artifact:
+    """The small model fine-tuned on weak_train (``search.guide``, a generating teacher with epochs > 0)."""
+    key = stable_hash(gen_task_key(dev), config_slice(guide_cfg, TEACHER_VOLATILE_KEYS))
+    with exclusive(store, "search_guide", key) as found:
+        if found is not None:
+            log.info("search_guide: reused (%s)", found.path)
+            return found
+        started = time.perf_counter()
+        teacher = build(guide_cfg, "search.guide")
+        teacher.fit(dev)
+        tok, lm = teacher.fitted
+        remember("search_guide", key, (tok, lm))
+        with store.create("search_guide", key, {"task": gen_task_key(dev)}, config_slice(guide_cfg)) as tmp:
+            write_weights(tmp / "model.safetensors", lm.state_dict())
+            write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started})
+        log.info("search_guide: tuned in %.1f s", time.perf_counter() - started)
+        return store.find("search_guide", key)
+
+
+def search_parts(dev: GenerationTask, s: DictConfig, guide_artifact: Artifact) -> dict:
+    """The strong model with its k-shot prefix, and the guide pair (tuned weights from the artifact)."""
+    from weaks2strong.models.causal_lm import load_causal_lm, prefix_cache
+    from weaks2strong.search.cbs import StrongModel
+    from weaks2strong.search.guide import GuidePair
+    from weaks2strong.teachers.generating import demonstrations
+
+    models_dir = s.guide.get("models_dir")
+    small = resolve_model(s.guide.model, models_dir)
+    tok, untuned = load_causal_lm(small)
+    tuned = recall("search_guide", guide_artifact.key)
+    if tuned is None:
+        _, tuned_lm = load_causal_lm(small)
+        tuned_lm.load_state_dict(saved_weights(guide_artifact, "search_guide"))
+    else:
+        tuned_lm = tuned[1]
+    strong_tok, strong_lm = load_causal_lm(resolve_model(s.strong, models_dir))
+    weak = dev.split("weak_train")
+    rng = np.random.default_rng(s.shots_seed)
+    shots = [(weak["question"].iloc[i], weak["answer"].iloc[i])
+             for i in rng.choice(len(weak), size=s.strong_shots, replace=False)]
+    strong = StrongModel(strong_lm, strong_tok, s.temperature, s.max_new_tokens)
+    prefix = demonstrations(dev, shots)
+    head = strong_tok(prefix, add_special_tokens=True).input_ids if prefix else []
+    return {"strong": strong, "prefix": prefix, "head_cache": prefix_cache(strong_lm, head),
+            "guide": GuidePair(tuned_lm, untuned, tok, dev.prompt)}
+
+
+def answer_split(task: GenerationTask, split: str, name: str, method: DictConfig, parts: dict, seed: int,
+                 store: Store, key: str) -> Artifact:
+    from weaks2strong.models.causal_lm import encode_prompts
+    from weaks2strong.search.cbs import chunk_beam_search
+
+    strong, guide = parts["strong"], parts["guide"]
+    _, encoded = encode_prompts(strong.tok, parts["prefix"], task.prompts(split), max_prompt_tokens=512)
+    rows, started = [], time.perf_counter()
+    for i, (question, ids) in enumerate(tqdm(list(zip(task.questions(split), encoded)), desc=f"{name} {split}",
+                                             unit="q")):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + i)  # per question: independent of order
+        result = chunk_beam_search(strong, ids, lambda texts, done, q=question: guide.score_texts(q, texts, done),
+                                   method.width, method.samples, method.chunk, generator, parts["head_cache"])
+        rows.append({"example_id": task.split(split)["example_id"].iloc[i], "answer": result.best.text.strip(),
+                     "guide_score": result.best.score, "strong_tokens": result.strong_tokens})
+    seconds = time.perf_counter() - started
+    with store.create("search_answers", key, {"task": gen_task_key(task)},
+                      {"method": OmegaConf.to_container(method), "split": split}) as tmp:
+        write_table(tmp / "answers.parquet", pd.DataFrame(rows))
+        write_json(tmp / "timing.json", {"seconds": seconds, "questions": len(rows)})
+    log.info("search %s on %s: %d questions in %.1f s", name, split, len(rows), seconds)
+    return store.find("search_answers", key)
+
+
+def method_metrics(result: pd.DataFrame, answers: list[str]) -> dict:
+    em = np.array([exact_match(p, g) for p, g in zip(result["answer"], answers)])
+    f1 = np.array([token_f1(p, g) for p, g in zip(result["answer"], answers)])
+    return {"em": float(em.mean()), "em_se": float(em.std(ddof=1) / np.sqrt(len(em))) if len(em) > 1 else 0.0,
+            "f1": float(f1.mean()), "strong_tokens_per_question": float(result["strong_tokens"].mean()),
+            "n": len(em)}
+
+
+def paired_differences(results: dict[str, pd.DataFrame], answers: list[str]) -> dict:
+    """EM(a) − EM(b) on the same questions, with the standard error of the per-question differences."""
+    hits = {n: np.array([exact_match(p, g) for p, g in zip(r["answer"], answers)]) for n, r in results.items()}
+    names, out = list(hits), {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            d = hits[b] - hits[a]
+            out[f"{b}_minus_{a}"] = {"diff": float(d.mean()),
+                                     "se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0}
+    return out
+
+
+def render_markdown(metrics: dict) -> str:
+    lines = ["# Weak-to-strong search", "", "| method (W, K, L) | split | EM ± SE | F1 | strong tokens / question |",
+             "|---|---|---|---|---|"]
+    for split, table in metrics["search"].items():
+        for name, m in table.items():
+            w = metrics["settings"][name]
+            lines.append(f"| {name} ({w['width']}, {w['samples']}, {w['chunk'] or '∞'}) | {split} | "
+                         f"{m['em']:.3f} ± {m['em_se']:.3f} | {m['f1']:.3f} | {m['strong_tokens_per_question']:.1f} |")
+    lines += ["", "| paired difference | split | EM diff ± SE |", "|---|---|---|"]
+    for split, table in metrics["paired"].items():
+        lines += [f"| {name} | {split} | {d['diff']:+.3f} ± {d['se']:.3f} |" for name, d in table.items()]
+    return "\n".join(lines) + "\n"
