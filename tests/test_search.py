@@ -41,7 +41,7 @@ def prompt_ids(tiny_lms) -> list[int]:
 
 
 def scorer(guide):
-    return lambda texts, finished: guide.score_texts(QUESTION, texts, finished)
+    return lambda texts, ended: guide.score_texts(QUESTION, texts, ended)
 
 
 def seeded(seed: int) -> torch.Generator:
@@ -72,10 +72,10 @@ def test_cbs_with_one_beam_n_samples_and_no_chunking_is_best_of_n(tiny_lms, guid
 def test_a_hypothesis_score_is_the_hand_computed_log_ratio(tiny_lms, guide):
     tok, tuned, untuned = guide.tok, guide.tuned, guide.untuned
     prompt = tok(PROMPT.format(question=QUESTION)).input_ids
-    for text, finished in [("carbon dioxide", True), ("carbon di", False), ("water", True)]:
-        ids = prompt + tok(" " + text + ("\n" if finished else ""), add_special_tokens=False).input_ids
+    for text, ended in [("carbon dioxide", True), ("carbon di", False), ("water", True)]:
+        ids = prompt + tok(" " + text + ("\n" if ended else ""), add_special_tokens=False).input_ids
         expected = hand_logprob(tuned, ids, len(prompt)) - hand_logprob(untuned, ids, len(prompt))
-        got = guide.score_texts(QUESTION, [text], [finished])[0]
+        got = guide.score_texts(QUESTION, [text], [ended])[0]
         assert got == pytest.approx(expected, abs=1e-4)
     assert guide.score_texts(QUESTION, [""], [False])[0] == 0.0  # nothing said yet
 
@@ -88,7 +88,7 @@ def test_scoring_text_equals_scoring_tokens_when_the_tokenizers_are_the_same(tin
                                generator=seeded(0))
     for hyp in result.kept:
         text = strong.tok.decode(hyp.tokens)
-        direct = guide.score_ids(guide.prompt_ids(QUESTION), [guide.tok(" " + text.strip() + "\n" * hyp.finished,
+        direct = guide.score_ids(guide.prompt_ids(QUESTION), [guide.tok(" " + text.strip() + "\n" * hyp.ended,
                                                                            add_special_tokens=False).input_ids])[0]
         assert hyp.text == text.split("\n")[0]
         assert hyp.score == pytest.approx(direct, abs=1e-4)  # batched vs alone: float32 rounding
@@ -195,3 +195,52 @@ def test_bad_search_method_is_one_line_naming_the_key(tmp_path, override, messag
     with pytest.raises(UserInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
         pipeline.run(cfg)
     assert not (tmp_path / "runs" / ".cache" / "search_guide").exists()  # refused before any stage ran
+
+
+@pytest.mark.integration
+def test_sentiment_search_end_to_end_scores_continuations_with_the_reward(tmp_path, mirror, models_dir):
+    """``experiment=sentiment_search`` with tiny Llamas and the real MiniLM reward: the guide is tuned
+    on positive reviews only, each method's reward is the reward model's P(positive) of opening +
+    continuation, recomputed here from the stored answers."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from safetensors.torch import load_file
+
+    from weaks2strong import pipeline
+    from weaks2strong.cli import CONFIG_DIR
+    from weaks2strong.search.reward import SentimentReward
+    from weaks2strong.tasks.generation import load_generation_task
+
+    overrides = [
+        "experiment=sentiment_search", "logger=none", f"paths.output_dir={tmp_path}/run",
+        f"paths.runs_dir={tmp_path}/runs", f"paths.models_dir={models_dir}", "task.sizes.weak_train=30",
+        "task.sizes.w2s_train=2", "task.sizes.val=3", "task.sizes.test=5", "search.strong=tiny-llama",
+        "search.guide.model=tiny-llama", "search.guide.epochs=1", "search.max_new_tokens=6",
+        "+search.guide.progress=false", "search.reward.train_size=60", "+search.reward.progress=false",
+        "search.methods.cbs.chunk=2",
+    ]
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True, overrides=overrides)
+    HydraConfig.instance().set_config(cfg)
+    metrics = pipeline.run(cfg)
+    assert metrics["metric"] == "reward" and 0.5 < metrics["reward_accuracy"] <= 1.0  # better than chance
+    guide = Path(json.loads((tmp_path / "run" / "artifacts.json").read_text())["search_guide"])
+    manifest = json.loads((guide / "manifest.json").read_text())
+    task = load_generation_task("imdb_continue", dict(cfg.task.sizes), mirror=str(mirror), split_seed=0,
+                                prompt="{question}")
+    positive = task.split("weak_train")[task.split("weak_train")["label"] == 1]
+    assert json.loads((guide / "timing.json").read_text())["rows"] == len(positive) < 30  # positives only
+    assert manifest["stage"] == "search_guide" and load_file(guide / "model.safetensors")
+    reward = SentimentReward(models_dir=str(models_dir), mirror=str(mirror), train_size=60, progress=False).fit()
+    for folder in (tmp_path / "runs" / ".cache" / "search_answers").iterdir():
+        if folder.name.startswith("."):
+            continue
+        answers = pd.read_parquet(folder / "answers.parquet")
+        if set(answers["example_id"]) == set(task.split("test")["example_id"]):
+            mean = float(np.mean(reward([f"{q} {a}" for q, a in zip(task.questions("test"), answers["answer"])])))
+            assert any(abs(mean - m["reward"]) < 1e-6 for m in metrics["search"]["test"].values())
+    assert "| cbs (2, 4, 2) | test |" in (tmp_path / "run" / "report.md").read_text()

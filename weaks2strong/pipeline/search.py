@@ -12,6 +12,7 @@ paired: the difference of two methods on the same questions, with its standard e
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -22,7 +23,16 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_text, write_weights
+from weaks2strong.artifacts import (
+    Artifact,
+    Store,
+    frame_hash,
+    stable_hash,
+    write_json,
+    write_table,
+    write_text,
+    write_weights,
+)
 from weaks2strong.errors import UserInputError
 from weaks2strong.pipeline.compute import exclusive, recall, remember
 from weaks2strong.pipeline.config import TEACHER_VOLATILE_KEYS, VOLATILE_KEYS, build, config_slice
@@ -37,24 +47,28 @@ def run_search(cfg: DictConfig, task: GenerationTask, store: Store, run_dir: Pat
     s = cfg.search
     check_methods(s.methods)
     dev = task.without_test()
-    guide_artifact = tuned_guide(dev, s.guide, store)
-    metrics: dict = {"settings": OmegaConf.to_container(s.methods, resolve=True), "search": {}, "paired": {}}
+    guide_artifact = tuned_guide(dev, s.guide, store, s.get("tune_on_label"))
+    reward = build(s.reward, "search.reward").fit() if s.get("reward") is not None else None
+    metrics: dict = {"settings": OmegaConf.to_container(s.methods, resolve=True), "search": {}, "paired": {},
+                     "metric": "reward" if reward is not None else "em"}
+    if reward is not None:
+        metrics["reward_accuracy"] = reward.accuracy_
     parts = None
     for split in ("val", "test"):
         source = dev if split == "val" else task  # evaluate unseals test here, once
         results = {}
         for name, method in s.methods.items():
             key = stable_hash(gen_task_key(source), split, guide_artifact.key,
-                              config_slice(s, (*VOLATILE_KEYS, "guide", "methods")),
+                              config_slice(s, (*VOLATILE_KEYS, "guide", "methods", "reward")),
                               OmegaConf.to_container(method, resolve=True), cfg.seeds.student)
             with exclusive(store, "search_answers", key) as found:
                 if found is None:
                     parts = parts or search_parts(dev, s, guide_artifact)
                     found = answer_split(source, split, name, method, parts, cfg.seeds.student, store, key)
             results[name] = pd.read_parquet(found.path / "answers.parquet")
-        answers = source.answers(split)
-        metrics["search"][split] = {name: method_metrics(r, answers) for name, r in results.items()}
-        metrics["paired"][split] = paired_differences(results, answers)
+        scores = {name: question_scores(source, split, r, reward) for name, r in results.items()}
+        metrics["search"][split] = {name: method_metrics(scores[name], results[name]) for name in results}
+        metrics["paired"][split] = paired_differences({n: v[metrics["metric"]] for n, v in scores.items()})
     write_json(run_dir / "metrics.json", metrics)
     write_text(run_dir / "report.md", render_markdown(metrics))
     write_json(run_dir / "artifacts.json", {"search_guide": str(guide_artifact.path)})
@@ -74,9 +88,20 @@ def check_methods(methods: DictConfig) -> None:
                                      f"{' or null (to the end)' if field == 'chunk' else ''}, got {value!r}")
 
 
-def tuned_guide(dev: GenerationTask, guide_cfg: DictConfig, store: Store) -> Artifact:
-    """The small model fine-tuned on weak_train (``search.guide``, a generating teacher with epochs > 0)."""
-    key = stable_hash(gen_task_key(dev), config_slice(guide_cfg, TEACHER_VOLATILE_KEYS))
+def tuned_guide(dev: GenerationTask, guide_cfg: DictConfig, store: Store, label: int | None = None) -> Artifact:
+    """The small model fine-tuned on weak_train (``search.guide``, a generating teacher with epochs > 0);
+    with ``label`` (``search.tune_on_label``), on the weak_train rows of that label only (the
+    continuations of one sentiment)."""
+    if label is not None:
+        weak = dev.split("weak_train")
+        if "label" not in weak.columns:
+            raise UserInputError(f"search.tune_on_label={label}: task {dev.name} has no labels to select by")
+        dev = dataclasses.replace(dev, splits={**dev.splits, "weak_train": weak[weak["label"] == label]})
+        if not len(dev.split("weak_train")):
+            raise UserInputError(f"search.tune_on_label={label}: no weak_train row of task {dev.name} has it")
+    # weak_train alone keys it: other split sizes (a bigger test, a smaller val) reuse the guide
+    key = stable_hash(dev.name, dev.prompt, frame_hash(dev.split("weak_train")),
+                      config_slice(guide_cfg, TEACHER_VOLATILE_KEYS))
     with exclusive(store, "search_guide", key) as found:
         if found is not None:
             log.info("search_guide: reused (%s)", found.path)
@@ -86,9 +111,11 @@ def tuned_guide(dev: GenerationTask, guide_cfg: DictConfig, store: Store) -> Art
         teacher.fit(dev)
         tok, lm = teacher.fitted
         remember("search_guide", key, (tok, lm))
-        with store.create("search_guide", key, {"task": gen_task_key(dev)}, config_slice(guide_cfg)) as tmp:
+        with store.create("search_guide", key, {"weak_train": frame_hash(dev.split("weak_train"))},
+                          config_slice(guide_cfg)) as tmp:
             write_weights(tmp / "model.safetensors", lm.state_dict())
-            write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started})
+            write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started,
+                                             "rows": len(dev.split("weak_train"))})
         log.info("search_guide: tuned in %.1f s", time.perf_counter() - started)
         return store.find("search_guide", key)
 
@@ -145,35 +172,52 @@ def answer_split(task: GenerationTask, split: str, name: str, method: DictConfig
     return store.find("search_answers", key)
 
 
-def method_metrics(result: pd.DataFrame, answers: list[str]) -> dict:
-    em = np.array([exact_match(p, g) for p, g in zip(result["answer"], answers)])
-    f1 = np.array([token_f1(p, g) for p, g in zip(result["answer"], answers)])
-    return {"em": float(em.mean()), "em_se": float(em.std(ddof=1) / np.sqrt(len(em))) if len(em) > 1 else 0.0,
-            "f1": float(f1.mean()), "strong_tokens_per_question": float(result["strong_tokens"].mean()),
-            "n": len(em)}
+def question_scores(task: GenerationTask, split: str, result: pd.DataFrame, reward) -> dict[str, np.ndarray]:
+    """Per question: exact match and token F1 against the gold answer, or, with a reward model, the
+    reward of the opening followed by the continuation."""
+    if reward is not None:
+        return {"reward": reward([f"{q} {a}" for q, a in zip(task.questions(split), result["answer"])])}
+    answers = task.answers(split)
+    return {"em": np.array([exact_match(p, g) for p, g in zip(result["answer"], answers)]),
+            "f1": np.array([token_f1(p, g) for p, g in zip(result["answer"], answers)])}
 
 
-def paired_differences(results: dict[str, pd.DataFrame], answers: list[str]) -> dict:
-    """EM(a) − EM(b) on the same questions, with the standard error of the per-question differences."""
-    hits = {n: np.array([exact_match(p, g) for p, g in zip(r["answer"], answers)]) for n, r in results.items()}
-    names, out = list(hits), {}
+def mean_se(values: np.ndarray) -> tuple[float, float]:
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else 0.0
+
+
+def method_metrics(scores: dict[str, np.ndarray], result: pd.DataFrame) -> dict:
+    out: dict = {"n": len(result), "strong_tokens_per_question": float(result["strong_tokens"].mean())}
+    for name, values in scores.items():
+        out[name], out[f"{name}_se"] = mean_se(values)
+    return out
+
+
+def paired_differences(values: dict[str, np.ndarray]) -> dict:
+    """score(b) − score(a) on the same questions, with the standard error of the per-question differences."""
+    names, out = list(values), {}
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            d = hits[b] - hits[a]
-            out[f"{b}_minus_{a}"] = {"diff": float(d.mean()),
-                                     "se": float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0}
+            diff, se = mean_se(values[b] - values[a])
+            out[f"{b}_minus_{a}"] = {"diff": diff, "se": se}
     return out
 
 
 def render_markdown(metrics: dict) -> str:
-    lines = ["# Weak-to-strong search", "", "| method (W, K, L) | split | EM ± SE | F1 | strong tokens / question |",
-             "|---|---|---|---|---|"]
+    metric = metrics["metric"]
+    extra = " F1 |" if metric == "em" else ""
+    lines = ["# Weak-to-strong search", "",
+             f"| method (W, K, L) | split | {metric} ± SE |{extra} strong tokens / question |",
+             "|---|---|---|---|" + ("---|" if extra else "")]
     for split, table in metrics["search"].items():
         for name, m in table.items():
             w = metrics["settings"][name]
+            f1 = f" {m['f1']:.3f} |" if extra else ""
             lines.append(f"| {name} ({w['width']}, {w['samples']}, {w['chunk'] or '∞'}) | {split} | "
-                         f"{m['em']:.3f} ± {m['em_se']:.3f} | {m['f1']:.3f} | {m['strong_tokens_per_question']:.1f} |")
-    lines += ["", "| paired difference | split | EM diff ± SE |", "|---|---|---|"]
+                         f"{m[metric]:.3f} ± {m[metric + '_se']:.3f} |{f1} {m['strong_tokens_per_question']:.1f} |")
+    lines += ["", f"| paired difference | split | {metric} diff ± SE |", "|---|---|---|"]
     for split, table in metrics["paired"].items():
         lines += [f"| {name} | {split} | {d['diff']:+.3f} ± {d['se']:.3f} |" for name, d in table.items()]
+    if "reward_accuracy" in metrics:
+        lines += ["", f"Reward model accuracy on its own held-out gold rows: {metrics['reward_accuracy']:.3f}"]
     return "\n".join(lines) + "\n"

@@ -19,7 +19,7 @@ import torch
 from weaks2strong.models.causal_lm import ANSWER_END
 from weaks2strong.models.lm_logprobs import cache_kwarg, returned_cache
 
-# (texts, finished) -> the guide's score of each partial answer (C,)
+# (texts, ended) -> the guide's score of each partial answer (C,); ended: the strong model stopped it
 Scorer = Callable[[list[str], list[bool]], np.ndarray]
 
 
@@ -27,8 +27,9 @@ Scorer = Callable[[list[str], list[bool]], np.ndarray]
 class Hypothesis:
     tokens: list[int]  # the strong model's tokens so far, the answer end excluded
     text: str  # decoded, cut at the answer end
-    finished: bool
+    finished: bool  # no more extension: the strong model stopped it, or the token budget is spent
     score: float
+    ended: bool = False  # the strong model stopped it itself (EOS or the answer end), not the budget
 
 
 @dataclass
@@ -87,8 +88,8 @@ class StrongModel:
         cut = next((j for j, t in enumerate(new) if t in stop), len(new))
         tokens = parent.tokens + new[:cut]
         decoded = self.tok.decode(tokens, skip_special_tokens=True)  # a token may hold the answer end inside
-        finished = stopped or budget_left <= 0 or ANSWER_END in decoded
-        return Hypothesis(tokens, decoded.split(ANSWER_END)[0], finished, 0.0)
+        ended = stopped or ANSWER_END in decoded
+        return Hypothesis(tokens, decoded.split(ANSWER_END)[0], ended or budget_left <= 0, 0.0, ended)
 
 
 def chunk_beam_search(strong: StrongModel, prompt_ids: list[int], score: Scorer, width: int, samples: int,
@@ -108,7 +109,7 @@ def chunk_beam_search(strong: StrongModel, prompt_ids: list[int], score: Scorer,
         sampled += tokens.numel()
         children = [strong.hypothesis(active[r // samples], tokens[r].tolist(), bool(done[r]),
                                       strong.max_new_tokens - used) for r in range(len(tokens))]
-        for child, value in zip(children, score([c.text for c in children], [c.finished for c in children])):
+        for child, value in zip(children, score([c.text for c in children], [c.ended for c in children])):
             child.score = float(value)
         pool = children + [h for h in kept if h.finished]
         order = sorted(range(len(pool)), key=lambda i: -pool[i].score)[:width]  # stable: ties keep pool order
@@ -130,7 +131,7 @@ def best_of_n(strong: StrongModel, prompt_ids: list[int], score: Scorer, n: int,
     _, _, tokens, done = strong.sample(cache, logits.repeat_interleave(n, 0), strong.max_new_tokens, generator)
     root = Hypothesis([], "", False, 0.0)
     answers = [strong.hypothesis(root, row.tolist(), bool(d), 0) for row, d in zip(tokens, done)]
-    values = score([a.text for a in answers], [True] * n)
+    values = score([a.text for a in answers], [a.ended for a in answers])
     for answer, value in zip(answers, values):
         answer.score = float(value)
     best = int(np.argmax(values))

@@ -21,10 +21,11 @@ class GuidePair:
         self.tuned, self.untuned, self.tok, self.prompt = tuned.eval(), untuned.eval(), tok, prompt
         self.max_prompt_tokens = max_prompt_tokens
 
-    def completion_ids(self, text: str, finished: bool) -> list[int]:
-        """" " + the answer so far, and the answer end once it is finished: the pair then also scores
-        the decision to stop, which is what tells a complete answer from a cut one."""
-        return self.tok(" " + text.strip() + (ANSWER_END if finished else ""), add_special_tokens=False).input_ids
+    def completion_ids(self, text: str, ended: bool) -> list[int]:
+        """" " + the answer so far, and the answer end once the strong model ended it: the pair then
+        also scores the decision to stop, which tells a complete answer from a cut one (an answer
+        cut by the token budget is scored as the unfinished text it is)."""
+        return self.tok(" " + text.strip() + (ANSWER_END if ended else ""), add_special_tokens=False).input_ids
 
     def prompt_ids(self, question: str) -> list[int]:
         ids = self.tok(self.prompt.format(question=question), add_special_tokens=True).input_ids
@@ -43,7 +44,7 @@ class GuidePair:
             out[keep] = (tuned - untuned).double().cpu().numpy()
         return out
 
-    def score_texts(self, question: str, texts: list[str], finished: list[bool]) -> np.ndarray:
+    def score_texts(self, question: str, texts: list[str], ended: list[bool]) -> np.ndarray:
         """The guide's score of each partial answer text (C,), read with the pair's tokenizer."""
-        completions = [self.completion_ids(t, f) if t.strip() or f else [] for t, f in zip(texts, finished)]
+        completions = [self.completion_ids(t, e) if t.strip() or e else [] for t, e in zip(texts, ended)]
         return self.score_ids(self.prompt_ids(question), completions)

@@ -88,7 +88,31 @@ def _sciq(mirror: Path) -> dict[str, pd.DataFrame]:
     return {"weak_train": train, "w2s_train": train, "test": rows("test")}
 
 
-GENERATION_TASKS = {"sciq_gen": _sciq}
+def _imdb_continue(mirror: Path, opening_words: int = 8, continuation_words: int = 20) -> dict[str, pd.DataFrame]:
+    """IMDB reviews cut into an opening (the "question": the first words) and its continuation (the
+    "answer": the next words), with the review's gold sentiment as ``label``; weak_train, val and
+    w2s_train from the train file, test from the test file. The strong model continues an opening;
+    the guide is tuned on continuations of one sentiment (weaks2strong/pipeline/search.py)."""
+    from weaks2strong.tasks.readers import read_table, standardize
+
+    def rows(name: str) -> pd.DataFrame:
+        where = f"{mirror}/imdb_small/{name}.csv"
+        df = standardize(read_table(mirror / "imdb_small" / f"{name}.csv"), where, "text", "label",
+                         ["negative", "positive"], id_prefix=f"{name}-")
+        words = df["text"].str.replace(r"<br\s*/?>", " ", regex=True).str.split()
+        long_enough = words.str.len() > opening_words + 1
+        return pd.DataFrame({"example_id": df["example_id"][long_enough],
+                             "question": words[long_enough].str[:opening_words].str.join(" "),
+                             "answer": words[long_enough].str[opening_words:opening_words + continuation_words]
+                             .str.join(" "),
+                             "label": df["label"][long_enough]}).reset_index(drop=True)
+
+    train = rows("train")
+    return {"weak_train": train, "w2s_train": train, "test": rows("test")}
+
+
+GENERATION_TASKS = {"sciq_gen": _sciq, "imdb_continue": _imdb_continue}
+SOURCE_FOLDERS = {"sciq_gen": "sciq", "imdb_continue": "imdb_small"}
 
 
 def load_generation_task(name: str, sizes: dict[str, int], mirror: str | None = None, split_seed: int = 0,
@@ -101,4 +125,4 @@ def load_generation_task(name: str, sizes: dict[str, int], mirror: str | None = 
         raise TaskError(f"task.prompt must contain {{question}}, got {prompt!r}")
     root = resolve_mirror(mirror)
     splits = draw_splits(GENERATION_TASKS[name](root), sizes, split_seed, f"{root}/{name}")
-    return GenerationTask(name=name, splits=splits, prompt=prompt, source=f"{root}/sciq")
+    return GenerationTask(name=name, splits=splits, prompt=prompt, source=f"{root}/{SOURCE_FOLDERS[name]}")
