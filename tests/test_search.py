@@ -112,6 +112,13 @@ def test_cbs_keeps_the_best_w_and_its_cache_continues_the_prompt(tiny_lms, guide
         assert result.strong_tokens <= width * samples * strong.max_new_tokens
 
 
+def test_temperature_zero_is_the_greedy_answer(tiny_lms, guide):
+    tok, lm = tiny_lms[0]
+    greedy = generate_answers(lm, tok, [PROMPT.format(question=QUESTION)], max_new_tokens=8)[0][0]
+    result = best_of_n(strong_model(tiny_lms, temperature=0), prompt_ids(tiny_lms), scorer(guide), 1, seeded(5))
+    assert result.best.text.strip() == greedy
+
+
 def test_cbs_searches_beyond_sampling(tiny_lms, guide):
     """With W·K samples of the same budget, CBS's answer scores at least as well under the guide as
     a plain sample's, on several seeds (it keeps the guide's best at every chunk)."""
@@ -126,8 +133,8 @@ def test_cbs_searches_beyond_sampling(tiny_lms, guide):
 def test_bad_search_settings_fail_in_one_line(tiny_lms, guide):
     with pytest.raises(ValueError, match="width=0"):
         chunk_beam_search(strong_model(tiny_lms), prompt_ids(tiny_lms), scorer(guide), 0, 2, 2, seeded(0))
-    with pytest.raises(ValueError, match="temperature=0"):
-        strong_model(tiny_lms, temperature=0)
+    with pytest.raises(ValueError, match="temperature=-1"):
+        strong_model(tiny_lms, temperature=-1)
 
 
 @pytest.mark.integration

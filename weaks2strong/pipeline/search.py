@@ -86,6 +86,10 @@ def check_methods(methods: DictConfig) -> None:
             if not (value is None and field == "chunk") and not (isinstance(value, int) and value >= 1):
                 raise UserInputError(f"config search.methods.{name}.{field} must be an integer >= 1"
                                      f"{' or null (to the end)' if field == 'chunk' else ''}, got {value!r}")
+        temperature = m.get("temperature")
+        if temperature is not None and (not isinstance(temperature, (int, float)) or temperature < 0):
+            raise UserInputError(f"config search.methods.{name}.temperature must be >= 0 (0: greedy), "
+                                 f"got {temperature!r}")
 
 
 def tuned_guide(dev: GenerationTask, guide_cfg: DictConfig, store: Store, label: int | None = None) -> Artifact:
@@ -151,9 +155,11 @@ def search_parts(dev: GenerationTask, s: DictConfig, guide_artifact: Artifact) -
 def answer_split(task: GenerationTask, split: str, name: str, method: DictConfig, parts: dict, seed: int,
                  store: Store, key: str) -> Artifact:
     from weaks2strong.models.causal_lm import encode_prompts
-    from weaks2strong.search.cbs import chunk_beam_search
+    from weaks2strong.search.cbs import StrongModel, chunk_beam_search
 
     strong, guide = parts["strong"], parts["guide"]
+    if method.get("temperature") is not None:  # a method may decode at its own temperature (0: greedy)
+        strong = StrongModel(strong.lm, strong.tok, method.temperature, strong.max_new_tokens)
     _, encoded = encode_prompts(strong.tok, parts["prefix"], task.prompts(split), max_prompt_tokens=512)
     rows, started = [], time.perf_counter()
     for i, (question, ids) in enumerate(tqdm(list(zip(task.questions(split), encoded)), desc=f"{name} {split}",

@@ -47,11 +47,12 @@ def stop_ids(tok) -> list[int]:
 
 
 class StrongModel:
-    """The frozen strong model, its tokenizer and how it samples (temperature, token budget)."""
+    """The frozen strong model, its tokenizer and how it samples (temperature, token budget).
+    Temperature 0 decodes greedily: the reference a search must beat (K > 1 is then pointless)."""
 
     def __init__(self, lm, tok, temperature: float = 0.7, max_new_tokens: int = 10):
-        if temperature <= 0:
-            raise ValueError(f"temperature={temperature}: search samples, it needs a temperature > 0")
+        if temperature < 0:
+            raise ValueError(f"temperature={temperature}: must be >= 0 (0: greedy)")
         self.lm, self.tok, self.temperature, self.max_new_tokens = lm.eval(), tok, temperature, max_new_tokens
         self.device = next(lm.parameters()).device
         self.stop = torch.tensor(stop_ids(tok), device=self.device)
@@ -74,7 +75,10 @@ class StrongModel:
         tokens = torch.empty((len(logits), 0), dtype=torch.long, device=self.device)  # (R, t)
         done = torch.zeros(len(logits), dtype=torch.bool, device=self.device)  # (R,)
         for _ in range(steps):
-            pick = torch.multinomial(torch.softmax(logits / self.temperature, -1), 1, generator=generator)  # (R, 1)
+            if self.temperature == 0:
+                pick = logits.argmax(-1, keepdim=True)  # (R, 1)
+            else:
+                pick = torch.multinomial(torch.softmax(logits / self.temperature, -1), 1, generator=generator)
             tokens = torch.cat([tokens, pick], 1)
             done |= torch.isin(pick[:, 0], self.stop)
             if done.all():
