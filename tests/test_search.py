@@ -164,7 +164,7 @@ def test_sciq_search_end_to_end_with_tiny_causal_lms(tmp_path, mirror, models_di
     HydraConfig.instance().set_config(cfg)
     metrics = pipeline.run(cfg)
     assert set(metrics["search"]) == {"val", "test"}
-    assert set(metrics["search"]["test"]) == {"plain", "best_of_n", "cbs"}
+    assert set(metrics["search"]["test"]) == {"plain", "best_of_n", "cbs", "greedy"}
     plain, bon = metrics["search"]["test"]["plain"], metrics["search"]["test"]["best_of_n"]
     assert plain["n"] == 6 and plain["strong_tokens_per_question"] <= 4
     assert bon["strong_tokens_per_question"] <= 8 * 4 and bon["strong_tokens_per_question"] > 4
@@ -172,7 +172,7 @@ def test_sciq_search_end_to_end_with_tiny_causal_lms(tmp_path, mirror, models_di
     assert (guide / "model.safetensors").is_file()
     task = load_generation_task("sciq_gen", dict(cfg.task.sizes), mirror=str(mirror))
     stored = [p for p in (tmp_path / "runs" / ".cache" / "search_answers").iterdir() if not p.name.startswith(".")]
-    assert len(stored) == 6  # 3 methods x 2 splits
+    assert len(stored) == 8  # 4 methods x 2 splits
     for folder in stored:
         answers = pd.read_parquet(folder / "answers.parquet")
         if len(answers) == 6 and set(answers["example_id"]) == set(task.split("test")["example_id"]):
