@@ -219,6 +219,13 @@ def prefix_cache(lm, prefix_ids: list[int]):
     return returned_cache(out)
 
 
+def stop_ids(tok) -> list[int]:
+    """The tokens that end an answer: EOS and the answer end ("\\n"; "\\n\\n" may be one token of its own)."""
+    ends = {tok.eos_token_id, *tok(ANSWER_END, add_special_tokens=False).input_ids[-1:],
+            *tok(ANSWER_END * 2, add_special_tokens=False).input_ids[-1:]}
+    return sorted(i for i in ends if i is not None)
+
+
 @torch.inference_mode()
 def generate_answers(lm, tok, prompts: list[str], max_new_tokens: int = 16, batch_size: int = 16,
                      num_samples: int = 0, temperature: float = 0.7, seed: int = 0, max_prompt_tokens: int = 512,
@@ -236,9 +243,7 @@ def generate_answers(lm, tok, prompts: list[str], max_new_tokens: int = 16, batc
     head, encoded = encode_prompts(tok, prefix, prompts, max_prompt_tokens)
     shared = prefix_cache(lm, head)
     n_head, group = len(head), 1 + num_samples
-    ends = {tok.eos_token_id, *tok(ANSWER_END, add_special_tokens=False).input_ids[-1:],
-            *tok(ANSWER_END * 2, add_special_tokens=False).input_ids[-1:]}  # "\n\n" may be one token
-    stop = torch.tensor([i for i in ends if i is not None], device=device)
+    stop = torch.tensor(stop_ids(tok), device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     order = np.argsort([len(e) for e in encoded], kind="stable")
     out: list[list[str]] = [[] for _ in prompts]

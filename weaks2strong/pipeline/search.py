@@ -161,13 +161,13 @@ def answer_split(task: GenerationTask, split: str, name: str, method: DictConfig
     if method.get("temperature") is not None:  # a method may decode at its own temperature (0: greedy)
         strong = StrongModel(strong.lm, strong.tok, method.temperature, strong.max_new_tokens)
     _, encoded = encode_prompts(strong.tok, parts["prefix"], task.prompts(split), max_prompt_tokens=512)
-    rows, started = [], time.perf_counter()
+    rows, started, example_ids = [], time.perf_counter(), task.split(split)["example_id"].tolist()
     for i, (question, ids) in enumerate(tqdm(list(zip(task.questions(split), encoded)), desc=f"{name} {split}",
                                              unit="q")):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + i)  # per question: independent of order
         result = chunk_beam_search(strong, ids, lambda texts, done, q=question: guide.score_texts(q, texts, done),
                                    method.width, method.samples, method.chunk, generator, parts["head_cache"])
-        rows.append({"example_id": task.split(split)["example_id"].iloc[i], "answer": result.best.text.strip(),
+        rows.append({"example_id": example_ids[i], "answer": result.best.text.strip(),
                      "guide_score": result.best.score, "strong_tokens": result.strong_tokens})
     seconds = time.perf_counter() - started
     with store.create("search_answers", key, {"task": gen_task_key(task)},

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from weaks2strong.models.causal_lm import ANSWER_END
+from weaks2strong.models.causal_lm import ANSWER_END, stop_ids
 from weaks2strong.models.lm_logprobs import cache_kwarg, returned_cache
 
 # (texts, ended) -> the guide's score of each partial answer (C,); ended: the strong model stopped it
@@ -37,13 +37,6 @@ class SearchResult:
     best: Hypothesis
     kept: list[Hypothesis]  # the final beam, best first
     strong_tokens: int  # tokens the strong model sampled: the compute the methods are compared at
-
-
-def stop_ids(tok) -> list[int]:
-    """EOS and the answer end ("\\n"; "\\n\\n" may be one token of its own)."""
-    ends = {tok.eos_token_id, *tok(ANSWER_END, add_special_tokens=False).input_ids[-1:],
-            *tok(ANSWER_END * 2, add_special_tokens=False).input_ids[-1:]}
-    return sorted(i for i in ends if i is not None)
 
 
 class StrongModel:
