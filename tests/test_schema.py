@@ -65,6 +65,10 @@ BAD = [
      "got None"),
     ("aggregator.anchor", "test",
      "config key 'aggregator.anchor' must be one of none, val, got 'test'"),
+    ("refine.method", "icl", "config key 'refine.method' must be one of none, in_context, got 'icl'"),
+    ("refine.model.shots", 0, "config key 'refine.model.shots' must be >= 1, got 0"),
+    ("refine.model.calibrate", True,
+     "config key 'refine.model.calibrate' must be one of weak_prior, content_free, none, got True"),
     ("optimized_metric", "pgr.test.vs_best_teacher",
      "config key 'optimized_metric' must not read the test split, got 'pgr.test.vs_best_teacher': the test split "
      "decides nothing; choose a val metric, e.g. pgr.val.vs_best_teacher"),
@@ -151,8 +155,10 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("override", [f"{g}={o}" for g in ("task", "aggregator", "trainer", "student", "experiment")
-                                      for o in _options(g)] + ["debug=fast"])
+SHIPPED_GROUPS = ("task", "aggregator", "refine", "trainer", "student", "experiment")
+
+
+@pytest.mark.parametrize("override", [f"{g}={o}" for g in SHIPPED_GROUPS for o in _options(g)] + ["debug=fast"])
 def test_every_shipped_option_satisfies_the_schema(override):
     from weaks2strong.checks import check_command_line
 

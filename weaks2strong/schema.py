@@ -193,6 +193,20 @@ class AggregatorSchema:
 
 
 @dataclass
+class RefineModelSchema:
+    shots: int = rule(ge=1)
+    calibrate: str = rule(choices=("weak_prior", "content_free", "none"))
+    demo_max_tokens: int = rule(ge=1)
+    max_prompt_tokens: int = rule(ge=1)
+
+
+@dataclass
+class RefineSchema:
+    method: str = rule(choices=("none", "in_context"))
+    model: RefineModelSchema = field(default_factory=RefineModelSchema)
+
+
+@dataclass
 class GenerationSchema:
     max_candidates: int = rule(ge=1)
     student_shots: int = rule(ge=0)
@@ -209,11 +223,13 @@ class ConfigSchema:
     trainer: TrainerSchema = field(default_factory=TrainerSchema)
     aggregator: AggregatorSchema = field(default_factory=AggregatorSchema)
     generation: GenerationSchema = field(default_factory=GenerationSchema)
+    refine: RefineSchema = field(default_factory=RefineSchema)
     optimized_metric: Optional[str] = rule(check=_val_metric)  # noqa: UP045
 
 
 GROUPS = {"config": ConfigSchema, "seeds": SeedsSchema, "task": TaskSchema, "student": StudentSchema,
-          "trainer": TrainerSchema, "aggregator": AggregatorSchema, "generation": GenerationSchema}
+          "trainer": TrainerSchema, "aggregator": AggregatorSchema, "generation": GenerationSchema,
+          "refine": RefineSchema}
 
 
 def register() -> None:

@@ -1,4 +1,4 @@
-"""Wires the stages teach → aggregate → distill → evaluate from a composed Hydra config.
+"""Wires the stages teach → (refine) → aggregate → distill → evaluate from a composed Hydra config.
 
 Every stage before evaluate receives the task with its test split sealed (``Task.without_test``):
 choices are made on val, and the test split is read once, by evaluate, for the reported number.
@@ -23,13 +23,14 @@ from weaks2strong.pipeline.aggregate import aggregate
 from weaks2strong.pipeline.config import build, make_loggers
 from weaks2strong.pipeline.distill import distill
 from weaks2strong.pipeline.evaluate import evaluate
+from weaks2strong.pipeline.refine import refine
 from weaks2strong.pipeline.teach import teach
 from weaks2strong.schema import validate
 from weaks2strong.tasks import Task
 
 log = logging.getLogger(__name__)
 
-__all__ = ["aggregate", "distill", "evaluate", "run", "teach"]
+__all__ = ["aggregate", "distill", "evaluate", "refine", "run", "teach"]
 
 
 def run(cfg: DictConfig) -> dict | None:
@@ -69,6 +70,7 @@ def run(cfg: DictConfig) -> dict | None:
                              f"task {task.name} is a classification task: use align=none")
     dev = task.without_test()
     labels = teach(dev, cfg.get("teachers") or {}, store)
+    labels = refine(dev, labels, cfg.get("refine"), store)  # + the strong model's refined labels, if asked
     targets = aggregate(dev, labels, cfg.aggregator, store)
     ceiling = distill(dev, None, cfg, store, run_dir, stage="ceiling")
     student = distill(dev, targets, cfg, store, run_dir, stage="student")

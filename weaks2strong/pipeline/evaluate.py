@@ -14,6 +14,7 @@ from weaks2strong.evaluate import classification_metrics, error_correlation, est
 from weaks2strong.evaluate.report import render_markdown, render_table, summarize
 from weaks2strong.pipeline.aggregate import fitted_aggregator, targets_frame
 from weaks2strong.pipeline.distill import ceiling_config, fitted_student, test_predictions, training_rows
+from weaks2strong.pipeline.refine import fitted_refiner
 from weaks2strong.pipeline.tables import prob_columns, split_frame, split_probs, split_rows, task_key
 from weaks2strong.pipeline.teach import checked_labels, fitted_teacher, teacher_probs
 from weaks2strong.tasks import Task
@@ -31,7 +32,10 @@ def predict_test(task: Task, dev: Task, labels: dict[str, Artifact], targets: Ar
     out = {}
     for name, artifact in labels.items():
         def label(name=name, artifact=artifact):
-            teacher = fitted_teacher(dev, name, cfg.teachers[name], artifact.key)
+            if artifact.stage == "refine":
+                teacher = fitted_refiner(dev, labels, cfg.refine, artifact.key)
+            else:
+                teacher = fitted_teacher(dev, name, cfg.teachers[name], artifact.key)
             return split_frame(task, "test", checked_labels(teacher.predict_proba(task, "test"), task, name, "test"))
 
         out[f"teacher:{name}"] = cached_test_predictions(store, task, artifact, label)

@@ -51,8 +51,7 @@ class PromptedLM:
         self.content_free_ = None
         if self.calibrate:
             # contextual calibration (Zhao et al. 2021): q ∝ p / p(· | content-free input)
-            fields = {f for _, f, _, _ in string.Formatter().parse(task.prompt) if f}
-            blank = task.prompt.format(**{f: "N/A" for f in fields})
+            blank = content_free_prompt(task)
             self.content_free_ = self._probs(tok, lm, task, self.render(tok, [blank]), desc=None)[0]  # (K,)
 
     def _draw_shots(self, task: Task) -> list[tuple[str, str, str]]:
@@ -188,3 +187,9 @@ class PromptedLM:
         logits, ids = self._forward(lm, tok, seqs)
         logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V)
         return logp.gather(-1, ids[:, 1:, None]).squeeze(-1)  # (B, T-1)
+
+
+def content_free_prompt(task: Task) -> str:
+    """The task's prompt with every field "N/A": contextual calibration's content-free input."""
+    fields = {f for _, f, _, _ in string.Formatter().parse(task.prompt) if f}
+    return task.prompt.format(**{f: "N/A" for f in fields})

@@ -1,0 +1,121 @@
+"""Refinement (Somerstep et al. 2024) beside naive and Bayesian weak supervision, per task over seeds
+(splits varying): the MiniLM student fine-tuned on
+
+    naive           the single best teacher's labels (chosen on val)      refine=none aggregator=single
+    refined         the strong model's in-context labels (refine=in_context, demos carry those labels)
+    bayes           the Bayesian aggregate of the teachers                  refine=none aggregator=bayes
+    bayes+refined   the Bayesian aggregate with the refined labels as one more teacher
+
+    .venv/bin/python benchmarks/refine.py [tasks=sst2,ag_news,boolq] [seeds=0,1,2] [overrides...]
+
+Runs the whole pipeline in this process (stage artifacts shared through the run cache, so variants
+reuse the teachers, the refiner and the ceiling). PGR = (student − weak) / (ceiling − weak) on test,
+with one weak reference for all four: the best *original* teacher, chosen on val. Also the targets'
+accuracy on w2s_train (what the student is fed). Prints a table per task, then ONE key=value line.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from weaks2strong.cli import CONFIG_DIR  # noqa: E402
+from weaks2strong.pipeline import run  # noqa: E402
+from weaks2strong.pipeline.refine import REFINED  # noqa: E402
+from weaks2strong.resolvers import register_resolvers  # noqa: E402
+
+VARIANTS = {
+    "naive": ["refine=none", "aggregator=single"],
+    "bayes": ["refine=none"],
+    "refined": ["refine=in_context", "aggregator=single", f"aggregator.model.teacher={REFINED}"],
+    "bayes+refined": ["refine=in_context"],
+}
+# CPU-sized splits (weak_train as the task has it); the test split is the one read for the number
+SIZES = {"sst2": ["task.sizes.w2s_train=600", "task.sizes.test=600"],
+         "ag_news": ["task.sizes.w2s_train=600", "task.sizes.val=200", "task.sizes.test=600"],
+         "boolq": ["task.sizes.weak_train=600", "task.sizes.w2s_train=400", "task.sizes.test=400",
+                   "refine.model.max_prompt_tokens=160", "refine.model.demo_max_tokens=64"]}
+
+
+def one_run(task: str, seed: int, variant: str, overrides: list[str], out: Path) -> dict:
+    run_dir = out / f"{task}_s{seed}" / variant.replace("+", "_")
+    if (run_dir / "metrics.json").exists():
+        return json.loads((run_dir / "metrics.json").read_text())
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={task}", f"seed={seed}", "logger=none",
+                                           f"paths.output_dir={run_dir}", *SIZES.get(task, []),
+                                           *VARIANTS[variant], *overrides])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    metrics = run(cfg)
+    print(f"[{task} seed {seed} {variant}] {time.perf_counter() - started:.0f} s", flush=True)
+    return metrics
+
+
+def scores(metrics: dict, teachers: list[str]) -> dict:
+    acc = lambda entry, split: entry[split]["accuracy"]  # noqa: E731
+    best = max(teachers, key=lambda t: acc(metrics["teachers"][t], "val"))  # chosen on val
+    weak, ceiling = acc(metrics["teachers"][best], "test"), acc(metrics["ceiling"], "test")
+    student = acc(metrics["student"], "test")
+    return {"student": student, "weak": weak, "ceiling": ceiling, "best": best,
+            "pgr": (student - weak) / (ceiling - weak) if ceiling > weak else float("nan"),
+            "targets_w2s": acc(metrics["aggregate"], "w2s_train")}
+
+
+def mean_se(values: list[float]) -> str:
+    v = np.asarray([x for x in values if np.isfinite(x)])
+    if not len(v):
+        return "n/a"
+    se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
+    return f"{v.mean():.3f} ± {se:.3f}"
+
+
+def main(argv: list[str]) -> None:
+    tasks, seeds, overrides = ["sst2", "ag_news", "boolq"], [0, 1, 2], []
+    for arg in argv:
+        if arg.startswith("tasks="):
+            tasks = arg.split("=", 1)[1].split(",")
+        elif arg.startswith("seeds="):
+            seeds = [int(s) for s in arg.split("=", 1)[1].split(",")]
+        else:
+            overrides.append(arg)
+    register_resolvers()
+    out = Path(__file__).resolve().parents[1] / "runs" / "bench_refine"
+    results: dict[str, dict[int, dict]] = {t: {} for t in tasks}
+    for seed in seeds:  # seed-major: a cut-short run still covers every task
+        for task in tasks:
+            runs = {v: one_run(task, seed, v, overrides, out) for v in VARIANTS}
+            teachers = [t for t in runs["naive"]["teachers"] if t != REFINED]
+            results[task][seed] = {v: scores(m, teachers) for v, m in runs.items()}
+            refined = runs["bayes+refined"]["teachers"][REFINED]
+            results[task][seed]["refined_labels"] = {s: refined[s]["accuracy"] for s in ("val", "w2s_train", "test")}
+    headline = {}
+    for task in tasks:
+        done = sorted(results[task])
+        print(f"\n{task}: seeds {done} (test accuracy; PGR against the best original teacher, chosen on val)")
+        print(f"{'variant':15s} {'targets acc (w2s_train)':>24s} {'student acc':>16s} {'PGR':>16s}  per seed PGR")
+        for v in VARIANTS:
+            rows = [results[task][s][v] for s in done]
+            print(f"{v:15s} {mean_se([r['targets_w2s'] for r in rows]):>24s} {mean_se([r['student'] for r in rows]):>16s} "
+                  f"{mean_se([r['pgr'] for r in rows]):>16s}  " + " ".join(f"{r['pgr']:.2f}" for r in rows))
+            headline[f"{task}_{v.replace('+', '_')}_pgr"] = float(np.nanmean([r["pgr"] for r in rows]))
+        first = results[task][done[0]]["naive"]
+        print(f"weak (best teacher, seed {done[0]}: {first['best']}) {mean_se([results[task][s]['naive']['weak'] for s in done])}"
+              f"   ceiling {mean_se([results[task][s]['naive']['ceiling'] for s in done])}"
+              f"   refined labels: w2s_train {mean_se([results[task][s]['refined_labels']['w2s_train'] for s in done])},"
+              f" test {mean_se([results[task][s]['refined_labels']['test'] for s in done])}")
+        wins = sum(results[task][s]["refined"]["student"] > results[task][s]["naive"]["student"] for s in done)
+        print(f"refined beats naive (student test acc) on {wins}/{len(done)} seeds")
+        headline[f"{task}_seeds"] = len(done)
+    print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
