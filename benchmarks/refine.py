@@ -2,7 +2,9 @@
 (splits varying): the MiniLM student fine-tuned on
 
     naive           the single best teacher's labels (chosen on val)      refine=none aggregator=single
-    refined         the strong model's in-context labels (refine=in_context, demos carry those labels)
+    naive (hard)    the same teacher's answers, one-hot                     ... aggregator.model.hard=true
+    refined         the strong model's in-context answers, one-hot (refine=in_context; its demonstrations
+                    carry the best teacher's labels)
     bayes           the Bayesian aggregate of the teachers                  refine=none aggregator=bayes
     bayes+refined   the Bayesian aggregate with the refined labels as one more teacher
 
@@ -33,8 +35,10 @@ from weaks2strong.resolvers import register_resolvers  # noqa: E402
 
 VARIANTS = {
     "naive": ["refine=none", "aggregator=single"],
+    "naive (hard)": ["refine=none", "aggregator=single", "aggregator.model.hard=true"],
     "bayes": ["refine=none"],
-    "refined": ["refine=in_context", "aggregator=single", f"aggregator.model.teacher={REFINED}"],
+    "refined": ["refine=in_context", "aggregator=single", f"aggregator.model.teacher={REFINED}",
+                "aggregator.model.hard=true"],
     "bayes+refined": ["refine=in_context"],
 }
 # CPU-sized splits (weak_train as the task has it); the test split is the one read for the number
@@ -45,7 +49,7 @@ SIZES = {"sst2": ["task.sizes.w2s_train=600", "task.sizes.test=600"],
 
 
 def one_run(task: str, seed: int, variant: str, overrides: list[str], out: Path) -> dict:
-    run_dir = out / f"{task}_s{seed}" / variant.replace("+", "_")
+    run_dir = out / f"{task}_s{seed}" / variant.replace("+", "_").replace(" (hard)", "_hard")
     if (run_dir / "metrics.json").exists():
         return json.loads((run_dir / "metrics.json").read_text())
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
@@ -99,20 +103,23 @@ def main(argv: list[str]) -> None:
     headline = {}
     for task in tasks:
         done = sorted(results[task])
+        res = {s: results[task][s] for s in done}
         print(f"\n{task}: seeds {done} (test accuracy; PGR against the best original teacher, chosen on val)")
         print(f"{'variant':15s} {'targets acc (w2s_train)':>24s} {'student acc':>16s} {'PGR':>16s}  per seed PGR")
         for v in VARIANTS:
-            rows = [results[task][s][v] for s in done]
-            print(f"{v:15s} {mean_se([r['targets_w2s'] for r in rows]):>24s} {mean_se([r['student'] for r in rows]):>16s} "
-                  f"{mean_se([r['pgr'] for r in rows]):>16s}  " + " ".join(f"{r['pgr']:.2f}" for r in rows))
-            headline[f"{task}_{v.replace('+', '_')}_pgr"] = float(np.nanmean([r["pgr"] for r in rows]))
-        first = results[task][done[0]]["naive"]
-        print(f"weak (best teacher, seed {done[0]}: {first['best']}) {mean_se([results[task][s]['naive']['weak'] for s in done])}"
-              f"   ceiling {mean_se([results[task][s]['naive']['ceiling'] for s in done])}"
-              f"   refined labels: w2s_train {mean_se([results[task][s]['refined_labels']['w2s_train'] for s in done])},"
-              f" test {mean_se([results[task][s]['refined_labels']['test'] for s in done])}")
-        wins = sum(results[task][s]["refined"]["student"] > results[task][s]["naive"]["student"] for s in done)
-        print(f"refined beats naive (student test acc) on {wins}/{len(done)} seeds")
+            rows = [res[s][v] for s in done]
+            cells = [mean_se([r[c] for r in rows]) for c in ("targets_w2s", "student", "pgr")]
+            per_seed = " ".join(f"{r['pgr']:.2f}" for r in rows)
+            print(f"{v:15s} {cells[0]:>24s} {cells[1]:>16s} {cells[2]:>16s}  {per_seed}")
+            name = v.replace("+", "_").replace(" (hard)", "_hard")
+            headline[f"{task}_{name}_pgr"] = float(np.nanmean([r["pgr"] for r in rows]))
+        weak, ceiling = (mean_se([res[s]["naive"][c] for s in done]) for c in ("weak", "ceiling"))
+        refined = {split: mean_se([res[s]["refined_labels"][split] for s in done]) for split in ("w2s_train", "test")}
+        print(f"weak (best teacher, seed {done[0]}: {res[done[0]]['naive']['best']}) {weak}   ceiling {ceiling}   "
+              f"refined labels: w2s_train {refined['w2s_train']}, test {refined['test']}")
+        for a, b in (("refined", "naive (hard)"), ("refined", "naive"), ("bayes+refined", "bayes")):
+            wins = sum(res[s][a]["student"] > res[s][b]["student"] for s in done)
+            print(f"{a} beats {b} (student test acc) on {wins}/{len(done)} seeds")
         headline[f"{task}_seeds"] = len(done)
     print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()))
 

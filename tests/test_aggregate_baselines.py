@@ -29,6 +29,13 @@ def test_single_teacher_and_unknown_name():
         SingleTeacher("z").fit(PROBS, ["a", "b", "c"])
 
 
+def test_single_teacher_hard_answers_are_one_hot_and_abstentions_stay_uniform():
+    probs = np.array([[[0.45, 0.55]], [[0.7, 0.3]], [[np.nan, np.nan]]])  # (N=3, T=1, K=2)
+    agg = SingleTeacher("a", hard=True).fit(probs, ["a"])
+    assert np.array_equal(agg.predict_proba(probs), [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
+    assert np.allclose(SingleTeacher("a").fit(probs, ["a"]).predict_proba(probs)[0], [0.45, 0.55])
+
+
 def test_crowdkit_ds_baseline_runs_on_votes():
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 2, 300)

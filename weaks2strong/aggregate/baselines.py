@@ -28,10 +28,13 @@ class _Baseline:
 
 
 class SingleTeacher(_Baseline):
-    """One named teacher's probabilities, as they are (the Burns et al. single weak supervisor)."""
+    """One named teacher's probabilities, as they are (the Burns et al. single weak supervisor), or
+    with ``hard`` its answers, one-hot (Somerstep et al. fine-tune on the strong model's in-context
+    answers; a prompted LM's class probabilities are flat, and the student learns flat outputs from
+    them)."""
 
-    def __init__(self, teacher: str):
-        self.teacher = teacher
+    def __init__(self, teacher: str, hard: bool = False):
+        self.teacher, self.hard = teacher, hard
 
     def fit(self, probs, teacher_names=None):
         super().fit(probs, teacher_names)
@@ -41,7 +44,12 @@ class SingleTeacher(_Baseline):
         return self
 
     def _posterior(self, probs):
-        return probs[:, self.teacher_names.index(self.teacher)].copy()
+        mine = probs[:, self.teacher_names.index(self.teacher)].copy()  # (N, K), NaN rows: abstained
+        if not self.hard:
+            return mine
+        answered = ~np.isnan(mine).all(-1)
+        mine[answered] = np.eye(mine.shape[1])[mine[answered].argmax(-1)]
+        return mine
 
 
 class MeanProbabilities(_Baseline):
