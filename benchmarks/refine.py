@@ -8,7 +8,9 @@
     bayes           the Bayesian aggregate of the teachers                  refine=none aggregator=bayes
     bayes+refined   the Bayesian aggregate with the refined labels as one more teacher
 
-    .venv/bin/python benchmarks/refine.py [tasks=sst2,ag_news,boolq] [seeds=0,1,2] [overrides...]
+    .venv/bin/python benchmarks/refine.py [tasks=sst2,ag_news,boolq] [seeds=0,1,2] [--report] [overrides...]
+
+``--report`` trains nothing: it tabulates the runs already finished (runs/bench_refine/<task>_s<seed>).
 
 Runs the whole pipeline in this process (stage artifacts shared through the run cache, so variants
 reuse the teachers, the refiner and the ceiling). PGR = (student − weak) / (ceiling − weak) on test,
@@ -52,10 +54,12 @@ SIZES = {"sst2": ["task.sizes.w2s_train=600", "task.sizes.test=600"],
                    "student.data.max_length=192"]}
 
 
-def one_run(task: str, seed: int, variant: str, overrides: list[str], out: Path) -> dict:
+def one_run(task: str, seed: int, variant: str, overrides: list[str], out: Path, report: bool) -> dict | None:
     run_dir = out / f"{task}_s{seed}" / variant.replace("+", "_").replace(" (hard)", "_hard")
     if (run_dir / "metrics.json").exists():
         return json.loads((run_dir / "metrics.json").read_text())
+    if report:
+        return None
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={task}", f"seed={seed}", "logger=none",
                                            f"paths.output_dir={run_dir}", *STUDENT, *SIZES.get(task, []),
@@ -86,9 +90,11 @@ def mean_se(values: list[float]) -> str:
 
 
 def main(argv: list[str]) -> None:
-    tasks, seeds, overrides = ["sst2", "ag_news", "boolq"], [0, 1, 2], []
+    tasks, seeds, overrides, report = ["sst2", "ag_news", "boolq"], [0, 1, 2], [], False
     for arg in argv:
-        if arg.startswith("tasks="):
+        if arg == "--report":
+            report = True
+        elif arg.startswith("tasks="):
             tasks = arg.split("=", 1)[1].split(",")
         elif arg.startswith("seeds="):
             seeds = [int(s) for s in arg.split("=", 1)[1].split(",")]
@@ -99,7 +105,9 @@ def main(argv: list[str]) -> None:
     results: dict[str, dict[int, dict]] = {t: {} for t in tasks}
     for seed in seeds:  # seed-major: a cut-short run still covers every task
         for task in tasks:
-            runs = {v: one_run(task, seed, v, overrides, out) for v in VARIANTS}
+            runs = {v: one_run(task, seed, v, overrides, out, report) for v in VARIANTS}
+            if any(m is None for m in runs.values()):
+                continue  # --report: this task and seed did not finish
             teachers = [t for t in runs["naive"]["teachers"] if t != REFINED]
             results[task][seed] = {v: scores(m, teachers) for v, m in runs.items()}
             refined = runs["bayes+refined"]["teachers"][REFINED]
@@ -107,6 +115,8 @@ def main(argv: list[str]) -> None:
     headline = {}
     for task in tasks:
         done = sorted(results[task])
+        if not done:
+            continue
         res = {s: results[task][s] for s in done}
         print(f"\n{task}: seeds {done} (test accuracy; PGR against the best original teacher, chosen on val)")
         print(f"{'variant':15s} {'targets acc (w2s_train)':>24s} {'student acc':>16s} {'PGR':>16s}  per seed PGR")
