@@ -117,6 +117,23 @@ def test_the_refine_stage_adds_the_refined_teacher_and_is_reused(tmp_path, caplo
     demos = json.loads((tmp_path / artifacts["teach"]["refined"] / "demos.json").read_text())
     assert demos["weak_labels"] == metrics["best_teacher"] or demos["weak_labels"] in metrics["teachers"]
     assert len(demos["sets"]) == 2 and all(len(s) == 8 for s in demos["sets"])
+    # a later process (evaluate after a reused refine) rebuilds the refiner from the artifact alone
+    # and labels as the stage did, without scoring w2s_train again for the class scale
+    from weaks2strong.artifacts import Store
+    from weaks2strong.pipeline import compute
+    from weaks2strong.pipeline.refine import fitted_refiner
+    from weaks2strong.pipeline.tables import split_probs
+
+    cfg = compose_run(tmp_path, "unused", "refine=in_context")
+    store = Store(cfg.paths.cache_dir)
+    task = pipeline.config.build(cfg.task, "task", _convert_="all").without_test()
+    refine_artifact = store.find("refine", artifacts["teach"]["refined"].rstrip("/").split("/")[-1])
+    compute._FITTED.clear()
+    rebuilt = fitted_refiner(task, {n: store.find("teach", p.rstrip("/").split("/")[-1])
+                                    for n, p in artifacts["teach"].items() if n != "refined"},
+                             cfg.refine, refine_artifact.key, demos)
+    assert rebuilt._kept == (None, None)  # w2s_train was not scored
+    assert np.abs(rebuilt.predict_proba(task, "val") - split_probs(refine_artifact, "labels", task, "val")).max() < 1e-6
     caplog.clear()
     pipeline.run(compose_run(tmp_path, "again", "refine=in_context"))  # Bayes + refined: refine is reused
     messages = stage_messages(caplog)

@@ -33,7 +33,7 @@ def predict_test(task: Task, dev: Task, labels: dict[str, Artifact], targets: Ar
     for name, artifact in labels.items():
         def label(name=name, artifact=artifact):
             if artifact.stage == "refine":
-                teacher = fitted_refiner(dev, labels, cfg.refine, artifact.key)
+                teacher = fitted_refiner(dev, labels, cfg.refine, artifact.key, artifact.record("demos"))
             else:
                 teacher = fitted_teacher(dev, name, cfg.teachers[name], artifact.key)
             return split_frame(task, "test", checked_labels(teacher.predict_proba(task, "test"), task, name, "test"))

@@ -62,7 +62,7 @@ def _refine(task: Task, labels: dict[str, Artifact], refine_cfg: DictConfig, sto
     with store.create("refine", key, {"task": task_key(task), "weak_labels": labels[source].key},
                       {"weak_labels": source, **config_slice(refine_cfg, TEACHER_VOLATILE_KEYS)}) as tmp:
         write_table(tmp / "labels.parquet", pd.concat(rows, ignore_index=True))
-        write_json(tmp / "demos.json", {"weak_labels": source, "sets": [
+        write_json(tmp / "demos.json", {"weak_labels": source, "class_scale": refiner.class_scale_.tolist(), "sets": [
             [{"example_id": example_id, "answer": answer} for _, answer, example_id in demos]
             for demos in refiner.demo_sets_]})
         write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started})
@@ -70,15 +70,17 @@ def _refine(task: Task, labels: dict[str, Artifact], refine_cfg: DictConfig, sto
              sum(len(r) for r in rows), time.perf_counter() - started, source)
 
 
-def fitted_refiner(task: Task, labels: dict[str, Artifact], refine_cfg: DictConfig, key: str):
+def fitted_refiner(task: Task, labels: dict[str, Artifact], refine_cfg: DictConfig, key: str,
+                   saved: dict | None = None):
     """The refiner with its demonstrations drawn (this process's, or drawn again: the draw is
-    deterministic in the seed and the weak labels). ``labels`` are the teachers', without ``refined``."""
+    deterministic in the seed and the weak labels). ``labels`` are the teachers', without ``refined``;
+    ``saved``: the refine artifact's demos.json, whose class scale spares scoring w2s_train again."""
     refiner = recall("refine", key)
     if refiner is None:
         teachers = {n: a for n, a in labels.items() if n != REFINED}
         source, weak = weak_labels(task, teachers, refine_cfg.get("weak_labels", BEST_ON_VAL))
         refiner = build(refine_cfg.model, "refine.model")
-        refiner.fit(task, "w2s_train", weak)
+        refiner.fit(task, "w2s_train", weak, class_scale=(saved or {}).get("class_scale"))
         refiner.weak_source_ = source
         remember("refine", key, refiner)
     return refiner

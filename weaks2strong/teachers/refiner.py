@@ -59,12 +59,13 @@ class InContextRefiner(PromptedLM):
         self.balanced, self.answer_cue, self.calibration = balanced, answer_cue, calibrate
         self.demo_max_tokens, self.max_prompt_tokens = demo_max_tokens, max_prompt_tokens
 
-    def fit(self, task: Task, split: str, weak_labels: np.ndarray) -> None:
+    def fit(self, task: Task, split: str, weak_labels: np.ndarray, class_scale: np.ndarray | None = None) -> None:
         """Draw the two demonstration sets from ``split``'s rows, labelled by ``weak_labels`` (N,) (a class
         index, or -1 where the weak supervisor gave none), then calibrate: ``weak_prior`` rescales the
         classes so that the refined labels of ``split`` keep the weak labels' class shares
         (``match_prior``); ``content_free`` divides by each demonstration set's answer to an "N/A"
-        input (Zhao et al. 2021); ``none`` keeps the LM's own scores."""
+        input (Zhao et al. 2021); ``none`` keeps the LM's own scores. ``class_scale`` (K,): the
+        multipliers an earlier fit on the same rows found, so that refitting skips scoring ``split``."""
         weak_labels = np.asarray(weak_labels)
         if weak_labels.shape != (len(task.split(split)),):
             raise TeacherError(f"refiner: {len(weak_labels)} weak labels for {len(task.split(split))} rows of {split}")
@@ -84,7 +85,9 @@ class InContextRefiner(PromptedLM):
                 prompt = self.render(tok, [blank], demos)
                 self.content_free_[s] = self._probs(tok, lm, task, prompt, desc=None)[0]  # (K,)
         self.class_scale_ = np.ones(task.num_classes)
-        if self.calibration == "weak_prior":
+        if class_scale is not None:
+            self.class_scale_ = np.asarray(class_scale, dtype=np.float64)
+        elif self.calibration == "weak_prior":
             labelled = weak_labels[weak_labels >= 0]
             prior = np.bincount(labelled, minlength=task.num_classes) / max(len(labelled), 1)  # (K,)
             self.class_scale_ = match_prior(self._scores(task, split), prior)
