@@ -49,9 +49,9 @@ STUDENT = ["trainer.max_epochs=4", "student.model.optimizer.lr=1e-4"]
 # CPU-sized splits (weak_train as the task has it); the test split is the one read for the number
 SIZES = {"sst2": ["task.sizes.w2s_train=600", "task.sizes.test=600"],
          "ag_news": ["task.sizes.w2s_train=600", "task.sizes.val=200", "task.sizes.test=600"],
-         "boolq": ["task.sizes.weak_train=600", "task.sizes.w2s_train=400", "task.sizes.test=400",
-                   "refine.model.max_prompt_tokens=160", "refine.model.demo_max_tokens=64",
+         "boolq": ["task.sizes.weak_train=600", "task.sizes.w2s_train=300", "task.sizes.test=300",
                    "student.data.max_length=192"]}
+REFINE_SIZES = {"boolq": ["refine.model.max_prompt_tokens=160", "refine.model.demo_max_tokens=64"]}
 
 
 def one_run(task: str, seed: int, variant: str, overrides: list[str], out: Path, report: bool) -> dict | None:
@@ -60,10 +60,12 @@ def one_run(task: str, seed: int, variant: str, overrides: list[str], out: Path,
         return json.loads((run_dir / "metrics.json").read_text())
     if report:
         return None
+    refining = "refine=in_context" in VARIANTS[variant]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={task}", f"seed={seed}", "logger=none",
                                            f"paths.output_dir={run_dir}", *STUDENT, *SIZES.get(task, []),
-                                           *VARIANTS[variant], *overrides])
+                                           *VARIANTS[variant], *overrides,
+                                           *(REFINE_SIZES.get(task, []) if refining else [])])
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     metrics = run(cfg)
