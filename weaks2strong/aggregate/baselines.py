@@ -29,9 +29,8 @@ class _Baseline:
 
 class SingleTeacher(_Baseline):
     """One named teacher's probabilities, as they are (the Burns et al. single weak supervisor), or
-    with ``hard`` its answers, one-hot (Somerstep et al. fine-tune on the strong model's in-context
-    answers; a prompted LM's class probabilities are flat, and the student learns flat outputs from
-    them)."""
+    with ``hard`` its answers, one-hot (for refined labels: a prompted LM's class probabilities are
+    flat, and a student fed them learns flat outputs)."""
 
     def __init__(self, teacher: str, hard: bool = False):
         self.teacher, self.hard = teacher, hard
