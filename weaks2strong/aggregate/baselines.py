@@ -29,8 +29,8 @@ class _Baseline:
 
 class SingleTeacher(_Baseline):
     """One named teacher's probabilities, as they are (the Burns et al. single weak supervisor), or
-    with ``hard`` its answers, one-hot (for refined labels: a prompted LM's class probabilities are
-    flat, and a student fed them learns flat outputs)."""
+    with ``hard`` its answers, one-hot (for refined labels, whose probabilities are flat: on SST-2
+    the hard-label student was 0.016 better on val, 3 seeds)."""
 
     def __init__(self, teacher: str, hard: bool = False):
         self.teacher, self.hard = teacher, hard

@@ -147,12 +147,13 @@ class InContextRefiner(PromptedLM):
         """Each row's full prompt (demonstrations, then the example and the answer cue) and the
         demonstration set (0 or 1) it carries."""
         tok, _ = self._load()
-        which = np.array([self.demo_set_of(p) for p in task.prompts(split)], dtype=int)
-        prompts = [self._left_cut(tok, p, self.max_prompt_tokens) for p in task.prompts(split)]
+        prompts = task.prompts(split)
+        which = np.array([self.demo_set_of(p) for p in prompts], dtype=int)
+        prompts = [self._left_cut(tok, p, self.max_prompt_tokens) for p in prompts]
         return [self.render(tok, [p], self.demo_sets_[s])[0] for p, s in zip(prompts, which)], which
 
-    def render(self, tok, prompts: list[str], demos: list[tuple[str, str, str]] | None = None) -> list[str]:
-        demos = "".join(f"{p}{self.answer_cue} {answer}\n\n" for p, answer, _ in (demos or self.shots_))
+    def render(self, tok, prompts: list[str], demos: list[tuple[str, str, str]]) -> list[str]:
+        demos = "".join(f"{p}{self.answer_cue} {answer}\n\n" for p, answer, _ in demos)
         return [(tok.bos_token or "") + demos + p + self.answer_cue for p in prompts]
 
     def _verbalizer_ids(self, tok, task: Task) -> list[list[int]]:
