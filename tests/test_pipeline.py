@@ -51,7 +51,7 @@ def test_debug_fast_end_to_end(first_run):
     for stage in ("aggregate", "ceiling", "student"):
         assert json.loads((tmp.joinpath(artifacts[stage], "manifest.json")).read_text())["stage"] == stage
     assert (tmp / artifacts["student"] / "model.safetensors").stat().st_size > 1e6
-    assert (run / "checkpoints" / "student" / "last.ckpt").is_file()
+    assert not (run / "checkpoints" / "student").exists()  # a finished stage is reused, never resumed
     assert (run / "csv").is_dir()  # the CSV logger wrote its metrics
     vader = pd.read_parquet(tmp / artifacts["teach"]["vader"] / "labels.parquet")
     abstained = vader[["p_0", "p_1"]].isna().all(axis=1)
@@ -71,12 +71,14 @@ def test_identical_rerun_reuses_every_stage(first_run, caplog):
 def test_changing_the_aggregator_reuses_teachers_and_ceiling(first_run, caplog):
     tmp, _ = first_run
     caplog.set_level(logging.INFO, logger="weaks2strong.pipeline")
-    pipeline.run(compose_run(tmp, "run3", "aggregator=majority"))
+    pipeline.run(compose_run(tmp, "run3", "aggregator=majority", "student.keep_checkpoint=true"))
     messages = stage_messages(caplog)
     assert sum(m.startswith("teach:") and "reused" in m for m in messages) == 3
     assert any(m.startswith("ceiling: reused") for m in messages)
     assert any(m.startswith("student: trained") for m in messages)
     assert not any(m.startswith("aggregate: reused") for m in messages)
+    assert (tmp / "run3" / "checkpoints" / "student" / "last.ckpt").is_file()  # kept, as asked
+    assert not (tmp / "run3" / "checkpoints" / "ceiling").exists()  # reused: nothing trained, nothing kept
 
 
 def test_pgr_and_accuracies_recomputed_from_the_artifacts_equal_the_report(first_run):

@@ -65,7 +65,7 @@ def test_a_failed_job_does_not_stop_the_sweep_and_is_listed(tmp_path):
                            f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=600)
     assert done.returncode != 0  # Hydra reports the failure when the sweep ends ...
     assert "w2s: error: task.sizes.test=100000 is more than" in done.stderr
-    assert (sweep / "1" / "metrics.json").is_file()  # ... after running the job that came next
+    assert (sweep / "1" / "metrics.json").is_file(), done.stderr[-3000:]  # ... after running the job that came next
     failed = (sweep / "0" / "failed.txt").read_text()
     assert "task.sizes.test=100000" in failed and "-> TaskError: task.sizes.test=100000 is more than" in failed
     summary = (sweep / "sweep_summary.md").read_text()

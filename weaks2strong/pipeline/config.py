@@ -8,7 +8,8 @@ from omegaconf import DictConfig, OmegaConf
 from weaks2strong.errors import UserInputError
 
 # config keys that change how a stage runs but not what it computes
-VOLATILE_KEYS = ("progress", "device", "models_dir", "share_prompt")  # share_prompt: equal log-probs, tested
+# share_prompt: equal log-probs, tested; keep_checkpoint: whether a finished stage's resume checkpoint stays
+VOLATILE_KEYS = ("progress", "device", "models_dir", "share_prompt", "keep_checkpoint")
 # a teacher's inference batch size changes only its speed (the student's changes its training)
 TEACHER_VOLATILE_KEYS = (*VOLATILE_KEYS, "batch_size")
 

@@ -111,6 +111,10 @@ def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, s
             write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started,
                                              "world_size": trainer.world_size})
         resume.unlink(missing_ok=True)
+        if not cfg.student.get("keep_checkpoint", False):
+            # the finished stage is reused from its artifact, never resumed: its resume checkpoint
+            # (weights and optimizer state, ~3x the weights) would only fill the disk of every sweep
+            shutil.rmtree(run_dir / "checkpoints" / stage, ignore_errors=True)
         log.info("%s: trained in %.1f s", stage, time.perf_counter() - started)
 
     on_main(write)

