@@ -69,6 +69,17 @@ def test_cbs_with_one_beam_n_samples_and_no_chunking_is_best_of_n(tiny_lms, guid
         assert bon.best.score == max(h.score for h in bon.kept)
 
 
+def test_cbs_samples_w_times_k_rows_from_the_first_chunk_on(tiny_lms, guide):
+    """Equal compute with best-of-(W·K): CBS starts from W copies of the empty answer, so with one
+    chunk to the end it is best-of-(W·K) under the same seed, keeping the W best."""
+    strong = strong_model(tiny_lms)
+    cbs = chunk_beam_search(strong, prompt_ids(tiny_lms), scorer(guide), width=2, samples=3, chunk=None,
+                            generator=seeded(4))
+    bon = best_of_n(strong, prompt_ids(tiny_lms), scorer(guide), n=6, generator=seeded(4))
+    assert cbs.strong_tokens == bon.strong_tokens > 3 * strong.max_new_tokens  # more than K rows were sampled
+    assert [(h.text, h.score) for h in cbs.kept] == [(h.text, h.score) for h in bon.kept[:2]]
+
+
 def test_a_hypothesis_score_is_the_hand_computed_log_ratio(tiny_lms, guide):
     tok, tuned, untuned = guide.tok, guide.tuned, guide.untuned
     prompt = tok(PROMPT.format(question=QUESTION)).input_ids

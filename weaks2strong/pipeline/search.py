@@ -37,6 +37,7 @@ from weaks2strong.errors import UserInputError
 from weaks2strong.pipeline.compute import exclusive, recall, remember
 from weaks2strong.pipeline.config import TEACHER_VOLATILE_KEYS, VOLATILE_KEYS, build, config_slice
 from weaks2strong.pipeline.generation import gen_task_key, saved_weights
+from weaks2strong.search.cbs import CBS_VERSION
 from weaks2strong.tasks.generation import GenerationTask, exact_match, token_f1
 from weaks2strong.zoo import resolve_model
 
@@ -58,9 +59,11 @@ def run_search(cfg: DictConfig, task: GenerationTask, store: Store, run_dir: Pat
         source = dev if split == "val" else task  # evaluate unseals test here, once
         results = {}
         for name, method in s.methods.items():
+            # W = 1 (plain, best-of-N, greedy) answers the same under every CBS_VERSION
+            version = [CBS_VERSION] if method.width > 1 else []
             key = stable_hash(gen_task_key(source), split, guide_artifact.key,
                               config_slice(s, (*VOLATILE_KEYS, "guide", "methods", "reward")),
-                              OmegaConf.to_container(method, resolve=True), cfg.seeds.student)
+                              OmegaConf.to_container(method, resolve=True), cfg.seeds.student, *version)
             with exclusive(store, "search_answers", key) as found:
                 if found is None:
                     parts = parts or search_parts(dev, s, guide_artifact)

@@ -3,7 +3,9 @@ decoding time with a guide (weaks2strong.search.guide), no training of the stron
 
 W hypotheses are kept. Each unfinished one is extended by K samples of L tokens from the strong
 model; every extension is scored by the guide on its whole text so far; the W best (finished
-hypotheses compete too) go on. Best-of-N is W = 1, K = N, L = ∞: one chunk to the end, the best of
+hypotheses compete too) go on. The search starts from W copies of the empty answer, as the authors'
+code does (the prompt repeated W·K times), so every chunk, the first included, samples W·K rows:
+the compute of best-of-(W·K). Best-of-N is W = 1, K = N, L = ∞: one chunk to the end, the best of
 N by the guide. The strong model reads the prompt once; its key/value cache is repeated for the K
 samples and the kept rows are selected from it after each chunk, so no token is read twice.
 """
@@ -18,6 +20,9 @@ import torch
 
 from weaks2strong.models.causal_lm import ANSWER_END, stop_ids
 from weaks2strong.models.lm_logprobs import cache_kwarg, returned_cache
+
+# Keys cached answers of W > 1 (weaks2strong.pipeline.search). 2: the first chunk samples W·K rows, not K.
+CBS_VERSION = 2
 
 # (texts, ended) -> the guide's score of each partial answer (C,); ended: the strong model stopped it
 Scorer = Callable[[list[str], list[bool]], np.ndarray]
@@ -100,11 +105,13 @@ def chunk_beam_search(strong: StrongModel, prompt_ids: list[int], score: Scorer,
     used = sampled = 0
     while active:
         steps = min(chunk or strong.max_new_tokens, strong.max_new_tokens - used)
-        cache.batch_repeat_interleave(samples)
-        cache, logits, tokens, done = strong.sample(cache, logits.repeat_interleave(samples, 0), steps, generator)
+        # the empty answer stands for W copies of itself: W·K samples in the first chunk too
+        per_parent = samples * width if used == 0 else samples
+        cache.batch_repeat_interleave(per_parent)
+        cache, logits, tokens, done = strong.sample(cache, logits.repeat_interleave(per_parent, 0), steps, generator)
         used += steps
         sampled += tokens.numel()
-        children = [strong.hypothesis(active[r // samples], tokens[r].tolist(), bool(done[r]),
+        children = [strong.hypothesis(active[r // per_parent], tokens[r].tolist(), bool(done[r]),
                                       strong.max_new_tokens - used) for r in range(len(tokens))]
         for child, value in zip(children, score([c.text for c in children], [c.ended for c in children])):
             child.score = float(value)
