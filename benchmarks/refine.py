@@ -84,11 +84,13 @@ def scores(metrics: dict, teachers: list[str]) -> dict:
 
 
 def mean_se(values: list[float]) -> str:
+    """Mean ± SE over the finite values; how many were finite when not all (PGR is undefined on a
+    seed whose ceiling does not beat the weak teacher)."""
     v = np.asarray([x for x in values if np.isfinite(x)])
     if not len(v):
         return "n/a"
-    se = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else float("nan")
-    return f"{v.mean():.3f} ± {se:.3f}"
+    text = f"{v.mean():.3f} ± {v.std(ddof=1) / np.sqrt(len(v)):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+    return text if len(v) == len(values) else f"{text} ({len(v)}/{len(values)})"
 
 
 def main(argv: list[str]) -> None:
@@ -127,13 +129,17 @@ def main(argv: list[str]) -> None:
             rows = [res[s][v] for s in done]
             cells = [mean_se([r[c] for r in rows]) for c in ("targets_w2s", "student", "pgr")]
             gain = mean_se([res[s][v]["student"] - res[s]["naive"]["student"] for s in done])
-            per_seed = " ".join(f"{r['pgr']:.2f}" for r in rows)
+            per_seed = " ".join(f"{r['pgr']:.2f}" if np.isfinite(r["pgr"]) else "n/a" for r in rows)
             print(f"{v:15s} {cells[0]:>24s} {cells[1]:>16s} {gain:>17s} {cells[2]:>16s}  {per_seed}")
             name = v.replace("+", "_").replace(" (hard)", "_hard")
             headline[f"{task}_{name}_acc"] = float(np.mean([r["student"] for r in rows]))
             headline[f"{task}_{name}_pgr"] = float(np.nanmean([r["pgr"] for r in rows]))
         weak, ceiling = (mean_se([res[s]["naive"][c] for s in done]) for c in ("weak", "ceiling"))
         refined = {split: mean_se([res[s]["refined_labels"][split] for s in done]) for split in ("w2s_train", "test")}
+        for v in VARIANTS:
+            print(f"  student test acc per seed, {v}: " + " ".join(f"{res[s][v]['student']:.3f}" for s in done))
+        print("  refined labels' test acc per seed: "
+              + " ".join(f"{res[s]['refined_labels']['test']:.3f}" for s in done))
         print(f"weak (best teacher, seed {done[0]}: {res[done[0]]['naive']['best']}) {weak}   ceiling {ceiling}   "
               f"refined labels: w2s_train {refined['w2s_train']}, test {refined['test']}")
         for a, b in (("refined", "naive (hard)"), ("refined", "naive"), ("bayes+refined", "bayes")):
