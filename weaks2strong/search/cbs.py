@@ -6,7 +6,7 @@ model; every extension is scored by the guide on its whole text so far; the W be
 hypotheses compete too) go on. The search starts from W copies of the empty answer, as the authors'
 code does (the prompt repeated W·K times), so every chunk, the first included, samples W·K rows:
 the compute of best-of-(W·K). Best-of-N is W = 1, K = N, L = ∞: one chunk to the end, the best of
-N by the guide. The strong model reads the prompt once; its key/value cache is repeated for the K
+N by the guide. The strong model reads the prompt once; its key/value cache is repeated for the
 samples and the kept rows are selected from it after each chunk, so no token is read twice.
 """
 from __future__ import annotations
