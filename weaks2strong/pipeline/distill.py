@@ -4,6 +4,7 @@ ceiling, on gold) with the recipe the config names (``student.recipe``); keys, a
 It predicts w2s_train and val; evaluate asks the trained module for test (``fitted_student``)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -115,6 +116,8 @@ def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, s
             # the finished stage is reused from its artifact, never resumed: its resume checkpoint
             # (weights and optimizer state, ~3x the weights) would only fill the disk of every sweep
             shutil.rmtree(run_dir / "checkpoints" / stage, ignore_errors=True)
+            with contextlib.suppress(OSError):  # another stage's checkpoint may still be in it
+                (run_dir / "checkpoints").rmdir()
         log.info("%s: trained in %.1f s", stage, time.perf_counter() - started)
 
     on_main(write)
