@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from weaks2strong.aggregate.bayes import BayesianDawidSkene  # noqa: E402
-from weaks2strong.aggregate.crowd import long_to_probs, table_to_long  # noqa: E402
+from weaks2strong.aggregate.io.crowd import long_to_probs, table_to_long  # noqa: E402
 
 MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 DEFAULT_DATA = Path(os.environ.get("W2S_DATA_MIRROR", MIRROR)) / "crowd"

@@ -29,13 +29,13 @@ from hydra.utils import instantiate  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from weaks2strong.aggregate.baselines import (  # noqa: E402
+from weaks2strong.aggregate.bayes import BayesianDawidSkene  # noqa: E402
+from weaks2strong.aggregate.classification import (  # noqa: E402
     CrowdKitDawidSkene,
     MajorityVote,
     MeanProbabilities,
     SingleTeacher,
 )
-from weaks2strong.aggregate.bayes import BayesianDawidSkene  # noqa: E402
 from weaks2strong.artifacts import Store  # noqa: E402
 from weaks2strong.evaluate import classification_metrics, estimates_summary, teacher_analysis  # noqa: E402
 from weaks2strong.pipeline.aggregate import anchored_rows, best_teacher_on_val  # noqa: E402

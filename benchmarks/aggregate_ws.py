@@ -46,9 +46,9 @@ import pandas as pd  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from weaks2strong.aggregate.baselines import MajorityVote  # noqa: E402
 from weaks2strong.aggregate.bayes import BayesianDawidSkene  # noqa: E402
-from weaks2strong.aggregate.wrench import load_wrench  # noqa: E402
+from weaks2strong.aggregate.classification import MajorityVote  # noqa: E402
+from weaks2strong.aggregate.io.wrench import load_wrench  # noqa: E402
 from weaks2strong.evaluate.metrics import classification_metrics  # noqa: E402
 
 MIRROR = ROOT.parent / "shared" / "datasets"

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from weaks2strong.aggregate.base import AggregatorError, check_probs
-from weaks2strong.aggregate.baselines import CrowdKitDawidSkene, MajorityVote, MeanProbabilities, SingleTeacher
+from weaks2strong.aggregate.classification import CrowdKitDawidSkene, MajorityVote, MeanProbabilities, SingleTeacher
 
 NAN = [np.nan, np.nan]
 PROBS = np.array([

@@ -14,8 +14,8 @@ import pytest
 
 from weaks2strong.aggregate.base import AggregatorError
 from weaks2strong.aggregate.bayes import BayesianDawidSkene
-from weaks2strong.aggregate.cli import main as cli_main
-from weaks2strong.aggregate.crowd import long_to_probs, probs_to_table, table_to_long
+from weaks2strong.aggregate.io.cli import main as cli_main
+from weaks2strong.aggregate.io.crowd import long_to_probs, probs_to_table, table_to_long
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("W2S_DATA_MIRROR", REPO.parent / "shared" / "datasets"))
@@ -364,7 +364,7 @@ def test_cli_refuses_bad_file(tmp_path, capsys, content, needle):
 def test_cli_console_exit_code(tmp_path):
     bad = tmp_path / "answers.csv"
     bad.write_text("question,answer\n1,0\n")
-    cmd = [sys.executable, "-m", "weaks2strong.aggregate.cli", str(bad), "--out", str(tmp_path / "o.csv")]
+    cmd = [sys.executable, "-m", "weaks2strong.aggregate.io.cli", str(bad), "--out", str(tmp_path / "o.csv")]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2 and "missing column 'worker'" in proc.stderr
     assert not (tmp_path / "o.csv").exists()
@@ -374,7 +374,7 @@ def test_cli_console_exit_code(tmp_path):
 
 
 def test_plots_write_files(tmp_path):
-    from weaks2strong.aggregate.plots import plot_reliability, plot_teacher_confusions, teacher_arrays
+    from weaks2strong.evaluate.teacher_plots import plot_reliability, plot_teacher_confusions, teacher_arrays
 
     probs, z, _ = difficulty_data(800, seed=14, t=3)
     model = BayesianDawidSkene(**FAST).fit(probs)

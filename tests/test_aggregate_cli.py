@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from weaks2strong.aggregate.cli import main as cli_main
-from weaks2strong.aggregate.crowd import probs_to_table
+from weaks2strong.aggregate.io.cli import main as cli_main
+from weaks2strong.aggregate.io.crowd import probs_to_table
 
 FAST = ["--quiet", "--steps", "100"]
 

@@ -133,7 +133,7 @@ def test_report_prints_the_coverage_table_and_the_pairs_that_err_together():
 
 
 def test_error_correlation_heatmap_is_written(tmp_path):
-    from weaks2strong.aggregate.plots import plot_error_correlation
+    from weaks2strong.evaluate.teacher_plots import plot_error_correlation
 
     path = plot_error_correlation([[1.0, 0.3], [0.3, None]], [[10, 8], [8, 9]], tmp_path / "errors.png",
                                   teacher_names=["a", "b"])

@@ -1,4 +1,4 @@
-"""Tests of the WRENCH loader (weaks2strong.aggregate.wrench): tiny JSON files written here, and one
+"""Tests of the WRENCH loader (weaks2strong.aggregate.io.wrench): tiny JSON files written here, and one
 integration test on the mirrored YouTube spam set (skipped when it is not there)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from weaks2strong.aggregate.base import AggregatorError, check_probs
-from weaks2strong.aggregate.wrench import accuracy, load_wrench
+from weaks2strong.aggregate.io.wrench import accuracy, load_wrench
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("W2S_DATA_MIRROR", REPO.parent / "shared" / "datasets"))

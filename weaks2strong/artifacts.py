@@ -159,6 +159,11 @@ def write_text(path: Path, text: str) -> None:
     _atomic(path, lambda tmp: tmp.write_text(text))
 
 
+def write_csv(path: Path, df: pd.DataFrame, **to_csv) -> None:
+    """A table as CSV, for people and other tools (the stages' own tables are parquet)."""
+    _atomic(path, lambda tmp: df.to_csv(tmp, index=False, **to_csv))
+
+
 def _atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

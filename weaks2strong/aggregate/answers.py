@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .crowd import LongLabels
+from .io.crowd import LongLabels
 
 # --------------------------------------------------------------------------------------------
 # Soft outputs -> discrete answers

@@ -7,6 +7,7 @@ T teachers, K classes, with a whole row ``probs[i, t]`` set to NaN where teacher
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -72,3 +73,56 @@ def confidence_from_posterior(posterior: np.ndarray) -> np.ndarray:
     """Rescaled max probability: 0 at the uniform posterior, 1 at a one-hot one."""
     k = posterior.shape[-1]
     return (posterior.max(-1) - 1.0 / k) / (1.0 - 1.0 / k)
+
+
+def check_gold(gold, n: int, k: int) -> np.ndarray | None:
+    """Gold classes (N,) as int64 with -1 for unknown; None stays None. One line on anything odd."""
+    if gold is None:
+        return None
+    gold = np.asarray(gold)
+    if gold.shape != (n,):
+        raise AggregatorError(f"gold must have one entry per example ({n}), got shape {gold.shape}")
+    if gold.size and not np.issubdtype(gold.dtype, np.integer):
+        raise AggregatorError(f"gold must hold integer classes (-1 = unknown), got dtype {gold.dtype}")
+    bad = (gold < -1) | (gold >= k)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise AggregatorError(f"gold row {i}: class {gold[i]} outside [-1, {k - 1}]")
+    return gold.astype(np.int64)
+
+
+class LabelModel:
+    """The contract every classification aggregator keeps (crowd-kit's ``fit`` / ``predict_proba``).
+
+    ``fit(votes, teacher_names=None, gold=None)`` learns from the teachers' answers, where ``votes``
+    is a :class:`~weaks2strong.aggregate.votes.Votes` list, an (N, T, K) probability array with NaN
+    rows for abstentions, or an (N, T) integer matrix with -1 for an abstention. ``gold`` (N,) holds
+    known classes (-1 = unknown); only a model that declares ``supports_gold`` accepts it.
+    ``predict(votes)`` gives an :class:`Aggregate` for (possibly new) rows of the same teachers;
+    ``predict_proba`` its posterior. What a model can do is declared, never guessed from signatures:
+
+    - ``supports_gold``: uses known classes when fitting (semi-supervised / anchored);
+    - ``supports_abstention``: a row a teacher skipped is fine (all of ours: it is the NaN row);
+    - ``needs_fit``: False for rules that learn nothing (majority vote, the mean).
+    """
+
+    supports_gold: ClassVar[bool] = False
+    supports_abstention: ClassVar[bool] = True
+    needs_fit: ClassVar[bool] = True
+
+    def fit(self, votes, teacher_names: list[str] | None = None, gold=None) -> LabelModel:
+        raise NotImplementedError
+
+    def predict(self, votes) -> Aggregate:
+        raise NotImplementedError
+
+    def predict_proba(self, votes) -> np.ndarray:
+        return self.predict(votes).posterior
+
+    def fit_predict(self, votes, teacher_names: list[str] | None = None, gold=None) -> Aggregate:
+        return self.fit(votes, teacher_names, gold=gold).predict(votes)
+
+    def _refuse_gold(self, gold) -> None:
+        if gold is not None and not self.supports_gold:
+            raise AggregatorError(f"{type(self).__name__} cannot use gold labels (supports_gold is False); "
+                                  "fit it without gold (aggregator.anchor=none)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -31,10 +32,10 @@ from .answers import (
     long_from_table,
     pad_answers,
 )
-from .base import Aggregate, AggregatorError, check_probs, confidence_from_posterior
+from .base import Aggregate, AggregatorError, LabelModel, check_probs, confidence_from_posterior
 from .bayes_model import DawidSkeneModel, resolve_device, torch_threads
-from .crowd import table_to_long
 from .dependence import MIN_SHARED_ROWS, dependence_given_class, excess_agreement, likelihood_weights
+from .io.crowd import table_to_long
 
 # what ``select="val"`` chooses among: the calibration bins, the difficulty mixture and how strongly
 # the confusions are pulled towards the diagonal (weak: the crowd sets' choice; strong: few labels)
@@ -50,7 +51,7 @@ MAX_LAPLACE_PARAMS = 1000  # dog set, ~1,600 globals: a fit took 25.6 s with Lap
 
 
 @dataclass(eq=False)
-class BayesianDawidSkene:
+class BayesianDawidSkene(LabelModel):
     """Bayesian Dawid-Skene (1979) with soft teacher outputs and a per-example difficulty.
 
     **Soft outputs.** Each teacher's probability row becomes a discrete *answer* a = (argmax class,
@@ -125,6 +126,8 @@ class BayesianDawidSkene:
     leaves torch alone. ``precision``: "float32" (fast) or "float64". ``seed`` makes fits
     reproducible (``pyro.set_rng_seed``); ``device`` "auto" is CUDA when available.
     """
+
+    supports_gold: ClassVar[bool] = True  # gold rows enter as observed classes (fit(..., gold=))
 
     # the model (see the class docstring)
     soft_bins: int = 3

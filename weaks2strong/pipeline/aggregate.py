@@ -2,7 +2,6 @@
 for w2s_train and val (evaluate asks the fitted aggregator for test, ``fitted_aggregator``)."""
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 
@@ -84,7 +83,7 @@ def anchored_rows(task: Task, labels: dict[str, Artifact], anchor: str, model) -
         return train, None
     if anchor != "val":
         raise UserInputError(f"aggregator.anchor='{anchor}' is not one of none, val")
-    if "gold" not in inspect.signature(model.fit).parameters:
+    if not getattr(model, "supports_gold", False):  # declared by the model (aggregate/base.py LabelModel)
         raise UserInputError(f"aggregator.anchor=val: {type(model).__name__} cannot use gold labels; "
                              "set aggregator.anchor=none")
     val = teacher_probs(task, labels, "val")

@@ -120,7 +120,7 @@ def error_table(task: Task, labels: dict[str, Artifact], split: str) -> dict:
 def make_plots(task: Task, targets: Artifact, test_posterior: np.ndarray, errors: dict, run_dir: Path) -> list[str]:
     """Teacher confusion heatmaps (when the aggregator estimates them), the teachers' error correlation
     and reliability diagrams of the posterior on val and test."""
-    from weaks2strong.aggregate import plots
+    from weaks2strong.evaluate import teacher_plots as plots
 
     folder = run_dir / "plots"
     folder.mkdir(parents=True, exist_ok=True)

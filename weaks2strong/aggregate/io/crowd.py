@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .base import AggregatorError
+from ..base import AggregatorError
 
 
 @dataclass

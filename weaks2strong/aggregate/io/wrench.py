@@ -4,7 +4,7 @@ WRENCH (Zhang et al. 2021, "WRENCH: A Comprehensive Benchmark for Weak Supervisi
 set as a folder of ``train.json``, ``valid.json``, ``test.json`` and ``label.json``. A split file is
 ``{id: {"data": {"text": ...}, "label": int, "weak_labels": [T ints, -1 = abstain]}}``; label.json
 maps the class index to its name. Each labelling function (rule) becomes a teacher with a one-hot
-row where it voted and a whole NaN row where it abstained, the aggregators' convention (base.py).
+row where it voted and a whole NaN row where it abstained, the aggregators' convention (aggregate/base.py).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import AggregatorError
+from ..base import AggregatorError
 
 SPLITS = ("train", "valid", "test")
 

@@ -5,8 +5,8 @@
 
 ANSWERS.csv has ``question,worker,answer`` rows (one label each). POSTERIORS.csv gets one row per
 question: ``question,label,confidence,difficulty,p_<class>...``, written atomically (a temporary
-file in the same folder, then os.replace) so a crash never leaves half a file. Bad input is one
-line on stderr naming the file, row and column, exit code 2, and no output file.
+file in the same folder, then os.replace; ``artifacts.write_csv``) so a crash never leaves half a
+file. Bad input is one line on stderr naming the file, row and column, exit code 2, and no output file.
 
 ``--gold GOLD.csv`` (``question,truth`` rows) makes those questions' classes observed in the fit
 (semi-supervised anchoring); their own posteriors are still scored as if unlabelled.
@@ -20,16 +20,16 @@ and the accuracy of each split with labels is printed. The output's first column
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .base import AggregatorError
+from weaks2strong.artifacts import write_csv
+
+from ..base import AggregatorError
 from .crowd import long_to_probs, table_to_long
 
 EXIT_BAD_INPUT = 2
@@ -66,19 +66,6 @@ def _read_csv(path: Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
     return df
 
 
-def _write_atomic(df: pd.DataFrame, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            df.to_csv(fh, index=False, float_format="%.6g")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="w2s-aggregate",
@@ -109,7 +96,7 @@ def _unique_questions(df: pd.DataFrame, path: Path) -> None:
 
 
 def _model(args: argparse.Namespace):
-    from .bayes import BayesianDawidSkene  # torch/pyro load only once the input files look right
+    from ..bayes import BayesianDawidSkene  # torch/pyro load only once the input files look right
     kw = {} if args.steps is None else {"steps": args.steps}
     return BayesianDawidSkene(difficulty=args.difficulty, seed=args.seed, device=args.device,
                               progress=not args.quiet, **kw)
@@ -173,7 +160,7 @@ def _run_csv(args: argparse.Namespace) -> int:
     })
     for j, c in enumerate(classes):
         out[f"p_{c}"] = post[:, j]
-    _write_atomic(out, args.out)
+    write_csv(args.out, out, float_format="%.6g")
     print(f"aggregated {len(out)} questions from {answers['worker'].nunique()} workers "
           f"into {args.out} in {seconds:.2f} s", file=sys.stderr)
     if truth is not None:
@@ -233,7 +220,7 @@ def _run_wrench(args: argparse.Namespace) -> int:
     })
     for j, c in enumerate(data.class_names):
         out[f"p_{c}"] = post[:, j]
-    _write_atomic(out, args.out)
+    write_csv(args.out, out, float_format="%.6g")
     print(f"aggregated {len(out)} examples ({int(fit.sum())} fitted: train+valid) from "
           f"{data.probs.shape[1]} rules into {args.out} in {seconds:.2f} s", file=sys.stderr)
     for split in dict.fromkeys(data.split):  # file order, each once
