@@ -1,12 +1,13 @@
 """Scale benchmark: ours (BayesianLabelModel) on a synthetic sparse rule set, 10^6 rows x 100 rules.
 
     python benchmarks/label_model_scale.py [--rows 1000000] [--rules 100] [--density 0.02] [--classes 2]
-                                           [--seed 0] [--no-snorkel] [--snorkel-timeout 300]
+                                           [--one-sided 0.5] [--seed 0] [--no-snorkel] [--snorkel-timeout 300]
 
 The set is built directly as a ``Votes`` list (``Votes.from_codes``), never as a dense matrix:
 
 - a class prior pi ~ Dirichlet(5, ..., 5) and each row's latent class y ~ pi;
-- each rule is one-sided (it only ever says its class c, chosen at random; half the rules) or
+- each rule is one-sided (it only ever says its class c, chosen at random; a share ``--one-sided``
+  of the rules, half by default) or
   two-sided, with an accuracy a ~ Beta(4, 2) floored at 1/K + 0.05, and fires on a share of the rows
   drawn around ``--density`` (uniform in [0.5, 1.5] x density);
 - a two-sided rule fires on rows chosen at random and says the true class with probability a, else
@@ -45,13 +46,13 @@ from weaks2strong.aggregate.votes import Votes  # noqa: E402
 BENCH_PKGS = ROOT / "data" / "bench_pkgs"
 
 
-def simulate(rows: int, rules: int, density: float, k: int, seed: int = 0):
+def simulate(rows: int, rules: int, density: float, k: int, seed: int = 0, one_sided_share: float = 0.5):
     """(Votes, truth (rows,), one-sided (rules,) bool, accuracy (rules,)), built as a vote list."""
     rng = np.random.default_rng(seed)
     pi = rng.dirichlet(np.full(k, 5.0))
     y = rng.choice(k, size=rows, p=pi)  # (N,)
     by_class = [np.flatnonzero(y == c) for c in range(k)]
-    one_sided = rng.random(rules) < 0.5  # (T,)
+    one_sided = rng.random(rules) < one_sided_share  # (T,)
     acc = np.maximum(rng.beta(4.0, 2.0, rules), 1.0 / k + 0.05)  # (T,)
     rate = np.clip(density * rng.uniform(0.5, 1.5, rules), 0.0, 1.0)
     row_parts, src_parts, lab_parts = [], [], []
@@ -140,20 +141,25 @@ def main(argv=None) -> int:
     ap.add_argument("--rules", type=int, default=100)
     ap.add_argument("--density", type=float, default=0.02, help="mean share of rows a rule fires on")
     ap.add_argument("--classes", type=int, default=2)
+    ap.add_argument("--one-sided", type=float, default=0.5, help="share of the rules that are one-sided")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-snorkel", action="store_true", help="skip the Snorkel reference")
     ap.add_argument("--snorkel-timeout", type=float, default=300.0)
     args = ap.parse_args(argv)
-    if args.rows < 1 or args.rules < 1 or args.classes < 2 or not 0 < args.density <= 1:
-        print("error: need --rows >= 1, --rules >= 1, --classes >= 2 and 0 < --density <= 1", file=sys.stderr)
+    if args.rows < 1 or args.rules < 1 or args.classes < 2 or not 0 < args.density <= 1 \
+            or not 0 <= args.one_sided <= 1:
+        print("error: need --rows >= 1, --rules >= 1, --classes >= 2, 0 < --density <= 1 and 0 <= --one-sided <= 1",
+              file=sys.stderr)
         return 2
 
     t0 = time.perf_counter()
-    votes, y, one_sided, acc = simulate(args.rows, args.rules, args.density, args.classes, args.seed)
+    votes, y, one_sided, acc = simulate(args.rows, args.rules, args.density, args.classes, args.seed,
+                                        args.one_sided)
     sim_s = time.perf_counter() - t0
     covered = float((votes.votes_per_row() > 0).mean())
     print(f"simulated {votes.n_votes:,} votes in {sim_s:.1f} s: {args.rows:,} rows x {args.rules} rules, "
-          f"{args.classes} classes, {int(one_sided.sum())} one-sided rules, rule accuracy "
+          f"{args.classes} classes, {int(one_sided.sum())} one-sided rules casting "
+          f"{one_sided[votes.source].mean():.3f} of the votes, rule accuracy "
           f"{acc.min():.2f}-{acc.max():.2f}, {covered:.3f} of rows with a vote")
 
     model = BayesianLabelModel(seed=args.seed, progress=False)
