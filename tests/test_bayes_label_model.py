@@ -227,3 +227,14 @@ def test_vote_outside_the_classes_and_mismatched_sources_are_refused(fitted):
         model.predict(np.zeros((2, 3), dtype=int))
     with pytest.raises(AggregatorError, match="call fit before predict"):
         BayesianLabelModel().predict(L)
+
+
+def test_a_rule_set_with_some_two_sided_rules_is_one_coin_throughout():
+    """Mixing one-coin and confusion sources let the class prior run away on a synthetic set with half
+    its rules one-sided (0.60 against majority vote's 0.72): a set is one kind or the other."""
+    L, y, _ = model_rule_set()
+    rng = np.random.default_rng(1)
+    two_sided = np.where(rng.random((len(y), 8)) < 0.1, np.where(rng.random((len(y), 8)) < 0.75, y[:, None],
+                                                                1 - y[:, None]), -1)
+    model = BayesianLabelModel().fit(np.concatenate([L, two_sided], axis=1))
+    assert model.one_coin_.all()
