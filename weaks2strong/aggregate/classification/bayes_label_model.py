@@ -47,6 +47,7 @@ from ..sparse_em import beta_binomial_eb, design, dirichlet_multinomial_eb, e_st
 from ..votes import Votes, as_votes
 from .bayes_dependence import firing_dependence, tempering_weights
 from .bayes_report import teacher_report
+from .majority import MajorityVote
 
 SOURCE_MODELS = ("auto", "one_coin", "confusion")
 UNCOVERED_PRIOR_STRENGTH = 10.0  # pseudo-counts of pi in pi0 (gold rows with no vote)
@@ -129,8 +130,10 @@ class BayesianLabelModel(LabelModel):
         self._fit_uncovered_prior(v, gold)
         self.report_ = teacher_report(self, v, codes, q)
         self.fit_seconds_ = time.perf_counter() - started
-        self.chosen_ = {"one_coin_sources": int(self.one_coin_.sum()), "pooled_accuracy": round(self.mu_, 3),
-                        "pooling_strength": round(self.kappa_, 2),
+        coin = bool(self.one_coin_.any())  # a crowd has no one-coin population to report
+        self.chosen_ = {"one_coin_sources": int(self.one_coin_.sum()),
+                        "pooled_accuracy": round(self.mu_, 3) if coin else None,
+                        "pooling_strength": round(self.kappa_, 2) if coin else None,
                         "tempered_sources": int((self.weight_ < 1).sum()), "em_sweeps": self.n_iter_,
                         "min_pooling": self.min_pooling, "error_shape": self.error_shape}
         return self
@@ -199,13 +202,9 @@ class BayesianLabelModel(LabelModel):
 
     def _initial_posterior(self, v: Votes, gold) -> np.ndarray:
         """Majority vote shares (uniform where no vote): the start that pins the class labelling."""
-        k = v.n_classes
-        shares = np.zeros((v.n_rows, k))
-        np.add.at(shares, (v.row, v.label), 1.0)
-        total = shares.sum(1, keepdims=True)
-        q = np.where(total > 0, shares / np.maximum(total, 1), 1.0 / k)
+        q = MajorityVote().predict_proba(v)
         if gold is not None:
-            q[gold >= 0] = np.eye(k)[gold[gold >= 0]]
+            q[gold >= 0] = np.eye(v.n_classes)[gold[gold >= 0]]
         return q
 
     def _clamp(self, n: int, gold) -> np.ndarray | None:
@@ -233,8 +232,8 @@ class BayesianLabelModel(LabelModel):
         self.mu_ = float(np.clip(self.mu_, self._min_precision(), 0.999))  # above chance: keeps the labelling
         acc = (right + self.mu_ * self.kappa_) / (total + self.kappa_)  # (T, B) posterior mean precision
         # a one-coin vote enters as its posterior over y divided by the prior (naive Bayes:
-        # p(vote | y) is proportional to p(y | vote) / p(y)); its errors fall on the other classes as
-        # the counts say (where it conflicts with whom), shrunk to the class prior's shape
+        # p(vote | y) is proportional to p(y | vote) / p(y)); its errors fall on the other classes in
+        # the prior's proportions, or (finite error_shape) as its conflicts say, shrunk to them
         log_pi = np.log(self.pi_)  # (K,)
         wrong_class = (1 - np.eye(k))[None, :, None, :]  # (1, c, 1, z)
         shape = np.broadcast_to(self.pi_[None, None, None, :] * wrong_class, (t, k, b, k)).copy()  # (T, c, B, z)
@@ -267,30 +266,39 @@ class BayesianLabelModel(LabelModel):
         need = others.max(1) / (1 - pi + others.max(1))  # (c,) precision at which c ties the best other class
         return float(min(need.max() + 0.02, 0.95))
 
-    def _posterior(self, v: Votes, codes: np.ndarray, gold, uncovered_prior: bool):
+    def _tempered_design(self, v: Votes, codes: np.ndarray):
+        """The (N, C) vote matrix with each vote scaled by its source's likelihood weight."""
         n_codes = self.n_sources_ * self.n_classes_ * self.stride_
-        s_w = design(v.row, codes, v.n_rows, n_codes, self.weight_[v.source])
+        return design(v.row, codes, v.n_rows, n_codes, self.weight_[v.source])
+
+    def _posterior(self, v: Votes, codes: np.ndarray, gold, uncovered_prior: bool):
         log_prior = np.log(self.pi_)[None, :].repeat(v.n_rows, 0)  # (N, K)
         if uncovered_prior:
             log_prior[v.votes_per_row() == 0] = np.log(self.pi0_)
-        return e_step(s_w, self.log_lik_, log_prior, self._clamp(v.n_rows, gold))
+        return e_step(self._tempered_design(v, codes), self.log_lik_, log_prior, self._clamp(v.n_rows, gold))
 
     def _em(self, v: Votes, codes: np.ndarray, q: np.ndarray, gold) -> np.ndarray:
+        from tqdm.auto import tqdm
+
         n_codes = self.n_sources_ * self.n_classes_ * self.stride_
         s = design(v.row, codes, v.n_rows, n_codes)  # counts use every vote once, tempered or not
+        s_w, clamp = self._tempered_design(v, codes), self._clamp(v.n_rows, gold)  # fixed within the run
         covered = v.votes_per_row() > 0
         if gold is not None:
             covered = covered | (gold >= 0)
         before = -np.inf
         sweep = 0
+        bar = tqdm(total=self.max_iter, disable=not self.progress, desc="BayesianLabelModel EM", leave=False)
         for sweep in range(self.max_iter):  # noqa: B007 (the count is kept)
             counts = expected_counts(s, q).reshape(self.n_sources_, self.n_classes_ * self.stride_, self.n_classes_)
             self._m_step(v, counts, q, covered)
-            q, evidence = self._posterior(v, codes, gold, uncovered_prior=False)
+            q, evidence = e_step(s_w, self.log_lik_, np.log(self.pi_), clamp)  # every row gets pi while fitting
             evidence /= v.n_rows
+            bar.update(1)
             if abs(evidence - before) < self.tol:
                 break
             before = evidence
+        bar.close()
         self.n_iter_ = sweep + 1
         return q
 
