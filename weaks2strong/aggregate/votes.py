@@ -46,6 +46,12 @@ class Votes:
         return Votes(new_index[self.row[m]], self.source[m], self.label[m], self.top[m], int(keep.sum()),
                      self.n_sources, self.n_classes, self.source_names)
 
+    def dense(self) -> np.ndarray:
+        """(N, T) int matrix, -1 where a source did not vote (its last vote where it voted twice)."""
+        out = np.full((self.n_rows, self.n_sources), -1, dtype=np.int64)
+        out[self.row, self.source] = self.label
+        return out
+
     # ------------------------------------------------------------------ constructors
 
     @classmethod
