@@ -238,3 +238,12 @@ def test_a_rule_set_with_some_two_sided_rules_is_one_coin_throughout():
                                                                 1 - y[:, None]), -1)
     model = BayesianLabelModel().fit(np.concatenate([L, two_sided], axis=1))
     assert model.one_coin_.all()
+
+
+def test_votes_round_trip_to_the_dense_matrix_the_baselines_need():
+    """benchmarks/label_models.py hands Snorkel and hyperlm ``select_rows(...).dense()``."""
+    L, _, _ = model_rule_set(n=300)
+    v = Votes.from_matrix(L, 2)
+    np.testing.assert_array_equal(v.dense(), L)
+    keep = np.arange(300) % 3 == 0
+    np.testing.assert_array_equal(v.select_rows(keep).dense(), L[keep])
