@@ -135,6 +135,7 @@ class TaskSchema:
     name: str = rule()
     split_seed: int = seed()
     sizes: SizesSchema = field(default_factory=SizesSchema)
+    pool_size: Optional[int] = rule(ge=1)  # noqa: UP045
 
 
 @dataclass
@@ -252,7 +253,8 @@ def declared(schema: type = ConfigSchema, prefix: str = "") -> Iterator[tuple[st
             yield from declared(f.default_factory, f"{key}.")
 
 
-_TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "Optional[str]": "a string or null"}
+_TYPE_WORDS = {"int": "an integer", "float": "a number", "str": "a string", "Optional[str]": "a string or null",
+               "Optional[int]": "an integer or null"}
 
 
 def problem(cfg: DictConfig | dict) -> str | None:

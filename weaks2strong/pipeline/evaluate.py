@@ -16,7 +16,7 @@ from weaks2strong.pipeline.aggregate import fitted_aggregator, targets_frame
 from weaks2strong.pipeline.distill import ceiling_config, fitted_student, test_predictions, training_rows
 from weaks2strong.pipeline.refine import fitted_refiner
 from weaks2strong.pipeline.tables import prob_columns, split_frame, split_probs, split_rows, task_key
-from weaks2strong.pipeline.teach import checked_labels, fitted_teacher, teacher_probs
+from weaks2strong.pipeline.teach import checked_labels, teacher_probs, teacher_test_labels
 from weaks2strong.tasks import Task
 
 log = logging.getLogger("weaks2strong.pipeline")
@@ -34,9 +34,10 @@ def predict_test(task: Task, dev: Task, labels: dict[str, Artifact], targets: Ar
         def label(name=name, artifact=artifact):
             if artifact.stage == "refine":
                 teacher = fitted_refiner(dev, labels, cfg.refine, artifact.key, artifact.record("demos"))
+                probs = teacher.predict_proba(task, "test")
             else:
-                teacher = fitted_teacher(dev, name, cfg.teachers[name], artifact.key)
-            return split_frame(task, "test", checked_labels(teacher.predict_proba(task, "test"), task, name, "test"))
+                probs = teacher_test_labels(task, dev, name, cfg.teachers[name], artifact.key, store)
+            return split_frame(task, "test", checked_labels(probs, task, name, "test"))
 
         out[f"teacher:{name}"] = cached_test_predictions(store, task, artifact, label)
 

@@ -1,8 +1,14 @@
 """teach: fit each teacher on weak_train and label w2s_train and val (one artifact per teacher).
 
-The test split is sealed here: evaluate asks the fitted teacher for its test labels (``fitted_teacher``)."""
+The test split is sealed here: evaluate asks the fitted teacher for its test labels (``fitted_teacher``).
+
+A teacher that declares ``split_independent`` (it learns nothing from weak_train: lexicons, keyword
+rules, a zero-shot prompted LM) has its answers cached per example (``example_cache.py``), so a new
+split seed labels only the examples no earlier seed saw, and such a teacher is fitted only when it
+has something to label."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -13,6 +19,7 @@ from omegaconf import DictConfig
 from weaks2strong import distributed
 from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table
 from weaks2strong.errors import UserInputError
+from weaks2strong.example_cache import ExampleCache
 from weaks2strong.pipeline.compute import exclusive, on_main, recall, remember
 from weaks2strong.pipeline.config import TEACHER_VOLATILE_KEYS, build, config_slice
 from weaks2strong.pipeline.tables import split_frame, split_probs, task_key
@@ -49,24 +56,70 @@ def _label(task: Task, name: str, cfg: DictConfig, store: Store, key: str) -> Ar
     """Fit one teacher, label this rank's shard, gather on rank 0, check and write."""
     teacher = build(cfg, f"teachers.{name}")
     started = time.perf_counter()
-    teacher.fit(task)
-    remember("teach", key, teacher)
     mine = task.shard(distributed.rank(), distributed.world_size()) if distributed.grouped() else task
-    shards = distributed.gather({split: teacher.predict_proba(mine, split) for split in DEV_SPLITS})
+    labelled = {}
+    if is_split_independent(teacher):
+        fit = _fit_once(teacher, task, key)
+        cache = example_labels(store, name, cfg, task)
+        answers = {}
+        for split in DEV_SPLITS:
+            answers[split], labelled[split] = cache.fill(mine.split(split), lambda rows, s=split: (
+                fit().predict_proba(_only(mine, s, rows), s)))
+    else:
+        teacher.fit(task)
+        remember("teach", key, teacher)
+        answers = {split: teacher.predict_proba(mine, split) for split in DEV_SPLITS}
+    shards = distributed.gather(answers)
+    counts = distributed.gather(labelled)
     seconds = time.perf_counter() - started
 
     def write():
         rows = [split_frame(task, split, checked_labels(_unshard([s[split] for s in shards]), task, name, split))
                 for split in DEV_SPLITS]
+        n_rows = sum(len(r) for r in rows)
+        fresh = sum(sum(c.values()) for c in counts) if any(counts) else n_rows
         with store.create("teach", key, {"task": task_key(task)},
                           {"teacher": name, **config_slice(cfg, TEACHER_VOLATILE_KEYS)}) as tmp:
             write_table(tmp / "labels.parquet", pd.concat(rows, ignore_index=True))
-            write_json(tmp / "timing.json", {"seconds": seconds, "ranks": len(shards)})
-        log.info("teach: %s labelled %d examples in %.1f s on %d rank(s)", name, sum(len(r) for r in rows),
-                 seconds, len(shards))
+            write_json(tmp / "timing.json", {"seconds": seconds, "ranks": len(shards), "labelled": fresh,
+                                             "from_example_cache": n_rows - fresh})
+        log.info("teach: %s labelled %d examples (%d more from the per-example cache) in %.1f s on %d rank(s)",
+                 name, fresh, n_rows - fresh, seconds, len(shards))
 
     on_main(write)
     return store.find("teach", key)
+
+
+def is_split_independent(teacher) -> bool:
+    """A teacher whose answer for an example does not depend on the split it is in (see the module doc)."""
+    return bool(getattr(teacher, "split_independent", False))
+
+
+def example_labels(store: Store, name: str, cfg: DictConfig, task: Task) -> ExampleCache:
+    """The per-example cache of a split-independent teacher: keyed by its config and what it reads
+    of the task besides the example (classes, prompt, verbalizers), never by the split."""
+    namespace = stable_hash("teacher-labels", config_slice(cfg, TEACHER_VOLATILE_KEYS), task.classes,
+                            task.prompt, task.verbalizers)
+    return ExampleCache(store.root, namespace, task.num_classes)
+
+
+def _fit_once(teacher, task: Task, key: str):
+    """A function that fits ``teacher`` on its first call only (and remembers it for evaluate)."""
+    done = []
+
+    def fitted():
+        if not done:
+            teacher.fit(task)
+            remember("teach", key, teacher)
+            done.append(True)
+        return teacher
+
+    return fitted
+
+
+def _only(task: Task, split: str, rows: pd.DataFrame) -> Task:
+    """The task with ``split`` cut to ``rows`` (the ones the per-example cache lacks)."""
+    return dataclasses.replace(task, splits={**task.splits, split: rows})
 
 
 def checked_labels(probs: np.ndarray, task: Task, name: str, split: str) -> np.ndarray:
@@ -83,6 +136,19 @@ def fitted_teacher(task: Task, name: str, cfg: DictConfig, key: str):
         teacher.fit(task)
         remember("teach", key, teacher)
     return teacher
+
+
+def teacher_test_labels(task: Task, dev: Task, name: str, cfg: DictConfig, key: str, store: Store) -> np.ndarray:
+    """(N, K) labels of the (unsealed) test split: from the per-example cache for a split-independent
+    teacher (fitted only if some test example is new), else from the fitted teacher."""
+    fitted = recall("teach", key)
+    teacher = fitted if fitted is not None else build(cfg, f"teachers.{name}")
+    if not is_split_independent(teacher):
+        return fitted_teacher(dev, name, cfg, key).predict_proba(task, "test")
+    fit = (lambda: fitted) if fitted is not None else _fit_once(teacher, dev, key)
+    labels, _ = example_labels(store, name, cfg, task).fill(
+        task.split("test"), lambda rows: fit().predict_proba(_only(task, "test", rows), "test"))
+    return labels
 
 
 def _unshard(parts: list[np.ndarray]) -> np.ndarray:

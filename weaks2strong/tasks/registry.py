@@ -6,6 +6,7 @@ import string
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from weaks2strong.tasks.base import SPLITS, Task, TaskError, draw_splits
@@ -117,6 +118,10 @@ def load_task(
     label_column: str = "label",
     text_pair_column: str | None = None,
     split_column: str | None = None,
+    # cheap seeds: cut each source pool to this many rows once (drawn with pool_seed, not split_seed), so
+    # split seeds reshuffle one fixed pool and the per-example caches see the same examples again
+    pool_size: int | None = None,
+    pool_seed: int = 0,
 ) -> Task:
     """Build a Task: read the rows, draw the splits (deterministic in ``split_seed``)."""
     if name == "csv":
@@ -138,6 +143,8 @@ def load_task(
                                 f"quote it in YAML (a bare no/yes/on/off reads as a boolean)")
     if verbalizers is not None and len(verbalizers) != len(classes):
         raise TaskError(f"task.verbalizers has {len(verbalizers)} entries for {len(classes)} classes")
+    if pool_size is not None:
+        pools = cut_pools(pools, int(pool_size), pool_seed)
     splits = draw_splits(pools, sizes, split_seed, where)
     columns = [c for c in splits["test"].columns if c not in ("example_id", "label")]
     for field in (f for _, f, _, _ in string.Formatter().parse(prompt) if f):
@@ -146,6 +153,18 @@ def load_task(
                             f"(fields: {', '.join(columns)})")
     return Task(name=name, classes=classes, splits=splits, prompt=prompt,
                 verbalizers=list(verbalizers or classes), source=where)
+
+
+def cut_pools(pools: dict[str, pd.DataFrame], pool_size: int, seed: int) -> dict[str, pd.DataFrame]:
+    """Each distinct pool cut to ``pool_size`` rows drawn with ``seed`` (splits that shared a pool still do)."""
+    if pool_size <= 0:
+        raise TaskError(f"task.pool_size must be positive, got {pool_size}")
+    cut: dict[int, pd.DataFrame] = {}
+    for pool in pools.values():
+        if id(pool) not in cut:
+            keep = np.random.default_rng(seed).permutation(len(pool))[:pool_size]
+            cut[id(pool)] = pool.iloc[np.sort(keep)].reset_index(drop=True) if len(pool) > pool_size else pool
+    return {split: cut[id(pool)] for split, pool in pools.items()}
 
 
 def _user_file(path: Path, classes, text_column, label_column, text_pair_column, split_column):

@@ -22,6 +22,7 @@ from weaks2strong.teachers.base import TeacherError
 
 class KeywordLexicon:
     name = "keywords"
+    split_independent = True  # fixed keywords: an example's answer is the same in every split
 
     def __init__(self, keywords: dict[str, list[str]], smoothing: float = 0.1):
         if not keywords:

@@ -14,6 +14,7 @@ from weaks2strong.teachers.base import TeacherError
 
 class _Lexicon:
     name = "lexicon"
+    split_independent = True  # a fixed word list: an example's answer is the same in every split
 
     def __init__(self, abstain_on_neutral: bool = True):
         self.abstain_on_neutral = abstain_on_neutral

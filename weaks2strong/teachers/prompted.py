@@ -43,6 +43,11 @@ class PromptedLM:
             self._lm = (tok, lm.to(self.device).eval())
         return self._lm
 
+    @property
+    def split_independent(self) -> bool:
+        """Zero-shot, an example's answer depends on it alone; k-shot, on the shots drawn from weak_train."""
+        return self.shots == 0
+
     def fit(self, task: Task) -> None:
         """Draw the k shots (from weak_train only) and, with ``calibrate``, the content-free prior."""
         tok, lm = self._load()

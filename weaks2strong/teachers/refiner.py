@@ -47,6 +47,8 @@ def match_prior(probs: np.ndarray, prior: np.ndarray, temperature: float = 0.05)
 
 
 class InContextRefiner(PromptedLM):
+    split_independent = False  # its demonstrations come from the weak labels of the split it refines
+
     def __init__(self, model: str, shots: int = 8, seed: int = 0, balanced: bool = True, calibrate: str = "weak_prior",
                  answer_cue: str = "\nAnswer:", demo_max_tokens: int = 96, max_prompt_tokens: int = 256,
                  batch_size: int = 16, device: str = "auto", models_dir: str | None = None,

@@ -1,0 +1,94 @@
+"""Values computed once per example, whatever split it lands in: a teacher's labels, an encoder's features.
+
+A teacher that does not learn from the split (a lexicon, keyword rules, a zero-shot prompted LM)
+gives an example the same answer under every split seed, and a frozen encoder gives it the same
+features; so these are cached by (producer key, example content hash), not by the split's hash.
+A new split seed then computes only the examples no earlier seed saw.
+
+Layout: ``<store root>/examples/<namespace>/<shard>.parquet``, each shard an atomically written table
+(``example``: the content hash; ``value``: a fixed-width float list). Shards are only ever added, so
+a killed run loses at most the shard it was writing and concurrent writers never clash; a reader
+takes the union (the same example in two shards has the same value by construction).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from weaks2strong.artifacts import _atomic, stable_hash
+
+log = logging.getLogger(__name__)
+
+# the columns of a task row that are not its content: the id names the row in one source file, the
+# label is gold (an example's teacher answers and features do not depend on either)
+NOT_CONTENT = ("example_id", "label")
+
+
+def example_hashes(df: pd.DataFrame) -> list[str]:
+    """One content hash per row: every column but ``example_id`` and ``label``, by name and value."""
+    fields = sorted(c for c in df.columns if c not in NOT_CONTENT)
+    rows = df[fields].astype(str).itertuples(index=False, name=None)
+    return [hashlib.sha256(json.dumps([fields, list(r)]).encode()).hexdigest()[:24] for r in rows]
+
+
+class ExampleCache:
+    """A per-example value table of fixed ``width`` under ``root/examples/<namespace>``."""
+
+    def __init__(self, root: str | Path, namespace: str, width: int):
+        self.folder = Path(root) / "examples" / namespace
+        self.width = int(width)
+        self._known: dict[str, np.ndarray] | None = None
+
+    def _load(self) -> dict[str, np.ndarray]:
+        if self._known is None:
+            self._known = {}
+            for shard in sorted(self.folder.glob("*.parquet")):
+                table = pd.read_parquet(shard)
+                for key, value in zip(table["example"], table["value"]):
+                    self._known[key] = np.asarray(value, dtype=np.float64)
+        return self._known
+
+    def get(self, hashes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(values (n, width) with NaN rows where absent, found (n,) bool)."""
+        known = self._load()
+        out = np.full((len(hashes), self.width), np.nan)
+        found = np.zeros(len(hashes), dtype=bool)
+        for i, h in enumerate(hashes):
+            if h in known:
+                out[i], found[i] = known[h], True
+        return out, found
+
+    def put(self, hashes: list[str], values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64)
+        if values.shape != (len(hashes), self.width):
+            raise ValueError(f"expected ({len(hashes)}, {self.width}) values, got {values.shape}")
+        if not len(hashes):
+            return
+        table = pd.DataFrame({"example": hashes, "value": list(values)})
+        name = stable_hash(hashes)
+        _atomic(self.folder / f"{name}.parquet", lambda tmp: table.to_parquet(tmp, index=False))
+        known = self._load()
+        known.update(zip(hashes, values))
+
+    def fill(self, df: pd.DataFrame, compute: Callable[[pd.DataFrame], np.ndarray]) -> tuple[np.ndarray, int]:
+        """Values for every row of ``df``: cached ones read, the others computed by ``compute`` on just
+        those rows (in their order) and stored. Returns (values (N, width), how many were computed)."""
+        hashes = example_hashes(df)
+        values, found = self.get(hashes)
+        missing = np.flatnonzero(~found)
+        # a row repeated in df (same content) is computed once
+        first = {}
+        for i in missing:
+            first.setdefault(hashes[i], i)
+        todo = np.array(sorted(first.values()), dtype=np.int64)
+        if len(todo):
+            fresh = np.asarray(compute(df.iloc[todo].reset_index(drop=True)), dtype=np.float64)
+            self.put([hashes[i] for i in todo], fresh)
+            values, _ = self.get(hashes)
+        return values, len(todo)
