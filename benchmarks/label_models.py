@@ -465,6 +465,16 @@ def make_methods(keys: set[str] | None = None, bds_v1_seeds: int | None = 1) -> 
 # ------------------------------------------------------------------------------------ scoring
 
 
+def vote_precision(p: Problem, mask: np.ndarray) -> str:
+    """Share of the votes on the labelled rows of ``mask`` that name the gold class ("—" if none):
+    a diagnostic of shift between the rows a model learns from and the rows it is scored on."""
+    rows = mask & (p.labels >= 0)
+    v = p.votes.select_rows(rows)
+    if not v.n_votes:
+        return "—"
+    return f"{float((v.label == p.labels[rows][v.row]).mean()):.3f}"
+
+
 def top_share(posterior: np.ndarray) -> float:
     """Share of rows predicted as the most common predicted class; a tie of m classes gives each 1/m."""
     top = np.isclose(posterior, posterior.max(-1, keepdims=True), rtol=0, atol=1e-12)  # (N, K)
@@ -642,12 +652,15 @@ def build_report(command, seeds, problems, methods, results, notes, chosen) -> t
     ]
     cover = {n: f"{float((problems[n].votes.votes_per_row()[problems[n].test] > 0).mean()):.3f}" for n in sets}
     sizes = {n: f"{int(problems[n].test.sum())}" for n in sets}
+    precision = {n: " / ".join(vote_precision(problems[n], m) for m in (problems[n].fit, problems[n].test))
+                 for n in sets}
     out += ["### Sets", "", "| | " + " | ".join(sets) + " |", "|" + "---|" * (len(sets) + 1),
             "| kind | " + " | ".join(problems[n].kind for n in sets) + " |",
             "| scored rows | " + " | ".join(sizes[n] for n in sets) + " |",
             "| sources | " + " | ".join(str(problems[n].votes.n_sources) for n in sets) + " |",
             "| classes | " + " | ".join(str(problems[n].k) for n in sets) + " |",
             "| coverage (scored rows with ≥ 1 vote) | " + " | ".join(cover[n] for n in sets) + " |",
+            "| vote precision, fit rows / scored rows (gold) | " + " | ".join(precision[n] for n in sets) + " |",
             "| WRENCH metric | " + " | ".join("F1 (class 1)" if problems[n].positive is not None else "accuracy"
                                              for n in sets) + " |", ""]
 

@@ -36,7 +36,7 @@ the hyperparameters re-fitted every sweep (``sparse_em.py``). Every sweep is lin
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -47,13 +47,12 @@ from ..sparse_em import beta_binomial_eb, design, dirichlet_multinomial_eb, e_st
 from ..votes import Votes, as_votes
 from .bayes_dependence import firing_dependence, tempering_weights
 from .bayes_report import teacher_report
+from .bayes_selection import MIN_GOLD_TO_SELECT, SELECT_GRID, select_on_gold  # noqa: F401 (SELECT_GRID re-exported)
 from .majority import MajorityVote
 
 SOURCE_MODELS = ("auto", "one_coin", "confusion")
 UNCOVERED_PRIOR_STRENGTH = 10.0  # pseudo-counts of pi in pi0 (gold rows with no vote)
-MIN_GOLD_TO_SELECT = 30
 RULE_SET_SHARE = 0.25  # share of votes cast by one-sided sources above which a set is a rule set
-SELECT_GRID = [dict(min_pooling=p, error_shape=e) for p in (10.0, 30.0, 100.0) for e in (float("inf"), 10.0)]
 
 
 @dataclass(eq=False)
@@ -84,8 +83,8 @@ class BayesianLabelModel(LabelModel):
     # pseudo-counts pulling a one-coin rule's wrong classes to the prior's shape; inf: the prior's shape
     # (without gold, learning it from conflicts cost 3 points on trec's valid split)
     error_shape: float = float("inf")
-    # with gold: these variants are fitted without it and the one whose posterior scores the gold rows
-    # best (mean log-probability of the true class) is refitted with the gold observed
+    # with gold: the variants of SELECT_GRID are fitted without it and scored on it (bayes_selection.py);
+    # the defaults stay unless beaten by two paired SEs
     select: str = "auto"
     max_iter: int = 200
     tol: float = 1e-6
@@ -110,7 +109,9 @@ class BayesianLabelModel(LabelModel):
         gold = check_gold(gold, v.n_rows, v.n_classes)
         self.selection_ = []
         if gold is not None and self.select == "auto" and (gold >= 0).sum() >= MIN_GOLD_TO_SELECT:
-            self._select_on_gold(v, teacher_names, gold)
+            knobs, self.selection_ = select_on_gold(self, v, teacher_names, gold)
+            for name, value in knobs.items():
+                setattr(self, name, value)
         self.n_classes_, self.n_sources_ = v.n_classes, v.n_sources
         self.teacher_names_ = list(teacher_names) if teacher_names is not None else v.names
         self.edges_ = bin_edges(v.source, v.top, v.n_sources, self.soft_bins)
@@ -137,31 +138,6 @@ class BayesianLabelModel(LabelModel):
                         "tempered_sources": int((self.weight_ < 1).sum()), "em_sweeps": self.n_iter_,
                         "min_pooling": self.min_pooling, "error_shape": self.error_shape}
         return self
-
-    def _select_on_gold(self, v: Votes, teacher_names, gold: np.ndarray) -> None:
-        """Set the SELECT_GRID knobs whose fit *without* the gold scores the gold rows best (mean log
-        posterior of the true class), but keep the defaults unless the winner beats them by more than
-        one standard error of the paired per-row difference: six variants scored on a hundred rows
-        would otherwise pick noise. The table is kept in ``selection_``."""
-        known = gold >= 0
-        held = v.select_rows(known)
-        truth = gold[known]
-        scores = []
-        for knobs in SELECT_GRID:
-            trial = replace(self, select="none", **knobs).fit(v, teacher_names)
-            post = trial.predict(held).posterior
-            scores.append(np.log(np.clip(post[np.arange(len(truth)), truth], 1e-12, 1)))  # (G,)
-            self.selection_.append({**knobs, "gold_log_lik": round(float(scores[-1].mean()), 4)})
-        default = next(i for i, knobs in enumerate(SELECT_GRID)
-                       if all(getattr(self, n) == x for n, x in knobs.items()))
-        best = int(np.argmax([s.mean() for s in scores]))
-        gain = scores[best] - scores[default]  # (G,) paired
-        if gain.mean() <= gain.std(ddof=1) / np.sqrt(len(gain)):
-            best = default
-        for i, row in enumerate(self.selection_):
-            row["chosen"] = i == best
-        for name, value in SELECT_GRID[best].items():
-            setattr(self, name, value)
 
     def predict(self, votes, gold=None) -> Aggregate:
         if not hasattr(self, "log_lik_"):
