@@ -143,3 +143,30 @@ def test_real_youtube_set():
     assert d.probs.shape == (1956, 10, 2) and d.class_names == ["HAM", "SPAM"]
     assert set(np.unique(d.labels)) == {0, 1}
     check_probs(d.probs[d.rows("train", "valid")], d.teacher_names)
+
+
+def test_a_wrench_set_is_a_task_whose_rules_are_teachers(mirror):
+    """WRENCH's end-model protocol: the text for the student, each rule's votes as a teacher."""
+    import json
+
+    from weaks2strong.aggregate.io.wrench import load_wrench
+    from weaks2strong.tasks import load_task
+    from weaks2strong.teachers.base import TeacherError
+    from weaks2strong.teachers.rules import WrenchRule
+
+    task = load_task("youtube", sizes={"weak_train": 20, "val": 50, "w2s_train": 200, "test": 250}, mirror=str(mirror))
+    assert task.classes == ["HAM", "SPAM"]  # from label.json
+    raw = load_wrench(mirror / "weak_supervision" / "youtube", split="test")
+    assert sorted(task.split("test")["text"]) == sorted(map(str, raw.texts))  # the whole test file
+    votes = np.array([json.loads(v) for v in task.split("val")["weak_labels"]])  # (N, 10)
+    rule = WrenchRule(2)
+    rule.fit(task)
+    probs = rule.predict_proba(task, "val")
+    fired = votes[:, 2] >= 0
+    assert np.isnan(probs[~fired]).all()
+    np.testing.assert_array_equal(probs[fired].argmax(1), votes[fired, 2])
+    with pytest.raises(TeacherError, match="has 10 rules"):
+        WrenchRule(10).fit(task)
+    sst2 = load_task("sst2", sizes={"weak_train": 20, "val": 20, "w2s_train": 20, "test": 20}, mirror=str(mirror))
+    with pytest.raises(TeacherError, match="no 'weak_labels' column"):
+        WrenchRule(0).fit(sst2)

@@ -17,7 +17,8 @@ LOSSES = ("soft_ce", "logconf")
 
 
 class SoftTargetModule(pl.LightningModule):
-    """``net(input_ids, attention_mask) -> (B, K)`` logits, trained with ``loss``:
+    """``net(input_ids, attention_mask) -> (B, K)`` logits (or ``net(features)`` on batches of cached
+    encoder features: the frozen-feature student), trained with ``loss``:
 
     - ``soft_ce``: the confidence-weighted soft cross-entropy (``models.losses``);
     - ``logconf``: Burns et al. 2023's auxiliary confidence loss, α ramping to ``aux_coef`` over the
@@ -46,8 +47,13 @@ class SoftTargetModule(pl.LightningModule):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.net(input_ids, attention_mask)
 
+    def _logits(self, batch: dict) -> torch.Tensor:
+        if "features" in batch:
+            return self.net(batch["features"])  # (B, K)
+        return self(batch["input_ids"], batch["attention_mask"])  # (B, K)
+
     def training_step(self, batch, batch_idx):
-        logits = self(batch["input_ids"], batch["attention_mask"])  # (B, K)
+        logits = self._logits(batch)  # (B, K)
         weights = batch["weights"]  # (B,)
         normalizer = None
         if self.trainer.world_size > 1:  # DDP averages gradients over ranks: normalise by the global weight
@@ -63,14 +69,14 @@ class SoftTargetModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        probs = self(batch["input_ids"], batch["attention_mask"]).softmax(-1)  # (B, K)
+        probs = self._logits(batch).softmax(-1)  # (B, K)
         labels = batch["targets"].argmax(-1)  # val rows carry one-hot gold
         self.val_acc(probs, labels)
         self.val_auroc(probs if self.hparams.num_classes > 2 else probs[:, 1], labels)
         self.log_dict({"val/acc": self.val_acc, "val/auroc": self.val_auroc}, prog_bar=True, batch_size=len(probs))
 
     def predict_step(self, batch, batch_idx):
-        return self(batch["input_ids"], batch["attention_mask"]).softmax(-1)
+        return self._logits(batch).softmax(-1)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # dropout draws from the global generator; restoring it makes a resumed run replay exactly
@@ -91,10 +97,13 @@ class SoftTargetModule(pl.LightningModule):
 
 
 def logits(module: nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
-    """(B, K): a module that scores a whole batch (``batch_logits``: the verbalizer student) or one
-    called on token ids and mask (the encoder students)."""
+    """(B, K): a module that scores a whole batch (``batch_logits``: the verbalizer student), a head
+    over cached features (the frozen-feature student) or one called on token ids and mask (the
+    encoder students)."""
     if hasattr(module, "batch_logits"):
         return module.batch_logits({k: v.to(device) for k, v in batch.items()})
+    if "features" in batch:
+        return module.net(batch["features"].to(device))
     return module(batch["input_ids"].to(device), batch["attention_mask"].to(device))
 
 

@@ -77,10 +77,12 @@ def build_student(task: Task, targets: Artifact | None, cfg: DictConfig) -> Stud
     pl.seed_everything(cfg.seeds.student, workers=True, verbose=False)
     soft, weights = training_rows(task, targets)
     recipe = build(cfg.student.recipe, "student.recipe")
+    store_root = {"cache_dir": cfg.paths.cache_dir} if getattr(recipe.func, "needs_cache_dir", False) else {}
     return recipe(task=task, soft=soft, weights=weights,
                   encoder_path=resolve_model(cfg.student.encoder, cfg.paths.models_dir),
                   model=build(cfg.student.model, "student.model"), data=build(cfg.student.data, "student.data"),
-                  net=OmegaConf.to_container(cfg.student.net, resolve=True), seed=cfg.seeds.student)
+                  net=OmegaConf.to_container(cfg.student.net, resolve=True), seed=cfg.seeds.student,
+                  **store_root)
 
 
 def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, store: Store, run_dir: Path,

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from weaks2strong.tasks.base import SPLITS, Task, TaskError, draw_splits
-from weaks2strong.tasks.readers import read_table, standardize
+from weaks2strong.tasks.readers import MIRROR_HINT, read_table, standardize
 
 SENTIMENT = ["negative", "positive"]
 
@@ -90,7 +90,42 @@ def _ag_news(mirror: Path) -> dict[str, pd.DataFrame]:
     return {"weak_train": rows, "w2s_train": rows, "test": rows}
 
 
+# WRENCH's labelling-function sets (../shared/datasets/weak_supervision): the rules' votes ride along in
+# ``weak_labels`` (teachers.rules.WrenchRule reads them), the text feeds the student (WRENCH's end model)
+WRENCH_SETS = ("youtube", "sms", "trec", "hausa")
+
+
+def wrench_classes(mirror: Path, name: str) -> list[str]:
+    from weaks2strong.aggregate.io.wrench import load_wrench
+
+    return list(load_wrench(mirror / "weak_supervision" / name, split="test").class_names)
+
+
+def _wrench(name: str) -> Callable[[Path], dict[str, pd.DataFrame]]:
+    def load(mirror: Path) -> dict[str, pd.DataFrame]:
+        import json
+
+        from weaks2strong.aggregate.io.wrench import load_wrench
+
+        folder = mirror / "weak_supervision" / name
+        if not folder.is_dir():
+            raise TaskError(f"WRENCH folder not found: {folder}; {MIRROR_HINT}")
+        data = load_wrench(folder)
+        votes = data.votes  # (N, T), -1 = abstain
+        rows = pd.DataFrame({"example_id": [f"{s}-{i}" for s, i in zip(data.split, data.ids)],
+                             "text": [str(t) for t in data.texts],
+                             "weak_labels": [json.dumps(v.tolist()) for v in votes], "label": data.labels})
+        rows = rows[(data.labels >= 0) & (rows["text"].str.strip() != "")]  # the student needs gold and text
+        split = data.split[rows.index]
+        train = rows[np.isin(split, ("train", "valid"))].reset_index(drop=True)
+        test = rows[split == "test"].reset_index(drop=True)
+        return {"weak_train": train, "w2s_train": train, "test": test}
+
+    return load
+
+
 TASKS: dict[str, Callable[[Path], dict[str, pd.DataFrame]]] = {
+    **{name: _wrench(name) for name in WRENCH_SETS},
     "boolq": _boolq,
     "cosmosqa": _cosmosqa,
     "sst2": _sst2,
@@ -135,6 +170,8 @@ def load_task(
         where = f"{root}/{name}"
     else:
         raise TaskError(f"unknown task '{name}' (task.name); known: {', '.join(sorted(TASKS))}, csv")
+    if name in WRENCH_SETS and not classes:
+        classes = wrench_classes(root, name)
     classes = list(classes or SENTIMENT)
     for key, values in (("classes", classes), ("verbalizers", verbalizers or [])):
         for i, value in enumerate(values):

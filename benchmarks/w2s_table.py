@@ -1,0 +1,375 @@
+"""The weak-to-strong table as a ledger: many cheap seeds of (task, split seed, aggregator, target form)
+cells with a frozen-feature student, appended to a committed results file and printed as a table.
+
+    python benchmarks/w2s_table.py                         # every task, seeds 0-9 (skips cells already there)
+    python benchmarks/w2s_table.py --tasks sst2 youtube --seeds 0 1 2
+    python benchmarks/w2s_table.py --table-only            # print/write the table from the ledger
+
+Each (task, split seed) runs the framework's own stages: the task is drawn from a fixed pool
+(``task.pool_size``), teach labels w2s_train and val (split-independent teachers from the per-example
+cache), aggregate fits each aggregator (the anchored ones with val's gold), and a linear head on
+frozen all-mpnet-base-v2 features (features cached per example) is trained on the aggregate's
+targets, its learning rate and weight decay chosen on val. The ceiling is the same head on gold;
+the best teacher is chosen on val. Test is read once per cell, for the reported numbers.
+
+Tasks: the framework's (sst2, imdb_small, amazon_small, ag_news, boolq) with their experiment's
+teachers minus the prompted LLM and the fine-tuned encoder (``LEDGER_DROPS``: SmolLM2 labels 10-40
+minutes per task on 2 cores; they join when a session has that time, as new cells), and the WRENCH
+text sets (youtube, sms, trec, hausa) with their labelling functions as the teachers (WRENCH's
+end-model protocol).
+
+The ledger (``docs/results/w2s_ledger.jsonl``) keys a cell by its config and by a hash of the code
+that computes it (the aggregator's module, the student's, this script's protocol version), so a
+change to one aggregator re-runs only its cells. The table (``docs/results/w2s_table.md``) is
+written by this script from the ledger; never by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import json
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from weaks2strong.evaluate.ledger import Ledger, paired_interval, pgr  # noqa: E402
+
+LEDGER = ROOT / "docs" / "results" / "w2s_ledger.jsonl"
+TABLE = ROOT / "docs" / "results" / "w2s_table.md"
+PROTOCOL = 1  # bump when the cell's protocol changes (sizes, grid, metrics): every cell re-runs
+ENCODER = "mpnet-base"
+FEATURE_MAX_LENGTH = 128
+GRID = {"lr": (1e-3, 1e-2), "weight_decay": (0.0, 1e-2)}
+MAX_EPOCHS = 40
+
+# sizes partition a fixed pool (``pool_size``), so later split seeds find most examples labelled
+SIZES = {"weak_train": 300, "val": 200, "w2s_train": 1000, "test": 500}
+SMALL = {"weak_train": 100, "val": 99, "w2s_train": 300, "test": 199}  # imdb_small, amazon_small: 499 / 199 rows
+TASKS = {
+    # WRENCH: w2s_train and val redrawn from train+valid each seed, the whole test file every seed
+    "youtube": {"wrench": True, "sizes": {"weak_train": 50, "val": 100, "w2s_train": 1000, "test": 250}},
+    "sms": {"wrench": True, "sizes": {"weak_train": 50, "val": 200, "w2s_train": 2000, "test": 500}},
+    "trec": {"wrench": True, "sizes": {"weak_train": 50, "val": 200, "w2s_train": 2000, "test": 500}},
+    "hausa": {"wrench": True, "sizes": {"weak_train": 50, "val": 200, "w2s_train": 2000, "test": 582}},
+    "sst2": {"experiment": "sst2", "pool_size": 1500, "sizes": {**SIZES, "test": 872}},  # test: all of SST-2 dev
+    "imdb_small": {"experiment": "imdb_small", "pool_size": 499, "sizes": SMALL},
+    "amazon_small": {"experiment": "amazon_small", "pool_size": 499, "sizes": SMALL},
+    "ag_news": {"experiment": "ag_news", "pool_size": 2000, "sizes": SIZES},  # one pool holds every split
+    "boolq": {"experiment": "boolq", "pool_size": 2000, "sizes": SIZES},
+}
+LEDGER_DROPS = ("smollm2", "minilm2_finetuned")
+# name -> Hydra overrides of the aggregator group
+AGGREGATORS = {
+    "bayes_label_model": ["aggregator=bayes_label_model"],
+    "bayes_label_model_unanchored": ["aggregator=bayes_label_model", "aggregator.anchor=none"],
+    "bayes": ["aggregator=bayes", "aggregator.model.progress=false"],
+    "bayes_unanchored": ["aggregator=bayes_unanchored", "aggregator.model.progress=false"],
+    "majority": ["aggregator=majority"],
+    "mean": ["aggregator=mean"],
+    "crowdkit_ds": ["aggregator=crowdkit_ds"],
+    "best_teacher": ["aggregator=single"],
+}
+REFERENCE = "bayes_label_model"
+# the forms in which the reference's targets reach the student: (soft or argmax, confidence weights or 1)
+FORMS = {"soft_weighted": (True, True), "soft": (True, False), "hard_weighted": (False, True), "hard": (False, False)}
+
+
+def code_version(*objects) -> str:
+    """A hash of the source files that define ``objects`` (classes or modules)."""
+    digest = hashlib.sha256(str(PROTOCOL).encode())
+    for obj in objects:
+        digest.update(Path(inspect.getsourcefile(obj)).read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def compose(task_name: str, seed: int, extra: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from weaks2strong.resolvers import register_resolvers
+
+    register_resolvers()
+    spec = TASKS[task_name]
+    if spec.get("wrench"):
+        sizes = spec["sizes"]
+        overrides = ["task=wrench", f"task.name={task_name}", *(f"task.sizes.{k}={v}" for k, v in sizes.items())]
+    else:
+        overrides = [f"experiment={spec['experiment']}", f"+task.pool_size={spec['pool_size']}",
+                     *(f"task.sizes.{k}={v}" for k, v in spec["sizes"].items())]
+    overrides += [f"seed={seed}", "logger=none", f"paths.cache_dir={ROOT / 'data' / 'ledger_cache'}", *extra]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return hydra_compose("config", overrides=overrides)
+
+
+def teachers_config(task_name: str, cfg, task):
+    from omegaconf import OmegaConf
+
+    if TASKS[task_name].get("wrench"):
+        # a rule silent on every w2s_train or val row of this draw cannot be weighed: it sits this seed out
+        fired = [np.array([json.loads(v) for v in task.split(s)["weak_labels"]]) >= 0 for s in ("w2s_train", "val")]
+        rules = [j for j in range(fired[0].shape[1]) if fired[0][:, j].any() and fired[1][:, j].any()]
+        return OmegaConf.create({f"rule_{j}": {"_target_": "weaks2strong.teachers.rules.WrenchRule", "index": j}
+                                 for j in rules})
+    return OmegaConf.create({k: v for k, v in OmegaConf.to_container(cfg.teachers, resolve=True).items()
+                             if k not in LEDGER_DROPS})
+
+
+def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Accuracy of the argmax; an abstention (NaN row) or a tie of m classes counts 1/m."""
+    probs = np.nan_to_num(probs, nan=1.0)
+    top = np.isclose(probs, probs.max(-1, keepdims=True), rtol=0, atol=1e-12)
+    return float((top[np.arange(len(labels)), labels] / top.sum(-1)).mean())
+
+
+def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str], base=None) -> list[tuple]:
+    """(aggregator, its config, form, key) of every cell of (task, seed) not yet in the ledger. A key
+    hashes the task's spec, the aggregator's config, the form, the student's spec and the code of the
+    aggregator's module and of the student: a change to one aggregator re-runs its cells only."""
+    from weaks2strong.artifacts import stable_hash
+    from weaks2strong.student import probe as probe_module
+    from weaks2strong.student.probe import FeatureEncoder
+
+    base = base if base is not None else compose(task_name, seed, [])
+    student_version = code_version(probe_module, FeatureEncoder)
+    task_spec = {"task": task_name, **TASKS[task_name], "sizes": dict(base.task.sizes), "seed": seed}
+    planned = []
+    for agg in aggregators:
+        agg_cfg = compose(task_name, seed, AGGREGATORS[agg]).aggregator
+        agg_version = code_version(build_class(agg_cfg.model._target_))
+        forms = FORMS if agg == REFERENCE else {"soft_weighted": None}
+        for form in forms:
+            key = stable_hash(task_spec, agg, stable_hash(dict(agg_cfg)), form, ENCODER, GRID, MAX_EPOCHS,
+                              agg_version, student_version)
+            if key not in done:
+                planned.append((agg, agg_cfg, form, key))
+    return planned
+
+
+def run_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Ledger, done: set[str]) -> int:
+    """Every missing cell of (task, seed); returns how many were written."""
+    import torch
+
+    from weaks2strong.artifacts import Store
+    from weaks2strong.pipeline.aggregate import aggregate, best_teacher_on_val
+    from weaks2strong.pipeline.config import build
+    from weaks2strong.pipeline.tables import prob_columns, split_rows
+    from weaks2strong.pipeline.teach import teach, teacher_probs, teacher_test_labels
+    from weaks2strong.student.probe import FeatureEncoder, fit_probe_on_val
+    from weaks2strong.zoo import resolve_model
+
+    base = compose(task_name, seed, [])
+    planned = plan_cells(task_name, seed, aggregators, done, base)
+    if not planned:
+        return 0
+    started = time.perf_counter()
+    task = build(base.task, "task", _convert_="all")
+    dev = task.without_test()
+    store = Store(base.paths.cache_dir)
+    teachers_cfg = teachers_config(task_name, base, task)
+    labels = teach(dev, teachers_cfg, store)
+    teach_seconds = time.perf_counter() - started
+    y = {s: task.labels(s) for s in ("w2s_train", "val", "test")}
+    best = best_teacher_on_val(dev, labels)
+    best_test = teacher_test_labels(task, dev, best, teachers_cfg[best], labels[best].key, store)
+    teacher_val = {n: accuracy(teacher_probs(dev, {n: a}, "val")[:, 0], y["val"]) for n, a in labels.items()}
+
+    encoder = FeatureEncoder(resolve_model(ENCODER), store.root, max_length=FEATURE_MAX_LENGTH, progress=True)
+    x = {s: encoder(task.split(s), desc=f"{task_name} {s} features") for s in ("w2s_train", "val", "test")}
+
+    def student(soft, weights):
+        choice = fit_probe_on_val(x["w2s_train"], soft, weights, x["val"], y["val"], grid=GRID,
+                                  max_epochs=MAX_EPOCHS, seed=seed)
+        with torch.no_grad():
+            test_probs = choice.module.eval().net(torch.from_numpy(x["test"])).softmax(-1).numpy()
+        return accuracy(test_probs, y["test"]), choice.val_acc, choice.setting
+
+    gold = np.eye(task.num_classes)[y["w2s_train"]]
+    ceiling_test, ceiling_val, ceiling_setting = student(gold, np.ones(len(gold)))
+    common = {"task": task_name, "seed": seed, "teachers": sorted(labels), "best_teacher": best,
+              "best_teacher_val_acc": teacher_val[best], "best_teacher_test_acc": accuracy(best_test, y["test"]),
+              "ceiling_test_acc": ceiling_test, "ceiling_val_acc": ceiling_val, "ceiling_setting": ceiling_setting,
+              "n": {s: len(v) for s, v in y.items()}, "teach_seconds": round(teach_seconds, 1), "protocol": PROTOCOL}
+    written = 0
+    for agg, agg_cfg, form, key in planned:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            targets = aggregate(dev, labels, agg_cfg, store)
+        rows = split_rows(targets, "targets", dev, "w2s_train")
+        posterior = rows[prob_columns(task.num_classes)].to_numpy()
+        weights = rows["weight"].to_numpy()
+        val_posterior = split_rows(targets, "targets", dev, "val")[prob_columns(task.num_classes)].to_numpy()
+        soft_on, weighted = FORMS[form]
+        soft = posterior if soft_on else np.eye(task.num_classes)[posterior.argmax(-1)]
+        test_acc, val_acc, setting = student(soft, weights if weighted else np.ones(len(weights)))
+        record = {**common, "key": key, "aggregator": agg, "form": form, "student": f"probe:{ENCODER}",
+                  "student_test_acc": test_acc, "student_val_acc": val_acc, "student_setting": setting,
+                  "targets_w2s_acc": accuracy(posterior, y["w2s_train"]),
+                  "targets_val_acc": accuracy(val_posterior, y["val"]),  # in-sample for the anchored ones
+                  "seconds": round(time.perf_counter() - t0, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        ledger.append(record)
+        done.add(key)
+        written += 1
+        print(f"  {task_name} seed {seed} {agg:30s} {form:14s} targets {record['targets_w2s_acc']:.4f} "
+              f"student {test_acc:.4f} (ceiling {ceiling_test:.4f}, best teacher {best} "
+              f"{common['best_teacher_test_acc']:.4f})", flush=True)
+    return written
+
+
+def build_class(target: str):
+    module, _, name = target.rpartition(".")
+    return getattr(__import__(module, fromlist=[name]), name)
+
+
+# ------------------------------------------------------------------------------------------ the table
+
+
+def latest(records: list[dict]) -> list[dict]:
+    """One record per (task, seed, aggregator, form): the last written (a changed cell's newer run)."""
+    out = {}
+    for r in records:
+        out[(r["task"], r["seed"], r["aggregator"], r["form"])] = r
+    return list(out.values())
+
+
+def render(records: list[dict], reference: str = REFERENCE) -> tuple[str, str]:
+    """(markdown, headline) of the ledger's current cells."""
+    records = latest(records)
+    tasks = [t for t in TASKS if any(r["task"] == t for r in records)]
+    rows = [(a, "soft_weighted") for a in AGGREGATORS] + [(reference, f) for f in FORMS if f != "soft_weighted"]
+    out = ["# The weak-to-strong table (frozen-feature student)", "",
+           f"Written by `python benchmarks/w2s_table.py` from `{LEDGER.relative_to(ROOT)}` on "
+           f"{time.strftime('%Y-%m-%d')}; do not edit by hand. Student: a linear head on frozen {ENCODER} "
+           f"features (max_length {FEATURE_MAX_LENGTH}), lr and weight decay from {GRID} and the epoch "
+           f"(≤ {MAX_EPOCHS}) chosen on val accuracy. Each cell: one split seed (the task redrawn from its "
+           "fixed pool). Δ: the paired mean difference to the reference student "
+           f"(`{reference}`, anchored, soft targets, confidence weights) over the seeds both ran, with its "
+           "95% t-interval; ✓ the interval excludes 0 in the reference's favour, ✗ against it. "
+           "PGR = (student − best teacher) / (ceiling − best teacher), test accuracy means over seeds; "
+           "the best teacher is chosen on val. Targets: the aggregate's accuracy on w2s_train (gold hidden "
+           "from the student).", ""]
+    summary = {}
+    for t in tasks:
+        mine = [r for r in records if r["task"] == t]
+        seeds = sorted({r["seed"] for r in mine})
+        by_seed = {}
+        for r in mine:
+            by_seed.setdefault(r["seed"], r)
+        ceiling = np.array([by_seed[s]["ceiling_test_acc"] for s in seeds])
+        weak = np.array([by_seed[s]["best_teacher_test_acc"] for s in seeds])
+        gap, lo, hi, n = paired_interval(ceiling, weak)
+        clears = n > 1 and gap > 2 * (np.std(ceiling - weak, ddof=1) / np.sqrt(n))
+        teachers = ", ".join(sorted({r["best_teacher"] for r in mine}))
+        out += [f"## {t}", "",
+                f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); ceiling {ceiling.mean():.4f}, best teacher "
+                f"(on val: {teachers}) {weak.mean():.4f}; ceiling − best teacher {gap:+.4f} "
+                f"[{lo:+.4f}, {hi:+.4f}]: {'clears it by more than 2 SE' if clears else 'does not clear it by 2 SE'}.",
+                "", "| student targets | form | seeds | targets acc (w2s) | student test acc | Δ vs reference "
+                "[95% CI] | PGR vs best teacher | val acc |", "|---|---|---|---|---|---|---|---|"]
+        ref = {r["seed"]: r for r in mine if r["aggregator"] == reference and r["form"] == "soft_weighted"}
+        task_rows = {}
+        for agg, form in rows:
+            cells = {r["seed"]: r for r in mine if r["aggregator"] == agg and r["form"] == form}
+            if not cells:
+                continue
+            acc = np.mean([c["student_test_acc"] for c in cells.values()])
+            both = sorted(set(cells) & set(ref))
+            delta = "—"
+            if (agg, form) != (reference, "soft_weighted") and both:
+                m, lo_d, hi_d, nd = paired_interval([ref[s]["student_test_acc"] for s in both],
+                                                    [cells[s]["student_test_acc"] for s in both])
+                mark = " ✓" if lo_d > 0 else " ✗" if hi_d < 0 else ""
+                delta = f"{m:+.4f} [{lo_d:+.4f}, {hi_d:+.4f}]{mark}"
+            p = pgr(acc, np.mean([cells[s]["best_teacher_test_acc"] for s in cells]),
+                    np.mean([cells[s]["ceiling_test_acc"] for s in cells]))
+            task_rows[(agg, form)] = {"acc": acc, "pgr": p, "cells": cells,
+                                      "targets": np.mean([c["targets_w2s_acc"] for c in cells.values()]),
+                                      "val": np.mean([c["student_val_acc"] for c in cells.values()])}
+            out.append(f"| {agg} | {form} | {len(cells)} | {task_rows[(agg, form)]['targets']:.4f} | {acc:.4f} | "
+                       f"{delta} | {p:+.3f} | {task_rows[(agg, form)]['val']:.4f} |")
+        out.append("")
+        summary[t] = {"rows": task_rows, "clears": clears, "ref": ref}
+    out += findings(summary, reference)
+    headline = headline_line(summary, reference)
+    out += ["", f"Headline: `{headline}`", ""]
+    return "\n".join(out), headline
+
+
+def findings(summary: dict, reference: str) -> list[str]:
+    """Per task: where the reference's targets are more accurate than another aggregate's but its
+    student is not better (the student not following its targets is a finding, not noise)."""
+    out = ["## Targets against students", ""]
+    for t, s in summary.items():
+        ref = s["rows"].get((reference, "soft_weighted"))
+        if ref is None:
+            continue
+        for (agg, form), row in s["rows"].items():
+            if form != "soft_weighted" or agg == reference:
+                continue
+            if ref["targets"] > row["targets"] and ref["acc"] <= row["acc"]:
+                out.append(f"- {t}: `{reference}` targets {ref['targets']:.4f} > `{agg}` {row['targets']:.4f}, yet "
+                           f"its student {ref['acc']:.4f} ≤ {row['acc']:.4f}.")
+    if len(out) == 2:
+        out.append("- none: wherever the reference's targets were more accurate, its student was at least as good.")
+    return out
+
+
+def headline_line(summary: dict, reference: str) -> str:
+    means = {}
+    for s in summary.values():
+        for (agg, form), row in s["rows"].items():
+            if form == "soft_weighted":
+                means.setdefault(agg, []).append(row["acc"])
+    complete = {a: float(np.mean(v)) for a, v in means.items() if len(v) == len(summary)}
+    best = max(complete, key=complete.get) if complete else "none"
+    pgrs = [s["rows"][(reference, "soft_weighted")]["pgr"] for s in summary.values()
+            if s["clears"] and (reference, "soft_weighted") in s["rows"]]
+    n_seeds = min((len(s["ref"]) for s in summary.values()), default=0)
+    return (f"tasks={len(summary)} min_seeds={n_seeds} best_student={best} "
+            f"reference_mean_acc={complete.get(reference, float('nan')):.4f} "
+            f"mean_pgr_where_ceiling_clears={np.mean(pgrs) if pgrs else float('nan'):.3f} "
+            f"tasks_where_ceiling_clears={sum(s['clears'] for s in summary.values())}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
+    parser.add_argument("--aggregators", nargs="+", default=list(AGGREGATORS), choices=list(AGGREGATORS))
+    parser.add_argument("--ledger", type=Path, default=LEDGER)
+    parser.add_argument("--table", type=Path, default=TABLE)
+    parser.add_argument("--table-only", action="store_true", help="print and write the table; run nothing")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    for name in ("pytorch_lightning", "pytorch_lightning.utilities.rank_zero", "lightning.pytorch",
+                 "lightning.pytorch.utilities.rank_zero", "weaks2strong"):  # a trainer per head: no banners
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="pytorch_lightning")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ledger = Ledger(args.ledger)
+    if not args.table_only:
+        done = ledger.keys()
+        for seed in args.seeds:  # seed-major: every task gets its first seeds before any gets its tenth
+            for task_name in args.tasks:
+                wrote = run_task_seed(task_name, seed, args.aggregators, ledger, done)
+                print(f"{task_name} seed {seed}: {wrote} new cell(s)", flush=True)
+    text, headline = render(ledger.records())
+    from weaks2strong.artifacts import write_text
+
+    write_text(args.table, text)
+    print(text)
+    print(headline)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

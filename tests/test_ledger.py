@@ -1,0 +1,84 @@
+"""The results ledger (weaks2strong/evaluate/ledger.py) and the weak-to-strong table script's bookkeeping."""
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from weaks2strong.evaluate.ledger import Ledger, paired_interval, pgr
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _table_script():
+    spec = importlib.util.spec_from_file_location("w2s_table", ROOT / "benchmarks" / "w2s_table.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["w2s_table"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_paired_interval_matches_a_hand_computation():
+    a, b = [0.80, 0.82, 0.79, 0.85], [0.78, 0.80, 0.80, 0.81]
+    d = np.array([0.02, 0.02, -0.01, 0.04])
+    # t quantile for 3 degrees of freedom at 97.5%: 3.182446305284263 (tables)
+    half = 3.182446305284263 * d.std(ddof=1) / 2.0
+    mean, low, high, n = paired_interval(a, b)
+    assert n == 4 and mean == pytest.approx(0.0175)
+    assert low == pytest.approx(0.0175 - half) and high == pytest.approx(0.0175 + half)
+    assert paired_interval([0.5], [0.4])[1:3] == (-math.inf, math.inf)  # one seed: no spread
+
+
+def test_pgr():
+    assert pgr(0.8, 0.6, 1.0) == pytest.approx(0.5)
+    assert math.isnan(pgr(0.8, 0.9, 0.85))  # no gap to recover
+
+
+def test_ledger_appends_skips_and_survives_a_torn_line(tmp_path):
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    ledger.append({"key": "a", "x": np.float64(0.5)})
+    ledger.append({"key": "b", "x": 1})
+    with open(ledger.path, "a") as fh:
+        fh.write('{"key": "c", "x":')  # a run killed mid-write
+    assert ledger.keys() == {"a", "b"}
+    assert [r["x"] for r in ledger.records()] == [0.5, 1]
+    with pytest.raises(ValueError, match="key"):
+        ledger.append({"x": 2})
+
+
+def test_a_cell_is_skipped_when_present_and_rerun_when_its_config_changes(monkeypatch):
+    table = _table_script()
+    aggs = ["majority", "bayes_label_model"]
+    cells = table.plan_cells("youtube", 0, aggs, set())
+    assert [(a, f) for a, _, f, _ in cells] == [("majority", "soft_weighted")] + [
+        ("bayes_label_model", f) for f in table.FORMS]  # the reference also in its other target forms
+    done = {key for *_, key in cells}
+    assert table.plan_cells("youtube", 0, aggs, done) == []  # all present: nothing to run
+    assert len(table.plan_cells("youtube", 1, aggs, done)) == len(cells)  # another seed is another cell
+    monkeypatch.setitem(table.AGGREGATORS, "majority", ["aggregator=majority", "aggregator.weighting=confidence"])
+    again = table.plan_cells("youtube", 0, aggs, done)
+    assert [(a, f) for a, _, f, _ in again] == [("majority", "soft_weighted")]  # only the changed one reruns
+    assert table.code_version(table.Ledger) != table.code_version(table.Ledger, np)  # code enters the key
+
+
+def test_the_table_reads_the_ledger(tmp_path):
+    """Three seeds of a fixture task: the printed Δ and interval are the paired ones, PGR from the means."""
+    table = _table_script()
+    records = []
+    for seed, (ref, maj) in enumerate([(0.80, 0.78), (0.82, 0.80), (0.79, 0.80)]):
+        common = {"task": "youtube", "seed": seed, "best_teacher": "rule_1", "best_teacher_test_acc": 0.6,
+                  "ceiling_test_acc": 0.9, "targets_w2s_acc": 0.7, "student_val_acc": 0.8}
+        records.append({**common, "key": f"r{seed}", "aggregator": "bayes_label_model", "form": "soft_weighted",
+                        "student_test_acc": ref})
+        records.append({**common, "key": f"m{seed}", "aggregator": "majority", "form": "soft_weighted",
+                        "student_test_acc": maj, "targets_w2s_acc": 0.72})
+    text, headline = table.render(records)
+    mean, low, high, _ = paired_interval([0.80, 0.82, 0.79], [0.78, 0.80, 0.80])
+    assert f"| majority | soft_weighted | 3 | 0.7200 | 0.7933 | {mean:+.4f} [{low:+.4f}, {high:+.4f}] |" in text
+    assert f"| {pgr(np.mean([0.80, 0.82, 0.79]), 0.6, 0.9):+.3f} |" in text
+    assert "best_student=bayes_label_model" in headline and "min_seeds=3" in headline
+    assert "clears it by more than 2 SE" in text  # the ceiling's gap (0.3) has no spread at all here
+    json.dumps(records)  # what the ledger stores is plain JSON
