@@ -16,10 +16,10 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 
 from weaks2strong.aggregate.candidates import BayesianCandidateAggregator, joint_scores, majority_vote, teacher_answers
-from weaks2strong.artifacts import Store
 from weaks2strong.cli import CONFIG_DIR
 from weaks2strong.pipeline import generation as gen
 from weaks2strong.pipeline.config import build
+from weaks2strong.runtime.artifacts import Store
 
 
 def main(overrides: list[str]) -> None:

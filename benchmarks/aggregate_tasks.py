@@ -36,11 +36,11 @@ from weaks2strong.aggregate.classification import (  # noqa: E402
     MeanProbabilities,
     SingleTeacher,
 )
-from weaks2strong.artifacts import Store  # noqa: E402
 from weaks2strong.evaluate import classification_metrics, estimates_summary, teacher_analysis  # noqa: E402
 from weaks2strong.pipeline.aggregate import anchored_rows, best_teacher_on_val  # noqa: E402
 from weaks2strong.pipeline.teach import teach, teacher_key, teacher_probs  # noqa: E402
-from weaks2strong.resolvers import register_resolvers  # noqa: E402
+from weaks2strong.runtime.artifacts import Store  # noqa: E402
+from weaks2strong.runtime.resolvers import register_resolvers  # noqa: E402
 
 EXPERIMENTS = {"sst2": [], "imdb_small": ["experiment=imdb_small"], "amazon_small": ["experiment=amazon_small"],
                "ag_news": ["experiment=ag_news"], "boolq": ["experiment=boolq"]}

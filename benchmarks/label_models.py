@@ -61,7 +61,7 @@ from weaks2strong.aggregate.base import AggregatorError  # noqa: E402
 from weaks2strong.aggregate.io.crowd import long_to_probs, sort_classes, table_to_long  # noqa: E402
 from weaks2strong.aggregate.io.wrench import accuracy, load_wrench  # noqa: E402
 from weaks2strong.aggregate.votes import Votes  # noqa: E402
-from weaks2strong.errors import UserInputError  # noqa: E402
+from weaks2strong.runtime.errors import UserInputError  # noqa: E402
 
 MIRROR = Path(os.environ.get("W2S_DATA_MIRROR", ROOT.parent / "shared" / "datasets"))
 RULE_SETS = ("youtube", "hausa", "sms", "trec")

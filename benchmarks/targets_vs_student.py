@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from weaks2strong.resolvers import register_resolvers  # noqa: E402
+from weaks2strong.runtime.resolvers import register_resolvers  # noqa: E402
 
 IGNORED = ("seed=", "experiment=", "logger=", "hydra")  # overrides that do not name a method
 

@@ -95,7 +95,7 @@ def compose(task_name: str, seed: int, extra: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from weaks2strong.resolvers import register_resolvers
+    from weaks2strong.runtime.resolvers import register_resolvers
 
     register_resolvers()
     spec = TASKS[task_name]
@@ -134,7 +134,7 @@ def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str]
     """(aggregator, its config, form, key) of every cell of (task, seed) not yet in the ledger. A key
     hashes the task's spec, the aggregator's config, the form, the student's spec and the code of the
     aggregator's module and of the student: a change to one aggregator re-runs its cells only."""
-    from weaks2strong.artifacts import stable_hash
+    from weaks2strong.runtime.artifacts import stable_hash
     from weaks2strong.student import probe as probe_module
     from weaks2strong.student.probe import FeatureEncoder
 
@@ -158,11 +158,11 @@ def run_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Led
     """Every missing cell of (task, seed); returns how many were written."""
     import torch
 
-    from weaks2strong.artifacts import Store
     from weaks2strong.pipeline.aggregate import aggregate, best_teacher_on_val
     from weaks2strong.pipeline.config import build
     from weaks2strong.pipeline.tables import prob_columns, split_rows
     from weaks2strong.pipeline.teach import teach, teacher_probs, teacher_test_labels
+    from weaks2strong.runtime.artifacts import Store
     from weaks2strong.student.probe import FeatureEncoder, fit_probe_on_val
     from weaks2strong.zoo import resolve_model
 
@@ -363,7 +363,7 @@ def main(argv=None) -> int:
                 wrote = run_task_seed(task_name, seed, args.aggregators, ledger, done)
                 print(f"{task_name} seed {seed}: {wrote} new cell(s)", flush=True)
     text, headline = render(ledger.records())
-    from weaks2strong.artifacts import write_text
+    from weaks2strong.runtime.artifacts import write_text
 
     write_text(args.table, text)
     print(text)

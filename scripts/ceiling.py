@@ -20,13 +20,13 @@ from hydra import compose, initialize_config_dir
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from weaks2strong.artifacts import Store  # noqa: E402
 from weaks2strong.evaluate import classification_metrics  # noqa: E402
 from weaks2strong.pipeline.config import build  # noqa: E402
 from weaks2strong.pipeline.distill import ceiling_config, distill, fitted_student, test_predictions  # noqa: E402
 from weaks2strong.pipeline.evaluate import cached_test_predictions, tested_rows  # noqa: E402
 from weaks2strong.pipeline.tables import prob_columns, split_frame, split_probs  # noqa: E402
-from weaks2strong.resolvers import register_resolvers  # noqa: E402
+from weaks2strong.runtime.artifacts import Store  # noqa: E402
+from weaks2strong.runtime.resolvers import register_resolvers  # noqa: E402
 
 
 def main(overrides: list[str]) -> int:

@@ -18,11 +18,11 @@ from hydra import compose, initialize_config_dir
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from weaks2strong.artifacts import Store  # noqa: E402
 from weaks2strong.pipeline import generation as gen  # noqa: E402
 from weaks2strong.pipeline.config import build  # noqa: E402
 from weaks2strong.pipeline.generation_eval import kshot_answers  # noqa: E402
-from weaks2strong.resolvers import register_resolvers  # noqa: E402
+from weaks2strong.runtime.artifacts import Store  # noqa: E402
+from weaks2strong.runtime.resolvers import register_resolvers  # noqa: E402
 
 
 def main(overrides: list[str]) -> int:

@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from weaks2strong.artifacts import Store, stable_hash, write_table
+from weaks2strong.runtime.artifacts import Store, stable_hash, write_table
 
 
 def test_hash_is_stable_and_order_free():
@@ -85,7 +85,7 @@ def test_weights_with_a_tied_head_are_written_and_load_back(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from weaks2strong.artifacts import write_weights
+    from weaks2strong.runtime.artifacts import write_weights
 
     def tied():
         torch.manual_seed(0)

@@ -137,8 +137,8 @@ def test_a_truncated_checkpoint_is_refused_by_name_before_resuming(tmp_path):
 
     import torch
 
-    from weaks2strong.errors import UserInputError
     from weaks2strong.pipeline.distill import _resume_from
+    from weaks2strong.runtime.errors import UserInputError
 
     left = tmp_path / "killed_run" / "last.ckpt"  # what an interrupted try left, cut off mid-write
     left.parent.mkdir()
@@ -154,7 +154,7 @@ def test_a_truncated_checkpoint_is_refused_by_name_before_resuming(tmp_path):
 
 def test_secret_words_are_whole_words_of_the_key():
     """``hf_token`` holds a secret; ``max_new_tokens`` (a count) does not, and passes the pre-check."""
-    from weaks2strong.checks import looks_secret
+    from weaks2strong.runtime.checks import looks_secret
 
     assert [looks_secret(k) for k in ("api_key", "WANDB_API_KEY", "hf_token", "token", "db-password")] == [True] * 5
     assert [looks_secret(k) for k in ("max_new_tokens", "max_answer_tokens", "tokenizer")] == [False] * 3

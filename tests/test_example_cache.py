@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from weaks2strong.artifacts import Store
-from weaks2strong.example_cache import ExampleCache, example_hashes
 from weaks2strong.pipeline.teach import is_split_independent, teach
+from weaks2strong.runtime.artifacts import Store
+from weaks2strong.runtime.example_cache import ExampleCache, example_hashes
 from weaks2strong.tasks import load_task
 from weaks2strong.teachers.lexicon import Vader
 from weaks2strong.teachers.prompted import PromptedLM

@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from pytorch_lightning.strategies import FSDPStrategy
 
-from weaks2strong.distributed import transformer_blocks
-from weaks2strong.resolvers import CONFIG_DIR, register_resolvers
+from weaks2strong.runtime.distributed import transformer_blocks
+from weaks2strong.runtime.resolvers import CONFIG_DIR, register_resolvers
 
 
 def test_fsdp_config_gathers_a_full_state_dict_and_wraps_each_block():

@@ -214,7 +214,7 @@ def test_a_shared_prefix_changes_no_score_and_no_greedy_answer(tiny_lm):
     ("student.min_prob=1", "config key 'student.min_prob' must be in [0, 1), got 1"),
 ])
 def test_bad_generation_config_is_one_line_naming_the_key(override, message):
-    from weaks2strong.checks import check_command_line
+    from weaks2strong.runtime.checks import check_command_line
 
     assert message in check_command_line(["experiment=sciq_gen", override])
 

@@ -9,8 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-from weaks2strong.errors import UserInputError
-from weaks2strong.resolvers import register_resolvers
+from weaks2strong.runtime.errors import UserInputError
+from weaks2strong.runtime.resolvers import register_resolvers
 from weaks2strong.tasks.base import TaskError
 from weaks2strong.tasks.preference import load_preference_task, read_hh_pairs, split_dialogue
 

@@ -17,7 +17,7 @@ from weaks2strong.aggregate.classification import (
     SingleTeacher,
     WeightedMajorityVote,
 )
-from weaks2strong.errors import UserInputError
+from weaks2strong.runtime.errors import UserInputError
 
 # the module, not the function of the same name that weaks2strong.pipeline exports
 pipeline_aggregate = importlib.import_module("weaks2strong.pipeline.aggregate")

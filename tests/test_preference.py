@@ -10,7 +10,6 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from weaks2strong.errors import UserInputError
 from weaks2strong.models.causal_lm import load_causal_lm
 from weaks2strong.models.losses import preference_loss
 from weaks2strong.models.preference import (
@@ -24,6 +23,7 @@ from weaks2strong.models.preference import (
     score_pairs,
     with_reference,
 )
+from weaks2strong.runtime.errors import UserInputError
 from weaks2strong.zoo import resolve_model
 
 # log π(y⁺), log π(y⁻), log π_ref(y⁺), log π_ref(y⁻) for two pairs: Δ = (−3 + 4) − (−5 + 4.5) = 1.5; Δ = −0.5

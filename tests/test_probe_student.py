@@ -8,9 +8,9 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from weaks2strong.example_cache import ExampleCache
 from weaks2strong.models import SoftTargetModule, predict_proba
 from weaks2strong.models.feature_head import FeatureHead, FeaturesDataModule
+from weaks2strong.runtime.example_cache import ExampleCache
 from weaks2strong.student import StudentParts, fit_probe, fit_probe_on_val, probe
 from weaks2strong.student.probe import FeatureEncoder, probe_module
 from weaks2strong.tasks import Task

@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 from test_pipeline import compose_run, stage_messages
 
 from weaks2strong import pipeline
-from weaks2strong.errors import UserInputError
+from weaks2strong.runtime.errors import UserInputError
 from weaks2strong.teachers.base import TeacherError
 from weaks2strong.teachers.prompted import PromptedLM
 from weaks2strong.teachers.refiner import InContextRefiner, match_prior
@@ -119,10 +119,10 @@ def test_the_refine_stage_adds_the_refined_teacher_and_is_reused(tmp_path, caplo
     assert len(demos["sets"]) == 2 and all(len(s) == 8 for s in demos["sets"])
     # a later process (evaluate after a reused refine) rebuilds the refiner from the artifact alone
     # and labels as the stage did, without scoring w2s_train again for the class scale
-    from weaks2strong.artifacts import Store
     from weaks2strong.pipeline import compute
     from weaks2strong.pipeline.refine import fitted_refiner
     from weaks2strong.pipeline.tables import split_probs
+    from weaks2strong.runtime.artifacts import Store
 
     cfg = compose_run(tmp_path, "unused", "refine=in_context")
     store = Store(cfg.paths.cache_dir)

@@ -1,4 +1,4 @@
-"""The config schema (weaks2strong/schema.py): plain configs in, one line naming the key out.
+"""The config schema (weaks2strong/runtime/schema.py): plain configs in, one line naming the key out.
 
 These check the schema against plain dicts, so they do not depend on the YAML files; one test composes
 every shipped option to check that the YAML defaults satisfy it.
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from weaks2strong.errors import UserInputError
-from weaks2strong.schema import GROUPS, declared, problem, validate
+from weaks2strong.runtime.errors import UserInputError
+from weaks2strong.runtime.schema import GROUPS, declared, problem, validate
 
 
 def nested(key: str, value) -> dict:
@@ -150,7 +150,7 @@ def test_every_declared_key_has_a_rule_and_the_schemas_are_in_hydras_config_stor
 
 
 def _options(group: str) -> list[str]:
-    from weaks2strong.resolvers import CONFIG_DIR
+    from weaks2strong.runtime.resolvers import CONFIG_DIR
 
     return sorted(p.stem for p in (Path(CONFIG_DIR) / group).glob("*.yaml"))
 
@@ -160,14 +160,14 @@ SHIPPED_GROUPS = ("task", "aggregator", "refine", "trainer", "student", "experim
 
 @pytest.mark.parametrize("override", [f"{g}={o}" for g in SHIPPED_GROUPS for o in _options(g)] + ["debug=fast"])
 def test_every_shipped_option_satisfies_the_schema(override):
-    from weaks2strong.checks import check_command_line
+    from weaks2strong.runtime.checks import check_command_line
 
     extra = ["task.path=x.csv"] if override == "task=csv" else []  # task.path is ??? until given
     assert check_command_line([override, *extra]) is None
 
 
 def test_the_pre_check_names_the_key_and_a_sweep_is_checked_with_its_first_value():
-    from weaks2strong.checks import check_command_line
+    from weaks2strong.runtime.checks import check_command_line
 
     assert check_command_line(["seed=abc", "debug=fast"]) == "config key 'seed' must be an integer, got 'abc'"
     assert check_command_line(["-m", "seed=abc,0"]) == "config key 'seed' must be an integer, got 'abc'"

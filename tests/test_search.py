@@ -203,7 +203,7 @@ def test_bad_search_method_is_one_line_naming_the_key(tmp_path, override, messag
 
     from weaks2strong import pipeline
     from weaks2strong.cli import CONFIG_DIR
-    from weaks2strong.errors import UserInputError
+    from weaks2strong.runtime.errors import UserInputError
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", return_hydra_config=True, overrides=[

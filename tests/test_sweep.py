@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from weaks2strong.sweep import write_summary
+from weaks2strong.runtime.sweep import write_summary
 
 
 def _job(folder, overrides, student, teachers, pgr=0.5, seed=0):
@@ -50,8 +50,8 @@ def test_sweep_cli_usage(argv):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "weaks2strong.sweep", *argv], capture_output=True, text=True)
-    assert result.returncode == 1 and "usage: python -m weaks2strong.sweep <sweep dir>" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "weaks2strong.runtime.sweep", *argv], capture_output=True, text=True)
+    assert result.returncode == 1 and "usage: python -m weaks2strong.runtime.sweep <sweep dir>" in result.stderr
 
 
 @pytest.mark.integration

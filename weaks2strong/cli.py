@@ -8,9 +8,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from weaks2strong.checks import check_command_line, find_secret
-from weaks2strong.launch import pin_lightning_children_to_this_job, quiet_other_ranks
-from weaks2strong.resolvers import CONFIG_DIR, register_resolvers
+from weaks2strong.runtime.checks import check_command_line, find_secret
+from weaks2strong.runtime.launch import pin_lightning_children_to_this_job, quiet_other_ranks
+from weaks2strong.runtime.resolvers import CONFIG_DIR, register_resolvers
 
 log = logging.getLogger("weaks2strong")
 
@@ -30,8 +30,9 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from weaks2strong import distributed, pipeline
-    from weaks2strong.errors import UserInputError
+    from weaks2strong import pipeline
+    from weaks2strong.runtime import distributed
+    from weaks2strong.runtime.errors import UserInputError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from weaks2strong.errors import UserInputError
+from weaks2strong.runtime.errors import UserInputError
 
 
 @dataclass

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 from torch.utils.data import DataLoader
 
-from weaks2strong.errors import UserInputError
 from weaks2strong.models.batching import TargetsDataModule, _Rows
+from weaks2strong.runtime.errors import UserInputError
 
 
 class ChoicesDataModule(TargetsDataModule):

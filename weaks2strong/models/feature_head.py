@@ -1,6 +1,6 @@
 """A head over frozen encoder features (the ``probe_mpnet`` student) and the DataModule of its rows.
 
-The features are computed once per (encoder, example) and cached (``weaks2strong.example_cache``), so
+The features are computed once per (encoder, example) and cached (``weaks2strong.runtime.example_cache``), so
 training touches only the head: a linear layer, or a one-hidden-layer MLP. ``SoftTargetModule`` trains
 it with the same losses as the fine-tuned students (it calls ``net(features)`` on feature batches).
 """

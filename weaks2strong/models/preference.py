@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from weaks2strong.errors import UserInputError
 from weaks2strong.models.causal_lm import (
     CandidateRow,
     RowsDataModule,
@@ -29,6 +28,7 @@ from weaks2strong.models.causal_lm import (
 )
 from weaks2strong.models.lm_logprobs import shared_prompt_logprobs, target_logprobs
 from weaks2strong.models.losses import preference_loss
+from weaks2strong.runtime.errors import UserInputError
 
 
 @dataclass(frozen=True)

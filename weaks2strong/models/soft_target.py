@@ -32,7 +32,7 @@ class SoftTargetModule(pl.LightningModule):
                  aux_warmup_frac: float = 0.1):
         super().__init__()
         if loss not in LOSSES:
-            from weaks2strong.errors import UserInputError
+            from weaks2strong.runtime.errors import UserInputError
 
             raise UserInputError(f"student.model.loss='{loss}' is not one of {', '.join(LOSSES)}")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])

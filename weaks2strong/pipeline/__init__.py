@@ -14,18 +14,18 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from weaks2strong import distributed
-from weaks2strong.artifacts import Store, write_json
-from weaks2strong.errors import UserInputError
 from weaks2strong.evaluate.report import flat_metrics
-from weaks2strong.launch import link_scheduler_logs
 from weaks2strong.pipeline.aggregate import aggregate
 from weaks2strong.pipeline.config import build, make_loggers
 from weaks2strong.pipeline.distill import distill
 from weaks2strong.pipeline.evaluate import evaluate
 from weaks2strong.pipeline.refine import refine
 from weaks2strong.pipeline.teach import teach
-from weaks2strong.schema import validate
+from weaks2strong.runtime import distributed
+from weaks2strong.runtime.artifacts import Store, write_json
+from weaks2strong.runtime.errors import UserInputError
+from weaks2strong.runtime.launch import link_scheduler_logs
+from weaks2strong.runtime.schema import validate
 from weaks2strong.tasks import Task
 
 log = logging.getLogger(__name__)

@@ -10,13 +10,13 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from weaks2strong.aggregate.base import check_probs
-from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table
-from weaks2strong.errors import UserInputError
 from weaks2strong.pipeline.compute import exclusive, on_main, recall, remember
 from weaks2strong.pipeline.config import build, config_slice
 from weaks2strong.pipeline.tables import split_frame
 from weaks2strong.pipeline.teach import teacher_probs
-from weaks2strong.schema import WEIGHTINGS
+from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table
+from weaks2strong.runtime.errors import UserInputError
+from weaks2strong.runtime.schema import WEIGHTINGS
 from weaks2strong.tasks import DEV_SPLITS, Task
 
 log = logging.getLogger("weaks2strong.pipeline")

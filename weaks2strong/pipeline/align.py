@@ -20,10 +20,10 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_weights
 from weaks2strong.pipeline import generation as gen
 from weaks2strong.pipeline.compute import exclusive, recall, remember
 from weaks2strong.pipeline.config import build, config_slice, make_loggers
+from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_weights
 from weaks2strong.tasks.generation import GenerationTask, normalize_answer
 
 log = logging.getLogger("weaks2strong.pipeline")

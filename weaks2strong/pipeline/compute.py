@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from weaks2strong import distributed
-from weaks2strong.artifacts import Artifact, Store
-from weaks2strong.errors import UserInputError
+from weaks2strong.runtime import distributed
+from weaks2strong.runtime.artifacts import Artifact, Store
+from weaks2strong.runtime.errors import UserInputError
 
 _FITTED: dict[tuple[str, str], Any] = {}
 

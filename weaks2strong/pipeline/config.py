@@ -5,7 +5,7 @@ from __future__ import annotations
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from weaks2strong.errors import UserInputError
+from weaks2strong.runtime.errors import UserInputError
 
 # config keys that change how a stage runs but not what it computes
 # share_prompt: equal log-probs, tested; keep_checkpoint: whether a finished stage's resume checkpoint stays

@@ -18,13 +18,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
-from weaks2strong import distributed
-from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_weights
-from weaks2strong.errors import UserInputError
 from weaks2strong.models import predict_proba
 from weaks2strong.pipeline.compute import exclusive, on_main, recall, remember
 from weaks2strong.pipeline.config import build, config_slice, make_loggers
 from weaks2strong.pipeline.tables import prob_columns, split_frame, split_rows, task_key
+from weaks2strong.runtime import distributed
+from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_weights
+from weaks2strong.runtime.errors import UserInputError
 from weaks2strong.student import StudentParts
 from weaks2strong.tasks import DEV_SPLITS, Task
 from weaks2strong.zoo import resolve_model

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_text
 from weaks2strong.evaluate import classification_metrics, error_correlation, estimates_summary, teacher_analysis
 from weaks2strong.evaluate.report import render_markdown, render_table, summarize
 from weaks2strong.pipeline.aggregate import fitted_aggregator, targets_frame
@@ -17,6 +16,7 @@ from weaks2strong.pipeline.distill import ceiling_config, fitted_student, test_p
 from weaks2strong.pipeline.refine import fitted_refiner
 from weaks2strong.pipeline.tables import prob_columns, split_frame, split_probs, split_rows, task_key
 from weaks2strong.pipeline.teach import checked_labels, teacher_probs, teacher_test_labels
+from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_text
 from weaks2strong.tasks import Task
 
 log = logging.getLogger("weaks2strong.pipeline")

@@ -24,10 +24,10 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_weights
-from weaks2strong.errors import UserInputError
 from weaks2strong.pipeline.compute import exclusive, recall, remember
 from weaks2strong.pipeline.config import TEACHER_VOLATILE_KEYS, build, config_slice, make_loggers
+from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_weights
+from weaks2strong.runtime.errors import UserInputError
 from weaks2strong.tasks.generation import GenerationTask, exact_match, normalize_answer, token_f1
 from weaks2strong.zoo import resolve_model
 
@@ -36,7 +36,7 @@ DEV = ("w2s_train", "val")
 
 
 def gen_task_key(task: GenerationTask) -> str:
-    from weaks2strong.artifacts import frame_hash
+    from weaks2strong.runtime.artifacts import frame_hash
 
     readable = [s for s in task.splits if not (s == "test" and task.sealed)]
     return stable_hash(task.name, task.prompt, {s: frame_hash(task.split(s)) for s in readable})

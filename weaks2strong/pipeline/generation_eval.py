@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_text
 from weaks2strong.evaluate.metrics import pgr
 from weaks2strong.pipeline import align
 from weaks2strong.pipeline import generation as gen
 from weaks2strong.pipeline.compute import exclusive, recall
 from weaks2strong.pipeline.config import build, make_loggers
+from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_text
 from weaks2strong.tasks.generation import GenerationTask
 
 log = logging.getLogger("weaks2strong.pipeline")

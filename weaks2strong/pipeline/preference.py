@@ -31,7 +31,13 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from weaks2strong.artifacts import (
+from weaks2strong.evaluate.metrics import pgr
+from weaks2strong.pipeline.aggregate import aggregate, best_teacher_on_val, fitted_aggregator
+from weaks2strong.pipeline.compute import exclusive, recall, remember
+from weaks2strong.pipeline.config import build, config_slice, make_loggers
+from weaks2strong.pipeline.tables import split_rows
+from weaks2strong.pipeline.teach import fitted_teacher, teach, teacher_key
+from weaks2strong.runtime.artifacts import (
     Artifact,
     Store,
     frame_hash,
@@ -41,13 +47,7 @@ from weaks2strong.artifacts import (
     write_text,
     write_weights,
 )
-from weaks2strong.errors import UserInputError
-from weaks2strong.evaluate.metrics import pgr
-from weaks2strong.pipeline.aggregate import aggregate, best_teacher_on_val, fitted_aggregator
-from weaks2strong.pipeline.compute import exclusive, recall, remember
-from weaks2strong.pipeline.config import build, config_slice, make_loggers
-from weaks2strong.pipeline.tables import split_rows
-from weaks2strong.pipeline.teach import fitted_teacher, teach, teacher_key
+from weaks2strong.runtime.errors import UserInputError
 from weaks2strong.tasks.preference import PreferenceTask
 
 log = logging.getLogger("weaks2strong.pipeline")

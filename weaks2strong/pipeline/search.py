@@ -23,7 +23,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from weaks2strong.artifacts import (
+from weaks2strong.pipeline.compute import exclusive, recall, remember
+from weaks2strong.pipeline.config import TEACHER_VOLATILE_KEYS, VOLATILE_KEYS, build, config_slice
+from weaks2strong.pipeline.generation import gen_task_key, saved_weights
+from weaks2strong.runtime.artifacts import (
     Artifact,
     Store,
     frame_hash,
@@ -33,10 +36,7 @@ from weaks2strong.artifacts import (
     write_text,
     write_weights,
 )
-from weaks2strong.errors import UserInputError
-from weaks2strong.pipeline.compute import exclusive, recall, remember
-from weaks2strong.pipeline.config import TEACHER_VOLATILE_KEYS, VOLATILE_KEYS, build, config_slice
-from weaks2strong.pipeline.generation import gen_task_key, saved_weights
+from weaks2strong.runtime.errors import UserInputError
 from weaks2strong.search.cbs import CBS_VERSION
 from weaks2strong.tasks.generation import GenerationTask, exact_match, token_f1
 from weaks2strong.zoo import resolve_model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from weaks2strong.artifacts import Artifact, frame_hash, stable_hash
+from weaks2strong.runtime.artifacts import Artifact, frame_hash, stable_hash
 from weaks2strong.tasks import Task
 
 

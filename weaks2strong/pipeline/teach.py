@@ -16,13 +16,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from weaks2strong import distributed
-from weaks2strong.artifacts import Artifact, Store, stable_hash, write_json, write_table
-from weaks2strong.errors import UserInputError
-from weaks2strong.example_cache import ExampleCache
 from weaks2strong.pipeline.compute import exclusive, on_main, recall, remember
 from weaks2strong.pipeline.config import TEACHER_VOLATILE_KEYS, build, config_slice
 from weaks2strong.pipeline.tables import split_frame, split_probs, task_key
+from weaks2strong.runtime import distributed
+from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table
+from weaks2strong.runtime.errors import UserInputError
+from weaks2strong.runtime.example_cache import ExampleCache
 from weaks2strong.tasks import DEV_SPLITS, Task
 from weaks2strong.teachers import check_proba
 

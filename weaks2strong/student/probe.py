@@ -5,7 +5,7 @@ is the same head on gold.
 
 An encoder's features of an example do not depend on the split seed, the teachers or the aggregate,
 so they are computed once per (encoder, max_length, example) and cached under
-``<store root>/examples/`` (``weaks2strong.example_cache``); a fit then takes seconds, which makes
+``<store root>/examples/`` (``weaks2strong.runtime.example_cache``); a fit then takes seconds, which makes
 choosing the head's hyperparameters on val (``fit_probe_on_val``) cheap.
 
 ``probe`` is the pipeline's recipe; ``FeatureEncoder``/``encode_features``, ``fit_probe`` and
@@ -26,10 +26,10 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from weaks2strong.artifacts import stable_hash
-from weaks2strong.example_cache import ExampleCache
 from weaks2strong.models.feature_head import FeatureHead, FeaturesDataModule
 from weaks2strong.models.soft_target import SoftTargetModule, predict_proba
+from weaks2strong.runtime.artifacts import stable_hash
+from weaks2strong.runtime.example_cache import ExampleCache
 from weaks2strong.student.base import StudentParts
 from weaks2strong.tasks import Task
 
@@ -270,7 +270,7 @@ def _choose_on_val(grid: Mapping[str, Sequence], head: dict, optimizer: Mapping,
     """(head keywords, optimizer keywords) of the grid's best setting on val."""
     unknown = sorted(set(grid) - {*HEAD_KEYS, *OPTIMIZER_KEYS})
     if unknown:
-        from weaks2strong.errors import UserInputError
+        from weaks2strong.runtime.errors import UserInputError
 
         raise UserInputError(f"student.recipe.grid: cannot tune {', '.join(unknown)} (only "
                              f"{', '.join(HEAD_KEYS + OPTIMIZER_KEYS)})")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from weaks2strong.errors import UserInputError
+from weaks2strong.runtime.errors import UserInputError
 
 SPLITS = ("weak_train", "val", "w2s_train", "test")
 # splits drawn from a shared pool in this order, so adding ``val`` left the other three unchanged

@@ -5,7 +5,7 @@ from typing import Protocol
 
 import numpy as np
 
-from weaks2strong.errors import UserInputError
+from weaks2strong.runtime.errors import UserInputError
 from weaks2strong.tasks import Task
 
 

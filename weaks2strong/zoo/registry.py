@@ -17,7 +17,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from weaks2strong.errors import UserInputError
+from weaks2strong.runtime.errors import UserInputError
 
 log = logging.getLogger(__name__)
 

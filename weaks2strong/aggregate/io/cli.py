@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from weaks2strong.artifacts import write_csv
+from weaks2strong.runtime.artifacts import write_csv
 
 from ..base import AggregatorError
 from .crowd import long_to_probs, table_to_long

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from weaks2strong.artifacts import _atomic, stable_hash
+from weaks2strong.runtime.artifacts import _atomic, stable_hash
 
 log = logging.getLogger(__name__)
 

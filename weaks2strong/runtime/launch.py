@@ -37,7 +37,7 @@ RANK_OVERRIDES = {
 
 def if_rank_zero(value: Any) -> Any:
     """``${w2s.if_rank_zero:x}``: x on rank 0 (or in a single process), None on the other ranks."""
-    from weaks2strong import distributed
+    from weaks2strong.runtime import distributed
 
     return value if distributed.rank() == 0 else None
 
@@ -46,7 +46,7 @@ def rank_job_name() -> str:
     """``${w2s.rank_job_name:}``: Hydra's name for the job on rank 0 (``cli``), ``rank<r>`` elsewhere."""
     from hydra.core.utils import JobRuntime
 
-    from weaks2strong import distributed
+    from weaks2strong.runtime import distributed
 
     return JobRuntime.instance().get("name") if distributed.rank() == 0 else f"rank{distributed.rank()}"
 
@@ -63,7 +63,7 @@ def quiet_other_ranks() -> None:
     run dir. Adds ``RANK_OVERRIDES`` to the command line (unless it sets those keys already, as
     Lightning's relaunch does), and for ranks > 0 of a torchrun or srun run without a run dir,
     ``runs/.ranks/`` (rank 0's run dir is the run's; the pipeline broadcasts it)."""
-    from weaks2strong import distributed
+    from weaks2strong.runtime import distributed
 
     given = {a.lstrip("+").split("=", 1)[0] for a in sys.argv[1:] if "=" in a}
     sys.argv += [f"{key}={value}" for key, value in RANK_OVERRIDES.items() if key not in given]

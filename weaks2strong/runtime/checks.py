@@ -6,8 +6,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from weaks2strong import schema
-from weaks2strong.resolvers import CONFIG_DIR, register_resolvers
+from weaks2strong.runtime import schema
+from weaks2strong.runtime.resolvers import CONFIG_DIR, register_resolvers
 
 SECRET_WORDS = ("api_key", "apikey", "token", "secret", "password")
 
@@ -60,14 +60,14 @@ def check_command_line(args: list[str]) -> str | None:
 
     Hydra reports an unknown key or option in several lines with a hint to set HYDRA_FULL_ERROR,
     and a run dir it cannot create as a traceback; this names the key, or the folder, in one line.
-    A value of the wrong type or range (``weaks2strong.schema``) is named the same way.
+    A value of the wrong type or range (``weaks2strong.runtime.schema``) is named the same way.
     Sweep overrides (``a=1,2``) are checked with their first value.
     """
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException, MissingConfigException
 
-    from weaks2strong.errors import UserInputError
+    from weaks2strong.runtime.errors import UserInputError
 
     register_resolvers()
     overrides = [a for a in args if "=" in a and not a.startswith("-")]

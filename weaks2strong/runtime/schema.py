@@ -22,7 +22,7 @@ from typing import Any, Optional  # noqa: UP035 - OmegaConf 2.3 reads Optional[.
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
-from weaks2strong.errors import UserInputError
+from weaks2strong.runtime.errors import UserInputError
 
 LOSSES = ("soft_ce", "logconf")
 WEIGHTINGS = ("none", "confidence", "confidence_squared", "confidence_balanced")

@@ -5,7 +5,7 @@ gives one row per aggregator with mean ± std over the seeds. ``sweep_summary.md
 headline table and a per-group table of every teacher's test accuracy; ``sweep_summary.png`` draws
 teachers, aggregate, student and ceiling side by side for each group.
 
-Re-render a finished (or partly finished) sweep: ``python -m weaks2strong.sweep <sweep dir>``.
+Re-render a finished (or partly finished) sweep: ``python -m weaks2strong.runtime.sweep <sweep dir>``.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 from hydra.experimental.callback import Callback
 
-from weaks2strong.artifacts import write_text
+from weaks2strong.runtime.artifacts import write_text
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ class SweepSummary(Callback):
         job leaves one line in its folder, which the summary lists."""
         from hydra.core.utils import JobStatus
 
-        from weaks2strong import distributed
+        from weaks2strong.runtime import distributed
 
         if config.hydra.mode.name != "MULTIRUN" or not distributed.is_main():  # one writer per multi-task job
             return
@@ -187,5 +187,5 @@ if __name__ == "__main__":
     import sys
 
     if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
-        sys.exit("usage: python -m weaks2strong.sweep <sweep dir>")
+        sys.exit("usage: python -m weaks2strong.runtime.sweep <sweep dir>")
     print(write_summary(Path(sys.argv[1])) or f"no finished job under {sys.argv[1]}")
