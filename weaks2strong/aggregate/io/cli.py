@@ -1,7 +1,8 @@
-"""``w2s-aggregate``: aggregate a crowd/teacher label table with the Bayesian Dawid-Skene model.
+"""``w2s-aggregate``: aggregate a crowd/teacher label table with a label model (default: the Bayesian
+Dawid-Skene model; ``--method`` picks another of the family).
 
     w2s-aggregate ANSWERS.csv --out POSTERIORS.csv [--truth TRUTH.csv] [--gold GOLD.csv] [--seed 0] [--no-difficulty]
-    w2s-aggregate --format wrench FOLDER --out POSTERIORS.csv [--gold valid]
+    w2s-aggregate --format wrench FOLDER --out POSTERIORS.csv [--gold valid] [--method bayes_label_model]
 
 ANSWERS.csv has ``question,worker,answer`` rows (one label each). POSTERIORS.csv gets one row per
 question: ``question,label,confidence,difficulty,p_<class>...``, written atomically (a temporary
@@ -75,11 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("answers", type=Path,
                    help="CSV with question,worker,answer rows (--format wrench: a WRENCH data set folder)")
     p.add_argument("--format", choices=("csv", "wrench"), default="csv",
-                   help="csv: a question,worker,answer table; wrench: labelling-function votes (default csv)")
+                   help="csv: a question,worker,answer table; wrench: labelling-function votes (default: wrench "
+                   "for a folder, else csv)")
     p.add_argument("--out", type=Path, required=True, help="where to write the per-question posteriors (CSV)")
     p.add_argument("--truth", type=Path, help="optional CSV with question,truth rows: print accuracy")
     p.add_argument("--gold", help="observed classes for the fit: a question,truth CSV (csv format), or the "
                    "name of a split whose labels anchor the fit (wrench format: train or valid)")
+    p.add_argument("--method", choices=tuple(METHODS), default="bayes",
+                   help="bayes: Bayesian Dawid-Skene with per-question difficulty (default); bayes_label_model: "
+                   "the hierarchical model for sparse rules and crowds; majority, weighted_majority, dawid_skene "
+                   "(crowd-kit's EM)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--difficulty", action=argparse.BooleanOptionalAction, default=True,
                    help="model a per-question difficulty (default on)")
@@ -95,11 +101,26 @@ def _unique_questions(df: pd.DataFrame, path: Path) -> None:
         raise InputError(f"{path}: row {row}, column 'question': question listed twice")
 
 
+METHODS = {"bayes": "BayesianDawidSkene", "bayes_label_model": "BayesianLabelModel", "majority": "MajorityVote",
+           "weighted_majority": "WeightedMajorityVote", "dawid_skene": "CrowdKitDawidSkene"}
+
+
 def _model(args: argparse.Namespace):
-    from ..bayes import BayesianDawidSkene  # torch/pyro load only once the input files look right
-    kw = {} if args.steps is None else {"steps": args.steps}
-    return BayesianDawidSkene(difficulty=args.difficulty, seed=args.seed, device=args.device,
-                              progress=not args.quiet, **kw)
+    """The chosen label model; torch/pyro load only once the input files look right."""
+    if args.method == "bayes":
+        from ..bayes import BayesianDawidSkene
+
+        kw = {} if args.steps is None else {"steps": args.steps}
+        return BayesianDawidSkene(difficulty=args.difficulty, seed=args.seed, device=args.device,
+                                  progress=not args.quiet, **kw)
+    from .. import classification
+
+    cls = getattr(classification, METHODS[args.method])
+    model = cls(seed=args.seed, progress=not args.quiet) if args.method == "bayes_label_model" else cls()
+    if args.gold and not model.supports_gold:
+        raise InputError(f"--gold: --method {args.method} cannot use gold labels (methods that can: bayes, "
+                         "bayes_label_model, weighted_majority)")
+    return model
 
 
 def _gold_codes(path: Path, gold: pd.DataFrame, labels) -> np.ndarray:
@@ -124,7 +145,8 @@ def _gold_codes(path: Path, gold: pd.DataFrame, labels) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     if args.out.is_dir():
         raise InputError(f"{args.out}: --out is a folder; give a file path such as {args.out / 'posteriors.csv'}")
-    return _run_wrench(args) if args.format == "wrench" else _run_csv(args)
+    wrench = args.format == "wrench" or args.answers.is_dir()  # a folder can only be a WRENCH data set
+    return _run_wrench(args) if wrench else _run_csv(args)
 
 
 def _run_csv(args: argparse.Namespace) -> int:
@@ -139,14 +161,14 @@ def _run_csv(args: argparse.Namespace) -> int:
     model = _model(args)
     started = time.perf_counter()
     try:
-        if gold is None:
+        if gold is None and args.method == "bayes":
             frame, agg = model.fit_predict_table(answers, task="question", worker="worker", label="answer")
             classes, questions, post = model.classes_, frame.index, frame.to_numpy()  # post: (N, K)
         else:
-            # fit_table takes no gold: go through the dense (N, T, K) array, which does
+            # fit_table takes no gold, and only the Bayesian DS has it: the dense (N, T, K) array serves all
             labels = table_to_long(answers, "question", "worker", "answer")
-            codes = _gold_codes(Path(args.gold), gold, labels)
-            agg = model.fit_predict(long_to_probs(labels), [str(w) for w in labels.workers], gold=codes)
+            kw = {} if gold is None else {"gold": _gold_codes(Path(args.gold), gold, labels)}
+            agg = model.fit_predict(long_to_probs(labels), [str(w) for w in labels.workers], **kw)
             classes, questions, post = labels.classes, pd.Index(labels.tasks), agg.posterior
     except AggregatorError as exc:
         raise InputError(f"{args.answers}: {exc}") from None
@@ -156,7 +178,7 @@ def _run_csv(args: argparse.Namespace) -> int:
         "question": questions.astype(str),
         "label": np.asarray(classes, dtype=object)[post.argmax(1)],
         "confidence": agg.confidence,
-        "difficulty": agg.difficulty,
+        "difficulty": agg.difficulty if agg.difficulty is not None else np.nan,
     })
     for j, c in enumerate(classes):
         out[f"p_{c}"] = post[:, j]
@@ -216,7 +238,7 @@ def _run_wrench(args: argparse.Namespace) -> int:
         "id": data.ids,
         "label": np.asarray(data.class_names, dtype=object)[post.argmax(1)],
         "confidence": agg.confidence,
-        "difficulty": agg.difficulty,
+        "difficulty": agg.difficulty if agg.difficulty is not None else np.nan,
     })
     for j, c in enumerate(data.class_names):
         out[f"p_{c}"] = post[:, j]
