@@ -130,15 +130,24 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
     return float((top[np.arange(len(labels)), labels] / top.sum(-1)).mean())
 
 
-def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str], base=None) -> list[tuple]:
+def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str], base=None,
+               teachers=None) -> list[tuple]:
     """(aggregator, its config, form, key) of every cell of (task, seed) not yet in the ledger. A key
-    hashes the task's spec, the aggregator's config, the form, the student's spec and the code of the
-    aggregator's module and of the student: a change to one aggregator re-runs its cells only."""
+    hashes the task's spec, the teachers' configs, the aggregator's config, the form, the student's
+    spec and the code of the aggregator's module and of the student: a change to one aggregator
+    re-runs its cells only, and a teacher added to a task's set makes new cells."""
+    from omegaconf import OmegaConf
+
     from weaks2strong.runtime.artifacts import stable_hash
     from weaks2strong.student import probe as probe_module
     from weaks2strong.student.probe import FeatureEncoder
 
     base = base if base is not None else compose(task_name, seed, [])
+    if teachers is None:
+        from weaks2strong.pipeline.config import build
+
+        teachers = teachers_config(task_name, base, build(base.task, "task", _convert_="all"))
+    teachers_key = stable_hash(OmegaConf.to_container(teachers, resolve=True))
     student_version = code_version(probe_module, FeatureEncoder)
     task_spec = {"task": task_name, **TASKS[task_name], "sizes": dict(base.task.sizes), "seed": seed}
     planned = []
@@ -147,8 +156,8 @@ def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str]
         agg_version = code_version(build_class(agg_cfg.model._target_))
         forms = FORMS if agg == REFERENCE else {"soft_weighted": None}
         for form in forms:
-            key = stable_hash(task_spec, agg, stable_hash(dict(agg_cfg)), form, ENCODER, GRID, MAX_EPOCHS,
-                              agg_version, student_version)
+            key = stable_hash(task_spec, teachers_key, agg, stable_hash(dict(agg_cfg)), form, ENCODER, GRID,
+                              MAX_EPOCHS, agg_version, student_version)
             if key not in done:
                 planned.append((agg, agg_cfg, form, key))
     return planned
@@ -167,14 +176,14 @@ def run_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Led
     from weaks2strong.zoo import resolve_model
 
     base = compose(task_name, seed, [])
-    planned = plan_cells(task_name, seed, aggregators, done, base)
+    task = build(base.task, "task", _convert_="all")
+    teachers_cfg = teachers_config(task_name, base, task)
+    planned = plan_cells(task_name, seed, aggregators, done, base, teachers_cfg)
     if not planned:
         return 0
     started = time.perf_counter()
-    task = build(base.task, "task", _convert_="all")
     dev = task.without_test()
     store = Store(base.paths.cache_dir)
-    teachers_cfg = teachers_config(task_name, base, task)
     labels = teach(dev, teachers_cfg, store)
     teach_seconds = time.perf_counter() - started
     y = {s: task.labels(s) for s in ("w2s_train", "val", "test")}

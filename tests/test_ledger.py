@@ -62,6 +62,10 @@ def test_a_cell_is_skipped_when_present_and_rerun_when_its_config_changes(monkey
     again = table.plan_cells("youtube", 0, aggs, done)
     assert [(a, f) for a, _, f, _ in again] == [("majority", "soft_weighted")]  # only the changed one reruns
     assert table.code_version(table.Ledger) != table.code_version(table.Ledger, np)  # code enters the key
+    from omegaconf import OmegaConf
+
+    fewer = OmegaConf.create({"rule_0": {"_target_": "weaks2strong.teachers.rules.WrenchRule", "index": 0}})
+    assert len(table.plan_cells("youtube", 0, aggs, done | {k for *_, k in again}, teachers=fewer)) == len(cells)
 
 
 def test_the_table_reads_the_ledger(tmp_path):
