@@ -166,11 +166,11 @@ def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str]
 def run_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Ledger, done: set[str]) -> int:
     """Every missing cell of (task, seed); returns how many were written."""
     import torch
-
     from weaks2strong.pipeline.aggregate import aggregate, best_teacher_on_val
     from weaks2strong.pipeline.config import build
     from weaks2strong.pipeline.tables import prob_columns, split_rows
     from weaks2strong.pipeline.teach import teach, teacher_probs, teacher_test_labels
+
     from weaks2strong.runtime.artifacts import Store
     from weaks2strong.student.probe import FeatureEncoder, fit_probe_on_val
     from weaks2strong.zoo import resolve_model
