@@ -249,3 +249,32 @@ def test_votes_round_trip_to_the_dense_matrix_the_baselines_need():
     np.testing.assert_array_equal(v.dense(), L)
     keep = np.arange(300) % 3 == 0
     np.testing.assert_array_equal(v.select_rows(keep).dense(), L[keep])
+
+
+def test_gold_chooses_between_source_models_and_bins_for_soft_correlated_teachers():
+    """Three soft teachers that share their errors (one signal plus small noise): the pooled confusions
+    over (class, bin) answers count the shared error three times; with gold the choice extends to
+    one-coin sources and one bin, scored on the gold rows by fits without them, and is reported."""
+    rng = np.random.default_rng(0)
+    n = 1500
+    y = rng.integers(0, 2, n)
+    shared = np.where(rng.random(n) < 0.7, y, 1 - y)  # (N,) one weak signal, 70% right
+    probs = np.empty((n, 3, 2))
+    for t in range(3):
+        keep = rng.random(n) < 0.9
+        said = np.where(keep, shared, 1 - shared)
+        conf = rng.uniform(0.55, 0.95, n)
+        probs[:, t, 1] = np.where(said == 1, conf, 1 - conf)
+        probs[:, t, 0] = 1 - probs[:, t, 1]
+    gold = np.full(n, -1)
+    gold[:300] = y[:300]
+    model = BayesianLabelModel().fit(probs, gold=gold)
+    tried = {(r["source_model"], r["soft_bins"]) for r in model.selection_}
+    assert tried == {("auto", 3), ("one_coin", 3), ("auto", 1), ("one_coin", 1)}
+    assert len(model.selection_) == 4 * len(SELECT_GRID)
+    chosen = next(r for r in model.selection_ if r["chosen"])
+    assert (model.source_model, model.soft_bins) == (chosen["source_model"], chosen["soft_bins"])
+    assert model.chosen_["source_model"] == chosen["source_model"]
+    default = next(r for r in model.selection_ if (r["source_model"], r["soft_bins"], r["min_pooling"],
+                                                   r["error_shape"]) == ("auto", 3, 30.0, float("inf")))
+    assert chosen["gold_log_lik"] >= default["gold_log_lik"]

@@ -83,8 +83,8 @@ class BayesianLabelModel(LabelModel):
     # pseudo-counts pulling a one-coin rule's wrong classes to the prior's shape; inf: the prior's shape
     # (without gold, learning it from conflicts cost 3 points on trec's valid split)
     error_shape: float = float("inf")
-    # with gold: the variants of SELECT_GRID are fitted without it and scored on it (bayes_selection.py);
-    # the defaults stay unless beaten by two paired SEs
+    # with gold: the variants (pooling, error shape; source model and bins where they matter) are fitted
+    # without it and scored on it (bayes_selection.py); the defaults stay unless beaten by two paired SEs
     select: str = "auto"
     max_iter: int = 200
     tol: float = 1e-6
@@ -136,7 +136,8 @@ class BayesianLabelModel(LabelModel):
                         "pooled_accuracy": round(self.mu_, 3) if coin else None,
                         "pooling_strength": round(self.kappa_, 2) if coin else None,
                         "tempered_sources": int((self.weight_ < 1).sum()), "em_sweeps": self.n_iter_,
-                        "min_pooling": self.min_pooling, "error_shape": self.error_shape}
+                        "min_pooling": self.min_pooling, "error_shape": self.error_shape,
+                        "source_model": self.source_model, "soft_bins": self.soft_bins}
         return self
 
     def predict(self, votes, gold=None) -> Aggregate:
