@@ -17,9 +17,11 @@ from hydra import compose, initialize_config_dir
 
 from weaks2strong.aggregate.candidates import BayesianCandidateAggregator, joint_scores, majority_vote, teacher_answers
 from weaks2strong.cli import CONFIG_DIR
-from weaks2strong.pipeline import generation as gen
-from weaks2strong.pipeline.config import build
+from weaks2strong.pipeline.common.config import build
+from weaks2strong.pipeline.generation.aggregate import dev_arrays, gold_index
+from weaks2strong.pipeline.generation.teach import candidate_pool, propose, score
 from weaks2strong.runtime.artifacts import Store
+from weaks2strong.tasks import DEV_SPLITS
 
 
 def main(overrides: list[str]) -> None:
@@ -27,14 +29,14 @@ def main(overrides: list[str]) -> None:
         cfg = compose("config", overrides=["experiment=sciq_gen", *overrides])
     dev = build(cfg.task, "task", _convert_="all").without_test()
     store = Store(cfg.paths.cache_dir)
-    proposals = gen.propose(dev, cfg.teachers, store)
-    pools = {s: gen.candidate_pool(dev, proposals, s, cfg.generation.max_candidates) for s in gen.DEV}
-    scores = gen.score(dev, cfg.teachers, pools, store)
+    proposals = propose(dev, cfg.teachers, store)
+    pools = {s: candidate_pool(dev, proposals, s, cfg.generation.max_candidates) for s in DEV_SPLITS}
+    scores = score(dev, cfg.teachers, pools, store)
     names = list(scores)
     # the fit sees val's gold (anchor=val) as the pipeline does; gold on every row is for this report only
-    probs, logprobs, counts, clamp = gen.dev_arrays(dev, scores, pools, anchor=True)
+    probs, logprobs, counts, clamp = dev_arrays(dev, scores, pools, anchor=True)
     width = probs.shape[-1]
-    gold = np.concatenate([gen.gold_index(pools[s], dev.answers(s)) for s in gen.DEV])
+    gold = np.concatenate([gold_index(pools[s], dev.answers(s)) for s in DEV_SPLITS])
     n = len(pools["w2s_train"])
     train, val = slice(0, n), slice(n, None)
     answers, _ = teacher_answers(probs)

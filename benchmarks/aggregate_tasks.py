@@ -37,8 +37,12 @@ from weaks2strong.aggregate.classification import (  # noqa: E402
     SingleTeacher,
 )
 from weaks2strong.evaluate import classification_metrics, estimates_summary, teacher_analysis  # noqa: E402
-from weaks2strong.pipeline.aggregate import anchored_rows, best_teacher_on_val  # noqa: E402
-from weaks2strong.pipeline.teach import teach, teacher_key, teacher_probs  # noqa: E402
+from weaks2strong.pipeline.classification.aggregate import anchored_rows, best_teacher_by_val_accuracy  # noqa: E402
+from weaks2strong.pipeline.classification.teach import (  # noqa: E402
+    classification_teacher_key,
+    teach,
+    teacher_probs,
+)
 from weaks2strong.runtime.artifacts import Store  # noqa: E402
 from weaks2strong.runtime.resolvers import register_resolvers  # noqa: E402
 
@@ -66,7 +70,8 @@ def load_run(name: str, seed: int, label: bool):
                                            "logger=csv"])
     task = instantiate(cfg.task, _convert_="all").without_test()
     store = Store(str(REPO / "runs" / ".cache"))
-    missing = [t for t, c in cfg.teachers.items() if store.find("teach", teacher_key(task, t, c)) is None]
+    missing = [t for t, c in cfg.teachers.items()
+               if store.find("teach", classification_teacher_key(task, t, c)) is None]
     if missing and not label:
         return None, f"teacher labels not cached ({', '.join(missing)})"
     labels = teach(task, cfg.teachers, store)
@@ -78,7 +83,7 @@ def score_run(task, labels, bayes_kw) -> list[dict]:
     names = list(labels)
     train, y_train = teacher_probs(task, labels, "w2s_train"), task.labels("w2s_train")
     scores = {n: {"w2s_train": classification_metrics(train[:, t], y_train)} for t, n in enumerate(names)}
-    best = best_teacher_on_val(task, labels)  # the pipeline's own choice
+    best = best_teacher_by_val_accuracy(task, labels)  # the pipeline's own choice
     candidates = {**methods({**bayes_kw, "progress": False}),
                   f"single ({best})": (lambda: SingleTeacher(teacher=best), False)}
     rows = []

@@ -32,7 +32,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from weaks2strong.cli import CONFIG_DIR  # noqa: E402
 from weaks2strong.pipeline import run  # noqa: E402
-from weaks2strong.pipeline.refine import REFINED  # noqa: E402
+from weaks2strong.pipeline.classification.refine import REFINED  # noqa: E402
 from weaks2strong.runtime.resolvers import register_resolvers  # noqa: E402
 
 VARIANTS = {

@@ -19,8 +19,8 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 
 from weaks2strong.cli import CONFIG_DIR
-from weaks2strong.pipeline.config import build
-from weaks2strong.pipeline.search import run_search
+from weaks2strong.pipeline.common.config import build
+from weaks2strong.pipeline.search.run import run as run_search
 from weaks2strong.runtime.artifacts import Store
 from weaks2strong.runtime.resolvers import register_resolvers
 

@@ -31,8 +31,8 @@ def main(argv=None) -> int:
     import torch
     from omegaconf import OmegaConf
 
-    from weaks2strong.pipeline.config import build
-    from weaks2strong.pipeline.teach import teach
+    from weaks2strong.pipeline.classification.teach import teach
+    from weaks2strong.pipeline.common.config import build
     from weaks2strong.runtime.artifacts import Store
 
     torch.set_num_threads(2)

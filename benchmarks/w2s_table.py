@@ -144,7 +144,7 @@ def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str]
 
     base = base if base is not None else compose(task_name, seed, [])
     if teachers is None:
-        from weaks2strong.pipeline.config import build
+        from weaks2strong.pipeline.common.config import build
 
         teachers = teachers_config(task_name, base, build(base.task, "task", _convert_="all"))
     teachers_key = stable_hash(OmegaConf.to_container(teachers, resolve=True))
@@ -166,11 +166,11 @@ def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str]
 def run_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Ledger, done: set[str]) -> int:
     """Every missing cell of (task, seed); returns how many were written."""
     import torch
-    from weaks2strong.pipeline.aggregate import aggregate, best_teacher_on_val
-    from weaks2strong.pipeline.config import build
-    from weaks2strong.pipeline.tables import prob_columns, split_rows
-    from weaks2strong.pipeline.teach import teach, teacher_probs, teacher_test_labels
 
+    from weaks2strong.pipeline.classification.aggregate import aggregate_labels, best_teacher_by_val_accuracy
+    from weaks2strong.pipeline.classification.teach import teach, teacher_probs, teacher_test_labels
+    from weaks2strong.pipeline.common.config import build
+    from weaks2strong.pipeline.common.tables import prob_columns, split_rows
     from weaks2strong.runtime.artifacts import Store
     from weaks2strong.student.probe import FeatureEncoder, fit_probe_on_val
     from weaks2strong.zoo import resolve_model
@@ -187,7 +187,7 @@ def run_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Led
     labels = teach(dev, teachers_cfg, store)
     teach_seconds = time.perf_counter() - started
     y = {s: task.labels(s) for s in ("w2s_train", "val", "test")}
-    best = best_teacher_on_val(dev, labels)
+    best = best_teacher_by_val_accuracy(dev, labels)
     best_test = teacher_test_labels(task, dev, best, teachers_cfg[best], labels[best].key, store)
     teacher_val = {n: accuracy(teacher_probs(dev, {n: a}, "val")[:, 0], y["val"]) for n, a in labels.items()}
 
@@ -212,7 +212,7 @@ def run_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Led
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            targets = aggregate(dev, labels, agg_cfg, store)
+            targets = aggregate_labels(dev, labels, agg_cfg, store)
         rows = split_rows(targets, "targets", dev, "w2s_train")
         posterior = rows[prob_columns(task.num_classes)].to_numpy()
         weights = rows["weight"].to_numpy()

@@ -21,10 +21,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from weaks2strong.evaluate import classification_metrics  # noqa: E402
-from weaks2strong.pipeline.config import build  # noqa: E402
-from weaks2strong.pipeline.distill import ceiling_config, distill, fitted_student, test_predictions  # noqa: E402
-from weaks2strong.pipeline.evaluate import cached_test_predictions, tested_rows  # noqa: E402
-from weaks2strong.pipeline.tables import prob_columns, split_frame, split_probs  # noqa: E402
+from weaks2strong.pipeline.classification.distill import (  # noqa: E402
+    ceiling_config,
+    distill_classifier,
+    fitted_student,
+    test_predictions,
+)
+from weaks2strong.pipeline.classification.evaluate import cached_test_predictions, tested_rows  # noqa: E402
+from weaks2strong.pipeline.common.config import build  # noqa: E402
+from weaks2strong.pipeline.common.tables import prob_columns, split_frame, split_probs  # noqa: E402
 from weaks2strong.runtime.artifacts import Store  # noqa: E402
 from weaks2strong.runtime.resolvers import register_resolvers  # noqa: E402
 
@@ -38,7 +43,7 @@ def main(overrides: list[str]) -> int:
     task = build(cfg.task, "task", _convert_="all")
     dev = task.without_test()  # the stage sees the sealed task, as in a full run
     store = Store(cfg.paths.cache_dir)
-    ceiling = distill(dev, None, cfg, store, run_dir, stage="ceiling")
+    ceiling = distill_classifier(dev, None, cfg, store, run_dir, stage="ceiling")
     tested = cached_test_predictions(store, task, ceiling, lambda: split_frame(
         task, "test", test_predictions(task, fitted_student(dev, None, ceiling, ceiling_config(cfg)))))
     k, gold = task.num_classes, task.labels("test")

@@ -18,9 +18,10 @@ from hydra import compose, initialize_config_dir
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from weaks2strong.pipeline import generation as gen  # noqa: E402
-from weaks2strong.pipeline.config import build  # noqa: E402
-from weaks2strong.pipeline.generation_eval import kshot_answers  # noqa: E402
+from weaks2strong.pipeline.common.config import build  # noqa: E402
+from weaks2strong.pipeline.generation.aggregate import em_of  # noqa: E402
+from weaks2strong.pipeline.generation.distill import distill_lm  # noqa: E402
+from weaks2strong.pipeline.generation.evaluate import kshot_answers  # noqa: E402
 from weaks2strong.runtime.artifacts import Store  # noqa: E402
 from weaks2strong.runtime.resolvers import register_resolvers  # noqa: E402
 
@@ -34,9 +35,9 @@ def main(overrides: list[str]) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     dev = build(cfg.task, "task", _convert_="all").without_test()
     started = time.perf_counter()
-    ceiling = gen.distill(dev, None, cfg, Store(cfg.paths.cache_dir), run_dir, stage="gen_ceiling")
-    score = gen.em_of(ceiling.table("answers")["answer"].tolist(), dev.answers("val"))
-    kshot = gen.em_of(kshot_answers(dev, cfg, Store(cfg.paths.cache_dir), "val"), dev.answers("val"))
+    ceiling = distill_lm(dev, None, cfg, Store(cfg.paths.cache_dir), run_dir, stage="gen_ceiling")
+    score = em_of(ceiling.table("answers")["answer"].tolist(), dev.answers("val"))
+    kshot = em_of(kshot_answers(dev, cfg, Store(cfg.paths.cache_dir), "val"), dev.answers("val"))
     print(f"w2s_train={len(dev.split('w2s_train'))} epochs={cfg.trainer.max_epochs} "
           f"lr={cfg.student.model.optimizer.lr} ceiling_val_em={score['em']:.4f} ceiling_val_f1={score['f1']:.4f} "
           f"kshot_val_em={kshot['em']:.4f} clears_kshot={int(score['em'] > kshot['em'])} "

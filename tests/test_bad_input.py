@@ -137,7 +137,7 @@ def test_a_truncated_checkpoint_is_refused_by_name_before_resuming(tmp_path):
 
     import torch
 
-    from weaks2strong.pipeline.distill import _resume_from
+    from weaks2strong.pipeline.classification.distill import _resume_from
     from weaks2strong.runtime.errors import UserInputError
 
     left = tmp_path / "killed_run" / "last.ckpt"  # what an interrupted try left, cut off mid-write

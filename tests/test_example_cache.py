@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from weaks2strong.pipeline.teach import is_split_independent, teach
+from weaks2strong.pipeline.classification.teach import is_split_independent, teach
 from weaks2strong.runtime.artifacts import Store
 from weaks2strong.runtime.example_cache import ExampleCache, example_hashes
 from weaks2strong.tasks import load_task

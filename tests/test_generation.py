@@ -19,7 +19,8 @@ from weaks2strong.models.causal_lm import (
     load_causal_lm,
 )
 from weaks2strong.models.losses import weighted_teacher_forcing_loss
-from weaks2strong.pipeline.generation import candidate_pool, gold_index
+from weaks2strong.pipeline.generation.aggregate import gold_index
+from weaks2strong.pipeline.generation.teach import candidate_pool
 from weaks2strong.tasks import TaskError
 from weaks2strong.tasks.generation import exact_match, normalize_answer, read_qa_blocks, token_f1
 from weaks2strong.zoo import resolve_model

@@ -1,7 +1,6 @@
 """The classification aggregators as a family (aggregate/classification/, one method per file): each is
 a LabelModel that declares what it can do, the pipeline reads the declaration, and the weighted
 majority vote's weights and posteriors match numbers worked out by hand here."""
-import importlib
 import math
 
 import numpy as np
@@ -17,10 +16,8 @@ from weaks2strong.aggregate.classification import (
     SingleTeacher,
     WeightedMajorityVote,
 )
+from weaks2strong.pipeline.classification import aggregate as pipeline_aggregate
 from weaks2strong.runtime.errors import UserInputError
-
-# the module, not the function of the same name that weaks2strong.pipeline exports
-pipeline_aggregate = importlib.import_module("weaks2strong.pipeline.aggregate")
 
 SUPPORTS_GOLD = {MajorityVote: False, MeanProbabilities: False, SingleTeacher: False, CrowdKitDawidSkene: False,
                  WeightedMajorityVote: True, BayesianDawidSkene: True}

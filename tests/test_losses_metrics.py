@@ -99,7 +99,7 @@ def test_ddp_normaliser_makes_the_mean_of_rank_losses_the_global_loss():
 
 
 def test_balanced_confidence_weights_restore_the_posterior_class_mass():
-    from weaks2strong.pipeline.aggregate import example_weights
+    from weaks2strong.pipeline.classification.aggregate import example_weights
 
     posterior = np.array([[0.95, 0.05], [0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.45, 0.55]])  # (N, K)
     confidence = 2 * posterior.max(1) - 1  # rescaled max probability for K = 2

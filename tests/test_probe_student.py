@@ -177,12 +177,12 @@ def test_build_student_hands_the_store_root_to_the_probe_recipe(tiny, models_dir
     from hydra import compose, initialize_config_dir
 
     from weaks2strong.cli import CONFIG_DIR
-    from weaks2strong.pipeline.distill import build_student
+    from weaks2strong.pipeline.classification.distill import build_classifier_student
 
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["student=probe_mpnet", "student.encoder=tiny-bert", "trainer.max_epochs=2",
                                            f"paths.models_dir={models_dir}", f"paths.cache_dir={tmp_path}"])
-    parts = build_student(toy_task().without_test(), None, cfg)  # the ceiling: one-hot gold
+    parts = build_classifier_student(toy_task().without_test(), None, cfg)  # the ceiling: one-hot gold
     assert isinstance(parts.data, FeaturesDataModule) and parts.data.in_dim == 32
     cache = ExampleCache(tmp_path, FeatureEncoder(tiny).namespace, 32)
     _, computed = cache.fill(rows(TEXTS), lambda todo: pytest.fail("w2s_train and val were not cached"))

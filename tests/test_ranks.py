@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from weaks2strong.pipeline.teach import _unshard
+from weaks2strong.pipeline.classification.teach import _unshard
 from weaks2strong.runtime import distributed, launch
 
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_NTASKS", "SLURM_PROCID", "NODE_RANK",

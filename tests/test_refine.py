@@ -119,16 +119,17 @@ def test_the_refine_stage_adds_the_refined_teacher_and_is_reused(tmp_path, caplo
     assert len(demos["sets"]) == 2 and all(len(s) == 8 for s in demos["sets"])
     # a later process (evaluate after a reused refine) rebuilds the refiner from the artifact alone
     # and labels as the stage did, without scoring w2s_train again for the class scale
-    from weaks2strong.pipeline import compute
-    from weaks2strong.pipeline.refine import fitted_refiner
-    from weaks2strong.pipeline.tables import split_probs
+    from weaks2strong.pipeline.classification.refine import fitted_refiner
+    from weaks2strong.pipeline.common import stage
+    from weaks2strong.pipeline.common.config import build
+    from weaks2strong.pipeline.common.tables import split_probs
     from weaks2strong.runtime.artifacts import Store
 
     cfg = compose_run(tmp_path, "unused", "refine=in_context")
     store = Store(cfg.paths.cache_dir)
-    task = pipeline.config.build(cfg.task, "task", _convert_="all").without_test()
+    task = build(cfg.task, "task", _convert_="all").without_test()
     refine_artifact = store.find("refine", artifacts["teach"]["refined"].rstrip("/").split("/")[-1])
-    compute._FITTED.clear()
+    stage._FITTED.clear()
     rebuilt = fitted_refiner(task, {n: store.find("teach", p.rstrip("/").split("/")[-1])
                                     for n, p in artifacts["teach"].items() if n != "refined"},
                              cfg.refine, refine_artifact.key, demos)

@@ -125,7 +125,7 @@ def test_a_prompt_asking_for_a_field_the_rows_lack_is_refused(mirror):
 
 
 def test_a_sealed_test_split_cannot_be_read_and_does_not_enter_the_keys(mirror):
-    from weaks2strong.pipeline.tables import task_key
+    from weaks2strong.pipeline.common.tables import task_key
 
     task = load_task("sst2", sizes=SIZES, mirror=str(mirror))
     dev = task.without_test()

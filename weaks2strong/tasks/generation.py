@@ -92,7 +92,7 @@ def _imdb_continue(mirror: Path, opening_words: int = 8, continuation_words: int
     """IMDB reviews cut into an opening (the "question": the first words) and its continuation (the
     "answer": the next words), with the review's gold sentiment as ``label``; weak_train, val and
     w2s_train from the train file, test from the test file. The strong model continues an opening;
-    the guide is tuned on continuations of one sentiment (weaks2strong/pipeline/search.py)."""
+    the guide is tuned on continuations of one sentiment (weaks2strong/pipeline/search/guide.py)."""
     from weaks2strong.tasks.readers import read_table, standardize
 
     def rows(name: str) -> pd.DataFrame:

@@ -10,10 +10,10 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from weaks2strong.aggregate.base import check_probs
-from weaks2strong.pipeline.compute import exclusive, on_main, recall, remember
-from weaks2strong.pipeline.config import build, config_slice
-from weaks2strong.pipeline.tables import split_frame
-from weaks2strong.pipeline.teach import teacher_probs
+from weaks2strong.pipeline.classification.teach import teacher_probs
+from weaks2strong.pipeline.common.config import aggregator_anchor, build, config_slice
+from weaks2strong.pipeline.common.stage import cached_stage, on_main, recall_or_fit
+from weaks2strong.pipeline.common.tables import split_frame
 from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table
 from weaks2strong.runtime.errors import UserInputError
 from weaks2strong.runtime.schema import WEIGHTINGS
@@ -21,17 +21,14 @@ from weaks2strong.tasks import DEV_SPLITS, Task
 
 log = logging.getLogger("weaks2strong.pipeline")
 BEST_ON_VAL = "best_on_val"  # aggregator.model.teacher: pick the single teacher on val
+ANCHOR = "none"  # aggregator.anchor where the config sets none: unanchored
 
 
-def aggregate(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfig, store: Store) -> Artifact:
+def aggregate_labels(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfig, store: Store) -> Artifact:
     """Fit the aggregator on w2s_train's teacher labels; write soft targets, confidences and weights."""
     key = stable_hash([a.key for a in labels.values()], config_slice(aggregator_cfg))
-    with exclusive(store, "aggregate", key) as found:
-        if found:
-            log.info("aggregate: reused (%s)", found.path)
-            return found
-        on_main(lambda: _fit_aggregator(task, labels, aggregator_cfg, store, key))
-        return store.find("aggregate", key)
+    return cached_stage(store, "aggregate", key, lambda: on_main(
+        lambda: _fit_aggregator(task, labels, aggregator_cfg, store, key)), reused="aggregate:")
 
 
 def _fit_aggregator(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfig, store: Store,
@@ -56,20 +53,20 @@ def _fit_aggregator(task: Task, labels: dict[str, Artifact], aggregator_cfg: Dic
 def fitted_aggregator(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfig, key: str):
     """The aggregator fitted on w2s_train's teacher labels (this process's, or fitted again: the fit is
     deterministic in its seed and the labels)."""
-    model = recall("aggregate", key)
-    if model is None:
+    def fit():
         chosen = {}
         if aggregator_cfg.model.get("teacher") == BEST_ON_VAL:
-            chosen["teacher"] = best_teacher_on_val(task, labels)
+            chosen["teacher"] = best_teacher_by_val_accuracy(task, labels)
             log.info("aggregate: the single teacher chosen on val is %s", chosen["teacher"])
         model = build(aggregator_cfg.model, "aggregator.model", **chosen)
-        probs, gold = anchored_rows(task, labels, aggregator_cfg.get("anchor", "none"), model)
+        probs, gold = anchored_rows(task, labels, aggregator_anchor(aggregator_cfg, ANCHOR), model)
         if gold is None:
             model.fit(check_probs(probs, list(labels)), list(labels))
         else:
             model.fit(check_probs(probs, list(labels)), list(labels), gold=gold)
-        remember("aggregate", key, model)
-    return model
+        return model
+
+    return recall_or_fit("aggregate", key, fit)
 
 
 def anchored_rows(task: Task, labels: dict[str, Artifact], anchor: str, model) -> tuple[np.ndarray, np.ndarray | None]:
@@ -91,7 +88,7 @@ def anchored_rows(task: Task, labels: dict[str, Artifact], anchor: str, model) -
     return np.concatenate([train, val]), gold
 
 
-def best_teacher_on_val(task: Task, labels: dict[str, Artifact]) -> str:
+def best_teacher_by_val_accuracy(task: Task, labels: dict[str, Artifact]) -> str:
     """The teacher whose val labels are the most accurate (an abstention counts as a uniform guess)."""
     from weaks2strong.evaluate import classification_metrics
 

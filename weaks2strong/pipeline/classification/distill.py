@@ -19,9 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
 from weaks2strong.models import predict_proba
-from weaks2strong.pipeline.compute import exclusive, on_main, recall, remember
-from weaks2strong.pipeline.config import build, config_slice, make_loggers
-from weaks2strong.pipeline.tables import prob_columns, split_frame, split_rows, task_key
+from weaks2strong.pipeline.common.config import build, config_slice, make_loggers
+from weaks2strong.pipeline.common.stage import cached_stage, on_main, recall_or_fit, remember
+from weaks2strong.pipeline.common.tables import prob_columns, split_frame, split_rows, task_key
 from weaks2strong.runtime import distributed
 from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_weights
 from weaks2strong.runtime.errors import UserInputError
@@ -37,19 +37,16 @@ def distill_key(task: Task, source: str, cfg: DictConfig) -> str:
                        cfg.seeds.student)
 
 
-def distill(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store, run_dir: Path,
-            stage: str) -> Artifact:
+def distill_classifier(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store, run_dir: Path,
+                       stage: str) -> Artifact:
     """Train the strong student on soft targets (``targets``) or, with ``targets=None``, on gold
     labels (the ceiling). Writes w2s_train and val predictions and, optionally, the weights."""
     source = targets.key if targets is not None else "gold"
     if targets is None:
         cfg = ceiling_config(cfg)
     key = distill_key(task, source, cfg)
-    with exclusive(store, stage, key) as found:
-        if found:
-            log.info("%s: reused (%s)", stage, found.path)
-            return found
-        return _train(task, targets, source, cfg, store, run_dir, stage, key)
+    return cached_stage(store, stage, key, lambda: _train(task, targets, source, cfg, store, run_dir, stage, key),
+                        reused=f"{stage}:")
 
 
 def ceiling_config(cfg: DictConfig) -> DictConfig:
@@ -62,7 +59,7 @@ def ceiling_config(cfg: DictConfig) -> DictConfig:
     return plain
 
 
-def training_rows(task: Task, targets: Artifact | None) -> tuple[np.ndarray, np.ndarray]:
+def soft_label_rows(task: Task, targets: Artifact | None) -> tuple[np.ndarray, np.ndarray]:
     """(soft targets (N, K), weights (N,)) for w2s_train: the aggregate's, or one-hot gold for the ceiling."""
     if targets is None:
         return np.eye(task.num_classes)[task.labels("w2s_train")], np.ones(len(task.split("w2s_train")))
@@ -70,12 +67,12 @@ def training_rows(task: Task, targets: Artifact | None) -> tuple[np.ndarray, np.
     return table[prob_columns(task.num_classes)].to_numpy(), table["weight"].to_numpy()
 
 
-def build_student(task: Task, targets: Artifact | None, cfg: DictConfig) -> StudentParts:
+def build_classifier_student(task: Task, targets: Artifact | None, cfg: DictConfig) -> StudentParts:
     """Seed, then let the configured recipe assemble module and data (no config object reaches it)."""
     import pytorch_lightning as pl
 
     pl.seed_everything(cfg.seeds.student, workers=True, verbose=False)
-    soft, weights = training_rows(task, targets)
+    soft, weights = soft_label_rows(task, targets)
     recipe = build(cfg.student.recipe, "student.recipe")
     store_root = {"cache_dir": cfg.paths.cache_dir} if getattr(recipe.func, "needs_cache_dir", False) else {}
     return recipe(task=task, soft=soft, weights=weights,
@@ -86,11 +83,11 @@ def build_student(task: Task, targets: Artifact | None, cfg: DictConfig) -> Stud
 
 
 def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, store: Store, run_dir: Path,
-           stage: str, key: str) -> Artifact:
+           stage: str, key: str) -> None:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     started = time.perf_counter()
-    parts = build_student(task, targets, cfg)
+    parts = build_classifier_student(task, targets, cfg)
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints" / stage, save_last=True, save_top_k=0)
     # our batch sampler shards itself across ranks, and rank 0 alone predicts every row
     trainer = instantiate(cfg.trainer, logger=make_loggers(cfg.get("logger"), stage), callbacks=[checkpoints],
@@ -123,24 +120,22 @@ def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, s
         log.info("%s: trained in %.1f s", stage, time.perf_counter() - started)
 
     on_main(write)
-    return store.find(stage, key)
 
 
 def fitted_student(task: Task, targets: Artifact | None, artifact: Artifact, cfg: DictConfig) -> StudentParts:
     """The module this process trained for ``artifact``, or (the stage was reused) the same recipe
     with the artifact's saved weights."""
-    parts = recall(artifact.stage, artifact.key)
-    if parts is not None:
+    def fit():
+        weights = artifact.path / "model.safetensors"
+        if not weights.is_file():
+            raise UserInputError(f"{artifact.stage} {artifact.path} has no model.safetensors to predict the test "
+                                 f"split with (it was trained with student.save_weights=false); rerun with "
+                                 f"student.save_weights=true")
+        parts = build_classifier_student(task, targets, cfg)
+        parts.module.load_state_dict(load_file(weights))
         return parts
-    weights = artifact.path / "model.safetensors"
-    if not weights.is_file():
-        raise UserInputError(f"{artifact.stage} {artifact.path} has no model.safetensors to predict the test split "
-                             f"with (it was trained with student.save_weights=false); rerun with "
-                             f"student.save_weights=true")
-    parts = build_student(task, targets, cfg)
-    parts.module.load_state_dict(load_file(weights))
-    remember(artifact.stage, artifact.key, parts)
-    return parts
+
+    return recall_or_fit(artifact.stage, artifact.key, fit)
 
 
 def test_predictions(task: Task, parts: StudentParts) -> np.ndarray:

@@ -11,11 +11,17 @@ from omegaconf import DictConfig
 
 from weaks2strong.evaluate import classification_metrics, error_correlation, estimates_summary, teacher_analysis
 from weaks2strong.evaluate.report import render_markdown, render_table, summarize
-from weaks2strong.pipeline.aggregate import fitted_aggregator, targets_frame
-from weaks2strong.pipeline.distill import ceiling_config, fitted_student, test_predictions, training_rows
-from weaks2strong.pipeline.refine import fitted_refiner
-from weaks2strong.pipeline.tables import prob_columns, split_frame, split_probs, split_rows, task_key
-from weaks2strong.pipeline.teach import checked_labels, teacher_probs, teacher_test_labels
+from weaks2strong.pipeline.classification.aggregate import fitted_aggregator, targets_frame
+from weaks2strong.pipeline.classification.distill import (
+    ceiling_config,
+    fitted_student,
+    soft_label_rows,
+    test_predictions,
+)
+from weaks2strong.pipeline.classification.refine import fitted_refiner
+from weaks2strong.pipeline.classification.teach import checked_labels, teacher_probs, teacher_test_labels
+from weaks2strong.pipeline.common.stage import cached_stage
+from weaks2strong.pipeline.common.tables import prob_columns, split_frame, split_probs, split_rows, task_key
 from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_text
 from weaks2strong.tasks import Task
 
@@ -58,14 +64,14 @@ def cached_test_predictions(store: Store, task: Task, model: Artifact, predict) 
     """The test predictions of the model behind ``model`` (a stage artifact), computed once."""
     inputs = {"task": task_key(task), model.stage: model.key}
     key = stable_hash(inputs)
-    with store.claim("predict_test", key) as found:  # rank 0 alone evaluates: a lock, not a broadcast
-        if found:
-            return found
+
+    def compute():
         frame = predict()
         with store.create("predict_test", key, inputs, {}) as tmp:
             write_table(tmp / "predictions.parquet", frame)
         log.info("predict_test: %s %s labelled the test split", model.stage, model.key)
-        return store.find("predict_test", key)
+
+    return cached_stage(store, "predict_test", key, compute, main_only=True)  # rank 0 alone evaluates
 
 
 def tested_rows(task: Task, artifact: Artifact):
@@ -89,7 +95,7 @@ def evaluate(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifa
     for entry, artifact, table in (("aggregate", targets, "targets"), ("ceiling", ceiling, "predictions"),
                                    ("student", student, "predictions")):
         scores[entry] = {s: classification_metrics(probs(entry, artifact, table, s), task.labels(s)) for s in splits}
-    soft, weights = training_rows(task, targets)
+    soft, weights = soft_label_rows(task, targets)
     test_aggregate = tested_rows(task, tested["aggregate"])
     fits = {"w2s_train": (probs("student", student, "predictions", "w2s_train"), soft, task.labels("w2s_train"),
                           weights),

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from weaks2strong.pipeline.aggregate import BEST_ON_VAL, best_teacher_on_val
-from weaks2strong.pipeline.compute import exclusive, on_main, recall, remember
-from weaks2strong.pipeline.config import TEACHER_VOLATILE_KEYS, build, config_slice
-from weaks2strong.pipeline.tables import split_frame, split_probs, task_key
-from weaks2strong.pipeline.teach import checked_labels
+from weaks2strong.pipeline.classification.aggregate import BEST_ON_VAL, best_teacher_by_val_accuracy
+from weaks2strong.pipeline.classification.teach import checked_labels
+from weaks2strong.pipeline.common.config import TEACHER_VOLATILE_KEYS, build, config_slice
+from weaks2strong.pipeline.common.stage import cached_stage, on_main, recall_or_fit
+from weaks2strong.pipeline.common.tables import split_frame, split_probs, task_key
 from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table
 from weaks2strong.runtime.errors import UserInputError
 from weaks2strong.tasks import DEV_SPLITS, Task
@@ -34,18 +34,14 @@ def refine(task: Task, labels: dict[str, Artifact], refine_cfg: DictConfig, stor
         raise UserInputError(f"teachers.{REFINED}: the name is the refined labels'; rename that teacher")
     key = stable_hash(task_key(task), {n: a.key for n, a in labels.items()},
                       config_slice(refine_cfg, TEACHER_VOLATILE_KEYS))
-    with exclusive(store, "refine", key) as found:
-        if found:
-            log.info("refine: reused (%s)", found.path)
-        else:
-            on_main(lambda: _refine(task, labels, refine_cfg, store, key))
-            found = store.find("refine", key)
+    found = cached_stage(store, "refine", key, lambda: on_main(lambda: _refine(task, labels, refine_cfg, store, key)),
+                         reused="refine:")
     return {**labels, REFINED: found}
 
 
 def weak_labels(task: Task, labels: dict[str, Artifact], source: str) -> tuple[str, np.ndarray]:
     """The teacher whose labels the demonstrations carry, and its hard w2s_train labels (-1: abstained)."""
-    name = best_teacher_on_val(task, labels) if source == BEST_ON_VAL else source
+    name = best_teacher_by_val_accuracy(task, labels) if source == BEST_ON_VAL else source
     if name not in labels:
         raise UserInputError(f"refine.weak_labels='{source}' is not one of this run's teachers "
                              f"({', '.join(labels)}) nor {BEST_ON_VAL}")
@@ -75,12 +71,12 @@ def fitted_refiner(task: Task, labels: dict[str, Artifact], refine_cfg: DictConf
     """The refiner with its demonstrations drawn (this process's, or drawn again: the draw is
     deterministic in the seed and the weak labels). ``labels`` are the teachers', without ``refined``;
     ``saved``: the refine artifact's demos.json, whose class scale spares scoring w2s_train again."""
-    refiner = recall("refine", key)
-    if refiner is None:
+    def fit():
         teachers = {n: a for n, a in labels.items() if n != REFINED}
         source, weak = weak_labels(task, teachers, refine_cfg.get("weak_labels", BEST_ON_VAL))
         refiner = build(refine_cfg.model, "refine.model")
         refiner.fit(task, "w2s_train", weak, class_scale=(saved or {}).get("class_scale"))
         refiner.weak_source_ = source
-        remember("refine", key, refiner)
-    return refiner
+        return refiner
+
+    return recall_or_fit("refine", key, fit)

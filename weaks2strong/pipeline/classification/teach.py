@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from weaks2strong.pipeline.compute import exclusive, on_main, recall, remember
-from weaks2strong.pipeline.config import TEACHER_VOLATILE_KEYS, build, config_slice
-from weaks2strong.pipeline.tables import split_frame, split_probs, task_key
+from weaks2strong.pipeline.common.config import TEACHER_VOLATILE_KEYS, build, config_slice
+from weaks2strong.pipeline.common.stage import cached_stage, on_main, recall, recall_or_fit, remember
+from weaks2strong.pipeline.common.tables import split_frame, split_probs, task_key
 from weaks2strong.runtime import distributed
 from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table
 from weaks2strong.runtime.errors import UserInputError
@@ -29,7 +29,8 @@ from weaks2strong.teachers import check_proba
 log = logging.getLogger("weaks2strong.pipeline")
 
 
-def teacher_key(task: Task, name: str, cfg: DictConfig) -> str:
+def classification_teacher_key(task: Task, name: str, cfg: DictConfig) -> str:
+    """A labelling teacher's key: the (sealed) task's rows and its config."""
     return stable_hash(task_key(task), name, config_slice(cfg, TEACHER_VOLATILE_KEYS))
 
 
@@ -42,17 +43,13 @@ def teach(task: Task, teachers_cfg: DictConfig, store: Store) -> dict[str, Artif
         raise UserInputError("teachers: no teacher configured; pick an ensemble, e.g. teachers=sentiment")
     out = {}
     for name, cfg in teachers_cfg.items():
-        key = teacher_key(task, name, cfg)
-        with exclusive(store, "teach", key) as found:
-            if found:
-                log.info("teach: %s reused (%s)", name, found.path)
-                out[name] = found
-                continue
-            out[name] = _label(task, name, cfg, store, key)
+        key = classification_teacher_key(task, name, cfg)
+        out[name] = cached_stage(store, "teach", key, lambda name=name, cfg=cfg, key=key: _label(
+            task, name, cfg, store, key), reused=f"teach: {name}")
     return out
 
 
-def _label(task: Task, name: str, cfg: DictConfig, store: Store, key: str) -> Artifact:
+def _label(task: Task, name: str, cfg: DictConfig, store: Store, key: str) -> None:
     """Fit one teacher, label this rank's shard, gather on rank 0, check and write."""
     teacher = build(cfg, f"teachers.{name}")
     started = time.perf_counter()
@@ -87,7 +84,6 @@ def _label(task: Task, name: str, cfg: DictConfig, store: Store, key: str) -> Ar
                  name, fresh, n_rows - fresh, seconds, len(shards))
 
     on_main(write)
-    return store.find("teach", key)
 
 
 def is_split_independent(teacher) -> bool:
@@ -129,13 +125,13 @@ def checked_labels(probs: np.ndarray, task: Task, name: str, split: str) -> np.n
 def fitted_teacher(task: Task, name: str, cfg: DictConfig, key: str):
     """The teacher fitted by this process's teach stage, or (its labels came from the cache) the same
     teacher fitted again on weak_train: fitting is deterministic in the config and the rows."""
-    teacher = recall("teach", key)
-    if teacher is None:
+    def fit():
         log.info("evaluate: fitting teacher %s again to label the test split (teach was reused)", name)
         teacher = build(cfg, f"teachers.{name}")
         teacher.fit(task)
-        remember("teach", key, teacher)
-    return teacher
+        return teacher
+
+    return recall_or_fit("teach", key, fit)
 
 
 def teacher_test_labels(task: Task, dev: Task, name: str, cfg: DictConfig, key: str, store: Store) -> np.ndarray:

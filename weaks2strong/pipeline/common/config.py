@@ -20,6 +20,13 @@ def config_slice(cfg: DictConfig, ignore: tuple[str, ...] = VOLATILE_KEYS) -> di
     return {k: v for k, v in container.items() if k not in ignore} if isinstance(container, dict) else container
 
 
+def aggregator_anchor(aggregator_cfg: DictConfig, default: str) -> str:
+    """``aggregator.anchor`` (none | val): whether val's gold is observed where the aggregator is
+    fitted. ``default`` where the config sets none: a classification aggregator is unanchored
+    (``none``), a generation one anchored (``val``), as each path has always read it."""
+    return aggregator_cfg.get("anchor", default)
+
+
 def build(cfg: DictConfig, key: str, **kwargs):
     """``instantiate`` with a one-line error naming the config key when the target cannot be built."""
     from hydra.errors import InstantiationException

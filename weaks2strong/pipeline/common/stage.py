@@ -1,8 +1,13 @@
 """Who computes a stage: the store's lock for parallel jobs, rank 0 for DDP ranks; and the objects
-fitted in this process, kept so that evaluate can label the test split without fitting them again."""
+fitted in this process, kept so that evaluate can label the test split without fitting them again.
+
+``cached_stage`` is how every stage runs: reuse the finished artifact (logging "<what> reused
+(<path>)"), or compute it under the lock. ``recall_or_fit`` is how every stage gets back a fitted object:
+this process's, or fitted again (deterministic in its config and rows)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -10,6 +15,7 @@ from weaks2strong.runtime import distributed
 from weaks2strong.runtime.artifacts import Artifact, Store
 from weaks2strong.runtime.errors import UserInputError
 
+log = logging.getLogger("weaks2strong.pipeline")
 _FITTED: dict[tuple[str, str], Any] = {}
 
 
@@ -20,6 +26,35 @@ def remember(stage: str, key: str, fitted: Any) -> None:
 
 def recall(stage: str, key: str) -> Any | None:
     return _FITTED.get((stage, key))
+
+
+def recall_or_fit(stage: str, key: str, fit: Callable[[], Any], keep: bool = True) -> Any:
+    """The object this process fitted for (stage, key), or ``fit()`` now (remembered, unless ``keep``
+    is false: an object a caller copies or wraps before use)."""
+    found = recall(stage, key)
+    if found is None:
+        found = fit()
+        if keep:
+            remember(stage, key, found)
+    return found
+
+
+def cached_stage(store: Store, stage: str, key: str, compute: Callable[[], Any], *, reused: str | None = None,
+                 main_only: bool = False) -> Artifact:
+    """The artifact of (stage, key): the finished one (logged as "<reused> reused (<path>)" when
+    ``reused`` names it), or ``compute()`` writes it (``store.create(stage, key, ...)``) while this
+    process holds its lock; then it is read back.
+
+    Under DDP every rank calls ``compute`` (a stage that computes on rank 0 alone wraps its work in
+    ``on_main``), and every rank goes by rank 0's answer on whether the artifact is done
+    (``exclusive``). ``main_only``: a stage that rank 0 alone runs (evaluate) takes the lock only."""
+    with (store.claim(stage, key) if main_only else exclusive(store, stage, key)) as found:
+        if found is not None:
+            if reused is not None:
+                log.info("%s reused (%s)", reused, found.path)
+            return found
+        compute()
+        return store.find(stage, key)
 
 
 @contextmanager
@@ -57,3 +92,15 @@ def on_main(work) -> None:
         raise error
     if message is not None:
         raise UserInputError(f"(rank {distributed.rank()}) rank 0 failed: {message}")
+
+
+def saved_weights(artifact: Artifact, stage: str) -> dict:
+    """The weights a reused stage saved, to answer test with; one line on how to get them when it saved none."""
+    from safetensors.torch import load_file
+
+    weights = artifact.path / "model.safetensors"
+    if not weights.is_file():
+        raise UserInputError(f"{stage} {artifact.path} has no model.safetensors to answer the test split with "
+                             f"(student.save_weights=false and the stage was reused); rerun with "
+                             f"student.save_weights=true, or delete {artifact.path} to train it again")
+    return load_file(weights)

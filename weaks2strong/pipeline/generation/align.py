@@ -13,20 +13,34 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from pathlib import Path
 
 import pandas as pd
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from weaks2strong.pipeline import generation as gen
-from weaks2strong.pipeline.compute import exclusive, recall, remember
-from weaks2strong.pipeline.config import build, config_slice, make_loggers
-from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_weights
+from weaks2strong.pipeline.common.config import build, config_slice
+from weaks2strong.pipeline.common.dpo import Kept, Policy, dpo_collator, dpo_stage
+from weaks2strong.pipeline.common.stage import recall_or_fit, saved_weights
+from weaks2strong.pipeline.generation.distill import fitted_student, student_answers
+from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash
 from weaks2strong.tasks.generation import GenerationTask, normalize_answer
 
 log = logging.getLogger("weaks2strong.pipeline")
+
+
+def run_align(dev: GenerationTask, cfg: DictConfig, store: Store, run_dir: Path, pools, targets: Artifact,
+              student: Artifact) -> dict[str, Artifact]:
+    """``align=dpo``: the student DPO'd on the posterior's pairs and, as the alignment ceiling, on gold pairs."""
+    a = cfg.align
+    if a.method == "none":
+        return {}
+    val_pairs = gold_pairs(dev, pools, "val", a.max_pairs)
+    posterior = posterior_pairs(dev, targets, a.max_pairs, a.min_pair_mass, hard=a.pairs == "hard")
+    gold = gold_pairs(dev, pools, "w2s_train", a.max_pairs)
+    return {label: align(dev, student, targets, pairs, val_pairs, source, cfg, store, run_dir, stage)
+            for label, pairs, source, stage in (
+                ("student + DPO", posterior, f"{targets.key}:{a.pairs}", "gen_align"),
+                ("student + DPO (gold pairs)", gold, "gold", "gen_align_gold"))}
 
 
 def posterior_pairs(task: GenerationTask, targets: Artifact, max_pairs: int, min_pair_mass: float, hard: bool):
@@ -61,55 +75,43 @@ def align(task: GenerationTask, student: Artifact, student_targets: Artifact, pa
           source: str, cfg: DictConfig, store: Store, run_dir: Path, stage: str) -> Artifact:
     """DPO the distilled ``student`` on ``pairs`` (named ``source`` in the key; ``val_pairs``: gold
     against val's wrong candidates, for DPO's val metrics); answers val."""
-    from weaks2strong.models.preference import PreferenceCollator, PreferenceDataModule, check_pairs, with_reference
+    from weaks2strong.models.preference import with_reference
 
     a = cfg.align
     key = stable_hash(student.key, source, config_slice(a), config_slice(cfg.trainer), cfg.seeds.student)
-    with exclusive(store, stage, key) as found:
-        if found:
-            log.info("%s: reused (%s)", stage, found.path)
-            return found
-        import pytorch_lightning as pl
 
-        started = time.perf_counter()
-        check_pairs(pairs, f"{stage} pairs from {source}")
-        distilled = gen.fitted_student(task, student_targets, student, cfg, "gen_student")
+    def policy() -> Policy:
+        distilled = fitted_student(task, student_targets, student, cfg, "gen_student")
         tok = distilled["tokenizer"]
         lm = copy.deepcopy(distilled["module"].lm)  # the distilled student stays as it was, for its own row
-        collator = PreferenceCollator(tok, a.max_prompt_tokens, a.max_answer_tokens, a.get("share_prompt", False))
-        pairs = with_reference(lm, collator, pairs, a.batch_size)  # once: no reference model while training
-        val = with_reference(lm, collator, val_pairs, a.batch_size)
-        pl.seed_everything(cfg.seeds.student, workers=True, verbose=False)
-        module = build(a.model, "align.model")(lm=lm)
-        data = PreferenceDataModule(collator, pairs, val, batch_size=a.batch_size, seed=cfg.seeds.student)
-        trainer = instantiate(cfg.trainer, max_epochs=a.epochs, logger=make_loggers(cfg.get("logger"), stage),
-                              enable_checkpointing=False, default_root_dir=str(run_dir))
-        trainer.fit(module, datamodule=data)
-        parts = {"module": module, "tokenizer": tok}
-        remember(stage, key, parts)
-        answers = gen.student_answers(parts, task, "val", cfg)
-        with store.create(stage, key, {"student": student.key, "pairs": source},
-                          {"align": config_slice(a), "trainer": config_slice(cfg.trainer)}) as tmp:
-            write_table(tmp / "pairs.parquet", pd.DataFrame([vars(r) for r in pairs]))
-            ids = task.split("val")["example_id"]
-            write_table(tmp / "answers.parquet", pd.DataFrame({"split": "val", "example_id": ids, "answer": answers}))
-            if cfg.student.get("save_weights", False):
-                state = module.lm.state_dict()
-                write_weights(tmp / "model.safetensors", state)
-            write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started, "pairs": len(pairs)})
-        log.info("%s: %d pairs, DPO'd and answered val in %.1f s", stage, len(pairs), time.perf_counter() - started)
-        return store.find(stage, key)
+        collator = dpo_collator(tok, cfg)
+        # the reference log-probs, once: no reference model while training
+        return Policy(tok, lm, collator, with_reference(lm, collator, pairs, a.batch_size),
+                      with_reference(lm, collator, val_pairs, a.batch_size))
+
+    def finish(parts: dict, _: Policy) -> Kept:
+        answers = student_answers(parts, task, "val", cfg)
+        ids = task.split("val")["example_id"]
+        weights = {"model.safetensors": parts["module"].lm.state_dict()} if cfg.student.get("save_weights", False) \
+            else {}
+        return Kept({"answers": pd.DataFrame({"split": "val", "example_id": ids, "answer": answers})}, weights,
+                    "DPO'd and answered val in {seconds:.1f} s")
+
+    return dpo_stage(store, stage, key, pairs, name=stage, where=f"{stage} pairs from {source}", cfg=cfg,
+                     run_dir=run_dir, logger_prefix=stage, policy=policy, finish=finish,
+                     inputs={"student": student.key, "pairs": source},
+                     config={"align": config_slice(a), "trainer": config_slice(cfg.trainer)})
 
 
 def aligned_student(task: GenerationTask, student: Artifact, student_targets: Artifact, artifact: Artifact,
                     cfg: DictConfig, stage: str) -> dict:
     """The module this process aligned for ``artifact``, or the distilled student with the aligned
     weights the artifact saved (``student.save_weights=true``)."""
-    parts = recall(stage, artifact.key)
-    if parts is not None:
-        return parts
-    state = gen.saved_weights(artifact, stage)
-    distilled = gen.fitted_student(task, student_targets, student, cfg, "gen_student")
-    module = build(cfg.align.model, "align.model")(lm=copy.deepcopy(distilled["module"].lm))
-    module.lm.load_state_dict(state)  # after wrapping: LoRA's keys are the wrapped model's
-    return {"module": module, "tokenizer": distilled["tokenizer"]}
+    def fit():
+        state = saved_weights(artifact, stage)
+        distilled = fitted_student(task, student_targets, student, cfg, "gen_student")
+        module = build(cfg.align.model, "align.model")(lm=copy.deepcopy(distilled["module"].lm))
+        module.lm.load_state_dict(state)  # after wrapping: LoRA's keys are the wrapped model's
+        return {"module": module, "tokenizer": distilled["tokenizer"]}
+
+    return recall_or_fit(stage, artifact.key, fit, keep=False)

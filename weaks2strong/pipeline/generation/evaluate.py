@@ -1,4 +1,4 @@
-"""The generation run (``w2s experiment=sciq_gen``) and its evaluate stage.
+"""The generation path's evaluate stage.
 
 evaluate unseals test and answers it with every row of the table: each teacher (greedy), each
 aggregation's top candidate (over the teachers' test candidates, the aggregator's globals as fitted
@@ -9,84 +9,33 @@ cached (``gen_answers``), so a rerun reads them. PGR is on exact match, against 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
 from weaks2strong.evaluate.metrics import pgr
-from weaks2strong.pipeline import align
-from weaks2strong.pipeline import generation as gen
-from weaks2strong.pipeline.compute import exclusive, recall
-from weaks2strong.pipeline.config import build, make_loggers
+from weaks2strong.pipeline.common.config import make_loggers
+from weaks2strong.pipeline.common.stage import cached_stage
+from weaks2strong.pipeline.generation import teach
+from weaks2strong.pipeline.generation.aggregate import aggregate_test, em_of, gold_index, teacher_answers, top_answers
+from weaks2strong.pipeline.generation.align import aligned_student
+from weaks2strong.pipeline.generation.distill import fitted_student, student_answers
+from weaks2strong.pipeline.generation.teach import gen_task_key
 from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_text
 from weaks2strong.tasks.generation import GenerationTask
 
 log = logging.getLogger("weaks2strong.pipeline")
 
 
-def run_generation(cfg: DictConfig, task: GenerationTask, store: Store, run_dir: Path) -> dict:
-    dev = task.without_test()
-    g = cfg.generation
-    proposals = gen.propose(dev, cfg.teachers, store)
-    pools = {s: gen.candidate_pool(dev, proposals, s, g.max_candidates) for s in gen.DEV}
-    scores = gen.score(dev, cfg.teachers, pools, store)
-    targets = gen.aggregate(dev, proposals, scores, pools, cfg, store)
-    ceiling = gen.distill(dev, None, cfg, store, run_dir, stage="gen_ceiling")
-    student = gen.distill(dev, targets, cfg, store, run_dir, stage="gen_student")
-    aligned = run_align(dev, cfg, store, run_dir, pools, targets, student)
-    return evaluate(task, dev, cfg, store, run_dir, proposals, scores, pools, targets, ceiling, student, aligned)
-
-
-def run_align(dev: GenerationTask, cfg: DictConfig, store: Store, run_dir: Path, pools, targets: Artifact,
-              student: Artifact) -> dict[str, Artifact]:
-    """``align=dpo``: the student DPO'd on the posterior's pairs and, as the alignment ceiling, on gold pairs."""
-    a = cfg.align
-    if a.method == "none":
-        return {}
-    val_pairs = align.gold_pairs(dev, pools, "val", a.max_pairs)
-    posterior = align.posterior_pairs(dev, targets, a.max_pairs, a.min_pair_mass, hard=a.pairs == "hard")
-    gold = align.gold_pairs(dev, pools, "w2s_train", a.max_pairs)
-    return {label: align.align(dev, student, targets, pairs, val_pairs, source, cfg, store, run_dir, stage)
-            for label, pairs, source, stage in (
-                ("student + DPO", posterior, f"{targets.key}:{a.pairs}", "gen_align"),
-                ("student + DPO (gold pairs)", gold, "gold", "gen_align_gold"))}
-
-
 def cached_answers(store: Store, key: str, name: str, split: str, answer) -> list[str]:
     """The answers of ``name`` on ``split``, computed once per key."""
-    with exclusive(store, "gen_answers", key) as found:
-        if found is None:
-            answers = answer()
-            with store.create("gen_answers", key, {}, {"name": name, "split": split}) as tmp:
-                write_table(tmp / "answers.parquet", pd.DataFrame({"answer": answers}))
-            found = store.find("gen_answers", key)
-    return found.table("answers")["answer"].tolist()
+    def compute():
+        answers = answer()
+        with store.create("gen_answers", key, {}, {"name": name, "split": split}) as tmp:
+            write_table(tmp / "answers.parquet", pd.DataFrame({"answer": answers}))
 
-
-def aggregate_test(task: GenerationTask, dev: GenerationTask, cfg: DictConfig, store: Store, proposals, scores, pools,
-                   targets: Artifact, test_proposals, test_scores, test_pool) -> np.ndarray:
-    """The aggregation's posterior on test: the fitted globals applied to the teachers' test scores."""
-    method, summary = cfg.aggregator.method, targets.record("summary")
-    probs, logprobs, counts = gen.score_arrays(task, test_scores, test_pool, "test")
-    greedy = gen.greedy_index(task, test_proposals, test_pool, "test")
-    has = counts > 0
-    posterior = np.zeros((len(counts), probs.shape[-1] + 1))
-    posterior[~has, -1] = 1.0
-    model = recall("gen_aggregate", targets.key)
-    if method == "bayes" and model is None:  # aggregate was reused: fit the same model again (deterministic)
-        anchor = cfg.aggregator.get("anchor", "val") == "val"
-        dev_probs, _, dev_counts, gold = gen.dev_arrays(dev, scores, pools, anchor)
-        keep = dev_counts > 0
-        model = build(cfg.aggregator.model, "aggregator.model").fit(dev_probs[keep], dev_counts[keep], gold=gold[keep])
-    if method == "bayes":
-        posterior[has] = model.predict_proba(probs[has], counts[has])
-    else:
-        names = list(scores)
-        posterior[has] = gen.aggregate_posterior(method, None, probs[has], logprobs[has], counts[has], None,
-                                                 names.index(summary["best_teacher"]), greedy[has])[0]
-    return posterior
+    return cached_stage(store, "gen_answers", key, compute).table("answers")["answer"].tolist()
 
 
 def kshot_answers(task: GenerationTask, cfg: DictConfig, store: Store, split: str) -> list[str]:
@@ -108,20 +57,20 @@ def kshot_answers(task: GenerationTask, cfg: DictConfig, store: Store, split: st
                                                cfg.student.generate.batch_size, prefix=demonstrations(task, shots),
                                                desc=f"untrained student {split}")]
 
-    key = stable_hash(gen.gen_task_key(task), lm_path, shots, split, "kshot")
+    key = stable_hash(gen_task_key(task), lm_path, shots, split, "kshot")
     return cached_answers(store, key, "kshot", split, answer)
 
 
 def evaluate(task, dev, cfg, store, run_dir, proposals, scores, pools, targets, ceiling, student,
              aligned: dict[str, Artifact] | None = None) -> dict:
     g = cfg.generation
-    test_proposals = gen.propose(task, cfg.teachers, store, splits=("test",))
-    test_pool = gen.candidate_pool(task, test_proposals, "test", g.max_candidates)
-    test_scores = gen.score(task, cfg.teachers, {"test": test_pool}, store)
+    test_proposals = teach.propose(task, cfg.teachers, store, splits=("test",))
+    test_pool = teach.candidate_pool(task, test_proposals, "test", g.max_candidates)
+    test_scores = teach.score(task, cfg.teachers, {"test": test_pool}, store)
     answers = {s: task.answers(s) for s in ("val", "test")}
     rows: dict[str, dict] = {}
     for name in proposals:
-        rows[f"teacher {name}"] = {s: gen.em_of(gen.teacher_answers(task, p, s), answers[s])
+        rows[f"teacher {name}"] = {s: em_of(teacher_answers(task, p, s), answers[s])
                                    for s, p in (("val", proposals[name]), ("test", test_proposals[name]))}
     summary = targets.record("summary")
     best = summary["best_teacher"]
@@ -131,40 +80,39 @@ def evaluate(task, dev, cfg, store, run_dir, proposals, scores, pools, targets, 
                 for eid, grp in table[table["split"] == "val"].groupby("example_id")}
     post_train = {eid: grp.sort_values("q", ascending=False)["text"].iloc[0]
                   for eid, grp in table[table["split"] == "w2s_train"].groupby("example_id")}
-    test_posterior = aggregate_test(task, dev, cfg, store, proposals, scores, pools, targets, test_proposals,
-                                    test_scores, test_pool)
+    test_posterior = aggregate_test(task, dev, cfg, scores, pools, targets, test_proposals, test_scores, test_pool)
     rows["aggregate"] = {
-        "w2s_train": gen.em_of([post_train.get(e, "") for e in task.split("w2s_train")["example_id"]],
-                               task.answers("w2s_train")),
-        "val": gen.em_of([post_val.get(e, "") for e in task.split("val")["example_id"]], answers["val"]),
-        "test": gen.em_of(gen.top_answers(test_pool, test_posterior), answers["test"])}
-    in_pool = {s: float(np.mean(gen.gold_index(p, answers[s]) < [len(c) for c in p]))
+        "w2s_train": em_of([post_train.get(e, "") for e in task.split("w2s_train")["example_id"]],
+                           task.answers("w2s_train")),
+        "val": em_of([post_val.get(e, "") for e in task.split("val")["example_id"]], answers["val"]),
+        "test": em_of(top_answers(test_pool, test_posterior), answers["test"])}
+    in_pool = {s: float(np.mean(gold_index(p, answers[s]) < [len(c) for c in p]))
                for s, p in (("val", pools["val"]), ("test", test_pool))}
     # the untrained strong model, k-shot: the baseline teacher forcing must not fall below
-    rows["student k-shot (untrained)"] = {s: gen.em_of(kshot_answers(task, cfg, store, s), answers[s])
+    rows["student k-shot (untrained)"] = {s: em_of(kshot_answers(task, cfg, store, s), answers[s])
                                           for s in ("val", "test")}
     for label, artifact, stage, source in (("ceiling", ceiling, "gen_ceiling", None),
                                            ("student", student, "gen_student", targets)):
         val = artifact.table("answers")["answer"].tolist()
 
         def test_answers(artifact=artifact, stage=stage, source=source):
-            parts = gen.fitted_student(dev, source, artifact, cfg, stage)
-            return gen.student_answers(parts, task, "test", cfg)
+            parts = fitted_student(dev, source, artifact, cfg, stage)
+            return student_answers(parts, task, "test", cfg)
 
-        test = cached_answers(store, stable_hash(artifact.key, gen.gen_task_key(task), "test"), label, "test",
+        test = cached_answers(store, stable_hash(artifact.key, gen_task_key(task), "test"), label, "test",
                               test_answers)
-        rows[label] = {"val": gen.em_of(val, answers["val"]), "test": gen.em_of(test, answers["test"])}
+        rows[label] = {"val": em_of(val, answers["val"]), "test": em_of(test, answers["test"])}
     for label, artifact in (aligned or {}).items():  # after DPO (align=dpo)
         stage = artifact.stage
 
         def test_answers(artifact=artifact, stage=stage):
-            parts = align.aligned_student(dev, student, targets, artifact, cfg, stage)
-            return gen.student_answers(parts, task, "test", cfg)
+            parts = aligned_student(dev, student, targets, artifact, cfg, stage)
+            return student_answers(parts, task, "test", cfg)
 
-        test = cached_answers(store, stable_hash(artifact.key, gen.gen_task_key(task), "test"), label, "test",
+        test = cached_answers(store, stable_hash(artifact.key, gen_task_key(task), "test"), label, "test",
                               test_answers)
-        rows[label] = {"val": gen.em_of(artifact.table("answers")["answer"].tolist(), answers["val"]),
-                       "test": gen.em_of(test, answers["test"])}
+        rows[label] = {"val": em_of(artifact.table("answers")["answer"].tolist(), answers["val"]),
+                       "test": em_of(test, answers["test"])}
     metrics = {"task": {"name": task.name, "sizes": task.sizes(), "source": task.source}, "kind": "generation",
                "aggregator": cfg.aggregator.method, "best_teacher": best, "rows": rows,
                "gold_in_candidates": in_pool, "excluded": summary["excluded"], "teachers": summary["teachers"]}
