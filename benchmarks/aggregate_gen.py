@@ -15,7 +15,7 @@ import sys
 import numpy as np
 from hydra import compose, initialize_config_dir
 
-from weaks2strong.aggregate.candidates import BayesianCandidateAggregator, joint_scores, majority_vote, teacher_answers
+from weaks2strong.aggregate.generation import BayesianCandidateAggregator, joint_scores, majority_vote, teacher_answers
 from weaks2strong.cli import CONFIG_DIR
 from weaks2strong.pipeline.common.config import build
 from weaks2strong.pipeline.generation.aggregate import dev_arrays, gold_index

@@ -98,10 +98,10 @@ def time_ours(path: str, pairs: list[dict], steps: int, share_prompt: bool) -> f
     from weaks2strong.models.preference import (
         DPOModule,
         PreferenceCollator,
-        PreferenceDataModule,
         PreferenceRow,
         with_reference,
     )
+    from weaks2strong.student.data.preferences import PreferenceDataModule
 
     tok, lm = load_causal_lm(path)
     collator = PreferenceCollator(tok, max_prompt_tokens=192, max_answer_tokens=64, share_prompt=share_prompt)

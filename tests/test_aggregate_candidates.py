@@ -1,4 +1,4 @@
-"""Tests of the generation-task aggregator (weaks2strong.aggregate.candidates): the exact posterior
+"""Tests of the generation-task aggregator (weaks2strong.aggregate.generation): the exact posterior
 against brute-force Bayes, recovery of known teacher reliabilities on data drawn from the model,
 the edge cases (one candidate, abstentions, gold "none of them"), bad input and the baselines."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import torch
 
 from weaks2strong.aggregate.answers import apply_bins
 from weaks2strong.aggregate.base import AggregatorError
-from weaks2strong.aggregate.candidates import (
+from weaks2strong.aggregate.generation import (
     BayesianCandidateAggregator,
     CandidateModel,
     best_single,
@@ -273,3 +273,29 @@ def test_majority_vote_joint_scores_and_best_single_by_hand():
     bs = best_single(scores, nc, 2)
     np.testing.assert_allclose(bs[0], [0.9, 0.1, 0, 0])
     np.testing.assert_allclose(bs[1], [0.5, 0.5, 0, 0])  # abstained: uniform over the candidates
+
+
+def test_the_candidate_family_keeps_one_contract():
+    """Every aggregator.method is a CandidateLabelModel class; the rules learn nothing and refuse gold;
+    the single-teacher baseline answers with its teacher's greedy answer (column C_i where it gave none)."""
+    from weaks2strong.aggregate.candidates import BayesianCandidateAggregator as Reexported
+    from weaks2strong.aggregate.generation import METHODS, BestSingleTeacher, CandidateLabelModel
+
+    assert set(METHODS) == {"bayes", "majority", "joint", "single"}
+    assert all(issubclass(cls, CandidateLabelModel) for cls in METHODS.values())
+    assert Reexported is BayesianCandidateAggregator and BayesianCandidateAggregator.supports_gold
+    assert not any(METHODS[m].needs_fit or METHODS[m].supports_gold for m in ("majority", "joint", "single"))
+    nan = np.nan
+    scores = np.array([[[0.6, 0.4, 0.0], [0.3, 0.7, 0.0]], [[1.0, 0.0, 0.0], [nan, nan, nan]]])
+    nc = np.array([2, 1])
+    majority = METHODS["majority"]()
+    assert majority.fit(scores, nc) is majority
+    np.testing.assert_allclose(majority.predict_proba(scores, nc), majority_vote(scores, nc))
+    with pytest.raises(AggregatorError, match="cannot use gold"):
+        majority.fit(scores, nc, gold=np.array([0, -1]))
+    with np.errstate(divide="ignore"):
+        logs = np.log(scores)
+    np.testing.assert_allclose(METHODS["joint"]().predict(logs, nc).posterior, joint_scores(logs, n_candidates=nc))
+    greedy = np.array([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [[1.0, 0.0, 0.0], [nan, nan, nan]]])
+    np.testing.assert_allclose(BestSingleTeacher(1).predict_proba(greedy, nc), [[0, 1, 0, 0], [0, 1, 0, 0]])
+    np.testing.assert_allclose(BestSingleTeacher(0).predict_proba(greedy, nc), [[1, 0, 0, 0], [1, 0, 0, 0]])

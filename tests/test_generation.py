@@ -14,7 +14,7 @@ from weaks2strong.cli import CONFIG_DIR
 from weaks2strong.models.causal_lm import (
     CandidateCollator,
     CandidateRow,
-    TeacherForcingModule,
+    SequenceLikelihoodModule,
     generate_answers,
     load_causal_lm,
 )
@@ -57,7 +57,7 @@ def test_completion_only_masking_and_truncation(tiny_lm):
 def test_weighted_loss_equals_a_hand_computation(tiny_lm):
     tok, lm = tiny_lm
     rows = [CandidateRow("Q: a?\nA:", ["x", "yz"], [0.75, 0.25], 0.8), CandidateRow("Q: b?\nA:", ["w"], [1.0], 0.2)]
-    module = TeacherForcingModule(lm, optimizer=torch.optim.SGD)
+    module = SequenceLikelihoodModule(lm, optimizer=torch.optim.SGD)
     loss = module._loss(CandidateCollator(tok)(rows))
 
     def nll(prompt, answer):  # one plain forward of prompt + completion, summed over completion tokens
@@ -226,7 +226,7 @@ def test_gradient_checkpointing_and_frozen_embeddings_leave_the_loss_and_train_t
     for checkpointing in (False, True):
         tok, lm = load_causal_lm(resolve_model("tiny-llama", models_dir))
         lm.train()
-        module = TeacherForcingModule(lm, optimizer=torch.optim.SGD, freeze_embeddings=True,
+        module = SequenceLikelihoodModule(lm, optimizer=torch.optim.SGD, freeze_embeddings=True,
                                       gradient_checkpointing=checkpointing)
         loss = module._loss(CandidateCollator(tok)(rows))
         loss.backward()
@@ -241,11 +241,11 @@ def test_lora_starts_as_the_plain_model_and_trains_only_its_adapters(models_dir)
     tok, plain = load_causal_lm(resolve_model("tiny-llama", models_dir))
     _, base = load_causal_lm(resolve_model("tiny-llama", models_dir))
     pretrained = {n: p.detach().clone() for n, p in base.named_parameters()}
-    module = TeacherForcingModule(base, optimizer=torch.optim.SGD, lora={"r": 4, "alpha": 8, "dropout": 0.0})
+    module = SequenceLikelihoodModule(base, optimizer=torch.optim.SGD, lora={"r": 4, "alpha": 8, "dropout": 0.0})
     batch = CandidateCollator(tok)(rows)
     with torch.no_grad():
         assert module._loss(batch).item() == pytest.approx(
-            TeacherForcingModule(plain, optimizer=torch.optim.SGD)._loss(batch).item(), abs=1e-6)
+            SequenceLikelihoodModule(plain, optimizer=torch.optim.SGD)._loss(batch).item(), abs=1e-6)
     prompts = ["Q: a?\nA:", "Q: what is b?\nA:"]  # the k-shot prefix cache and decoding go through peft too
     assert generate_answers(module.lm, tok, prompts, max_new_tokens=4, prefix="Q: z?\nA: y\n") == \
         generate_answers(plain, tok, prompts, max_new_tokens=4, prefix="Q: z?\nA: y\n")

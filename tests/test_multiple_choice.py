@@ -9,9 +9,9 @@ import torch
 from transformers import AutoTokenizer
 
 from weaks2strong.models import SoftTargetModule, predict_proba
-from weaks2strong.models.choice_batching import ChoicesDataModule
 from weaks2strong.models.multiple_choice import EncoderMultipleChoice
 from weaks2strong.models.schedules import linear_warmup_decay
+from weaks2strong.student.data.choices import ChoicesDataModule
 from weaks2strong.tasks import Task, TaskError, load_task
 from weaks2strong.zoo import resolve_model
 

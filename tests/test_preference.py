@@ -15,7 +15,6 @@ from weaks2strong.models.losses import preference_loss
 from weaks2strong.models.preference import (
     DPOModule,
     PreferenceCollator,
-    PreferenceDataModule,
     PreferenceRow,
     check_pairs,
     pair_logprobs,
@@ -24,6 +23,7 @@ from weaks2strong.models.preference import (
     with_reference,
 )
 from weaks2strong.runtime.errors import UserInputError
+from weaks2strong.student.data.preferences import PreferenceDataModule
 from weaks2strong.zoo import resolve_model
 
 # log π(y⁺), log π(y⁻), log π_ref(y⁺), log π_ref(y⁻) for two pairs: Δ = (−3 + 4) − (−5 + 4.5) = 1.5; Δ = −0.5

@@ -9,9 +9,10 @@ import pytorch_lightning as pl
 import torch
 
 from weaks2strong.models import SoftTargetModule, predict_proba
-from weaks2strong.models.feature_head import FeatureHead, FeaturesDataModule
+from weaks2strong.models.feature_head import FeatureHead
 from weaks2strong.runtime.example_cache import ExampleCache
 from weaks2strong.student import StudentParts, fit_probe, fit_probe_on_val, probe
+from weaks2strong.student.data.features import FeaturesDataModule
 from weaks2strong.student.probe import FeatureEncoder, probe_module
 from weaks2strong.tasks import Task
 from weaks2strong.zoo import resolve_model

@@ -1,5 +1,5 @@
 """Refinement: the strong model labels each example in context from weakly labelled demonstrations
-(``teachers/refiner.py``) and the ``refine`` stage that adds those labels to the run as a teacher."""
+(``refine/in_context.py``) and the ``refine`` stage that adds those labels to the run as a teacher."""
 import json
 import logging
 
@@ -9,10 +9,10 @@ from sklearn.metrics import roc_auc_score
 from test_pipeline import compose_run, stage_messages
 
 from weaks2strong import pipeline
+from weaks2strong.refine.in_context import InContextRefiner, match_prior
 from weaks2strong.runtime.errors import UserInputError
 from weaks2strong.teachers.base import TeacherError
 from weaks2strong.teachers.prompted import PromptedLM
-from weaks2strong.teachers.refiner import InContextRefiner, match_prior
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@ import pytorch_lightning as pl
 import torch
 from transformers import AutoTokenizer
 
-from weaks2strong.models import EncoderClassifier, SoftTargetModule, TargetsDataModule
+from weaks2strong.models import EncoderClassifier, SoftTargetModule
+from weaks2strong.student.data.targets import TargetsDataModule
 from weaks2strong.zoo import resolve_model
 
 

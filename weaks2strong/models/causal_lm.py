@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from weaks2strong.models.lm_logprobs import cache_kwarg, returned_cache, target_logprobs
@@ -93,40 +92,12 @@ def padded_completions(seqs: list[list[int]], starts: list[int], pad_id: int) ->
     return {"input_ids": ids, "attention_mask": mask, "target_mask": target}
 
 
-class RowsDataModule(pl.LightningDataModule):
-    """Training rows (shuffled, seeded) and validation rows through one collator; ``loader`` for any
-    rows in order (prediction)."""
-
-    def __init__(self, collate: Callable, train_rows: list, val_rows: list, batch_size: int, seed: int = 0):
-        super().__init__()
-        self.collate, self.train_rows, self.val_rows = collate, train_rows, val_rows
-        self.batch_size, self.seed = batch_size, seed
-
-    def loader(self, rows: list) -> DataLoader:
-        return DataLoader(rows, batch_size=self.batch_size, collate_fn=self.collate)
-
-    def train_dataloader(self):
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.train_rows, batch_size=self.batch_size, shuffle=True, generator=generator,
-                          collate_fn=self.collate)
-
-    def val_dataloader(self):
-        return self.loader(self.val_rows)
-
-
-class CandidateDataModule(RowsDataModule):
-    """Training rows (w2s_train's candidates and targets) and validation rows (val's gold answers)."""
-
-    def __init__(self, tok, train_rows: list[CandidateRow], val_rows: list[CandidateRow], batch_size: int = 8,
-                 max_prompt_tokens: int = 256, max_answer_tokens: int = 24, seed: int = 0,
-                 every_candidate: bool = False):
-        super().__init__(CandidateCollator(tok, max_prompt_tokens, max_answer_tokens, every_candidate),
-                         [r for r in train_rows if r.weight > 0 and sum(r.probs) > 0], val_rows, batch_size, seed)
-
-
-class TeacherForcingModule(pl.LightningModule):
-    """A causal LM trained with ``weighted_teacher_forcing_loss``; ``val/nll`` is the gold answers'
-    per-example NLL on val (the number epochs and learning rates are chosen by).
+class SequenceLikelihoodModule(pl.LightningModule):
+    """A causal LM scored by whole-sequence log-likelihoods: ``sequence_logprobs`` gives log p(candidate
+    answer | prompt) per (example, candidate), and training minimises ``weighted_teacher_forcing_loss``,
+    the candidates' NLL weighted by their aggregated posterior and the example's weight (teacher forcing
+    on weighted candidate answers: weighted SFT). ``val/nll`` is the gold answers' per-example NLL on val
+    (the number epochs and learning rates are chosen by). The DPO and verbalizer modules build on it.
 
     ``lora``: train low-rank adapters only (``with_lora``'s arguments), e.g. ``{r: 16, alpha: 32}``.
     ``freeze_embeddings``: Gemma-3-270M's 262k-token table is 168M of its 268M weights; frozen, a CPU
@@ -185,6 +156,12 @@ class TeacherForcingModule(pl.LightningModule):
         optimizer = self.optimizer_factory([{"params": decayed}, {"params": plain, "weight_decay": 0.0}])
         scheduler = self.scheduler_factory(optimizer, total_steps=max(1, self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+# The old name stays importable because a cache key names it: conf/student/gemma3_gen.yaml's
+# model._target_ (weaks2strong.models.causal_lm.TeacherForcingModule) is part of config_slice(cfg.student),
+# which keys gen_student; renaming that string would invalidate every trained generation student.
+TeacherForcingModule = SequenceLikelihoodModule
 
 
 def with_lora(lm: torch.nn.Module, r: int = 16, alpha: int = 32, dropout: float = 0.05,
@@ -297,3 +274,14 @@ def generate_answers(lm, tok, prompts: list[str], max_new_tokens: int = 16, batc
         bar.update(len(rows))
     bar.close()
     return out
+
+
+def __getattr__(name: str):
+    # A DataModule that moved to weaks2strong/student/data/ stays reachable here, lazily (models never
+    # imports student at import time): conf/student/*.yaml's data._target_ names this path, and that
+    # string is part of config_slice(cfg.student), which keys distill (cache keys).
+    if name == "CandidateDataModule":
+        from weaks2strong.student.data.candidates import CandidateDataModule
+
+        return CandidateDataModule
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,8 +21,7 @@ import torch
 
 from weaks2strong.models.causal_lm import (
     CandidateRow,
-    RowsDataModule,
-    TeacherForcingModule,
+    SequenceLikelihoodModule,
     encode_row,
     padded_completions,
 )
@@ -139,18 +138,7 @@ def reward_margins(lm, collator: PreferenceCollator, rows: list[PreferenceRow], 
     return beta * ((policy[:, 0] - reference[:, 0]) - (policy[:, 1] - reference[:, 1]))
 
 
-class PreferenceDataModule(RowsDataModule):
-    """Training pairs and validation pairs, each row already carrying its reference log-probs."""
-
-    def __init__(self, collator: PreferenceCollator, train_rows: list[PreferenceRow], val_rows: list[PreferenceRow],
-                 batch_size: int = 4, seed: int = 0):
-        for name, rows in (("train", train_rows), ("val", val_rows)):
-            if any(math.isnan(r.ref_chosen) or math.isnan(r.ref_rejected) for r in rows):
-                raise ValueError(f"{name} rows lack reference log-probs: pass them through with_reference first")
-        super().__init__(collator, [r for r in train_rows if r.weight > 0], val_rows, batch_size, seed)
-
-
-class DPOModule(TeacherForcingModule):
+class DPOModule(SequenceLikelihoodModule):
     """The policy, trained with ``preference_loss`` on batches of ``PreferenceCollator``. Logs
     rewards/chosen, rewards/rejected, rewards/margins and rewards/accuracy (train/ and val/)."""
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import torch
 
-from weaks2strong.models.causal_lm import TeacherForcingModule
+from weaks2strong.models.causal_lm import SequenceLikelihoodModule
 from weaks2strong.models.losses import weighted_soft_cross_entropy
 
 
-class VerbalizerModule(TeacherForcingModule):
+class VerbalizerModule(SequenceLikelihoodModule):
     """Batches from ``CandidateDataModule(every_candidate=True)``: every row's K verbalizers, with the
     row's soft targets as ``probs``. ``val/nll`` is the gold class's cross-entropy on val."""
 

@@ -3,7 +3,8 @@ the LightningModule and DataModule for a kind of task: ``classify`` (encoder + K
 ``multiple_choice`` (one score per option), ``verbalize`` (a causal LM scoring each class's
 verbalizer), ``teacher_forcing`` (a causal LM on candidate answers) and ``probe`` (a head over a
 frozen encoder's cached features). The modules, heads and losses they assemble live in
-``weaks2strong.models``, where the fine-tuned weak teacher can share them.
+``weaks2strong.models``, where the fine-tuned weak teacher can share them; their LightningDataModules in
+``weaks2strong.student.data``.
 """
 from weaks2strong.student.base import StudentParts
 from weaks2strong.student.classify import classify

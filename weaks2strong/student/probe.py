@@ -26,11 +26,12 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 
-from weaks2strong.models.feature_head import FeatureHead, FeaturesDataModule
+from weaks2strong.models.feature_head import FeatureHead
 from weaks2strong.models.soft_target import SoftTargetModule, predict_proba
 from weaks2strong.runtime.artifacts import stable_hash
 from weaks2strong.runtime.example_cache import ExampleCache
 from weaks2strong.student.base import StudentParts
+from weaks2strong.student.data.features import FeaturesDataModule
 from weaks2strong.tasks import Task
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from functools import partial
 import numpy as np
 import torch
 
-from weaks2strong.models import EncoderClassifier, SoftTargetModule, TargetsDataModule
+from weaks2strong.models import EncoderClassifier, SoftTargetModule
+from weaks2strong.student.data.targets import TargetsDataModule
 from weaks2strong.tasks import Task
 from weaks2strong.zoo import resolve_model
 

@@ -14,15 +14,15 @@ from tqdm.auto import tqdm
 
 from weaks2strong.models.causal_lm import (
     ANSWER_END,
-    CandidateDataModule,
     CandidateRow,
-    TeacherForcingModule,
+    SequenceLikelihoodModule,
     encode_prompts,
     generate_answers,
     load_causal_lm,
     prefix_cache,
 )
 from weaks2strong.models.lm_logprobs import score_candidates
+from weaks2strong.student.data.candidates import CandidateDataModule
 from weaks2strong.tasks.generation import GenerationTask, normalize_answer
 from weaks2strong.zoo import pick_device, resolve_model
 
@@ -80,7 +80,7 @@ class LMGenerator:
         train = [CandidateRow(task.prompt.format(question=q), [a], [1.0])
                  for q, a in zip(rows["question"], rows["answer"])]
         data = CandidateDataModule(tok, train, [], batch_size=self.train_batch_size, seed=self.seed)
-        module = TeacherForcingModule(lm, optimizer=lambda p: torch.optim.AdamW(p, lr=self.lr, weight_decay=0.01))
+        module = SequenceLikelihoodModule(lm, optimizer=lambda p: torch.optim.AdamW(p, lr=self.lr, weight_decay=0.01))
         pl.seed_everything(self.seed, workers=True, verbose=False)
         accelerator = "gpu" if str(self.device).startswith("cuda") else "cpu"
         trainer = pl.Trainer(max_epochs=self.epochs, accelerator=accelerator,

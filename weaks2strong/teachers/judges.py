@@ -150,10 +150,10 @@ class DPOJudge:
         from weaks2strong.models.preference import (
             DPOModule,
             PreferenceCollator,
-            PreferenceDataModule,
             check_pairs,
             with_reference,
         )
+        from weaks2strong.student.data.preferences import PreferenceDataModule
         from weaks2strong.zoo import resolve_model
 
         pl.seed_everything(self.seed, verbose=False)

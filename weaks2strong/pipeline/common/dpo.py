@@ -66,7 +66,7 @@ def train_dpo(policy: Policy, cfg: DictConfig, run_dir: Path, logger_prefix: str
     metrics) for ``align.epochs``. Returns the DPO module."""
     import pytorch_lightning as pl
 
-    from weaks2strong.models.preference import PreferenceDataModule
+    from weaks2strong.student.data.preferences import PreferenceDataModule
 
     a = cfg.align
     pl.seed_everything(cfg.seeds.student, workers=True, verbose=False)

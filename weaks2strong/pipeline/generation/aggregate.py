@@ -32,23 +32,40 @@ def gold_index(pool: list, answers: list[str]) -> np.ndarray:
     return np.array(out, dtype=np.int64)
 
 
-def aggregate_posterior(method: str, model, probs, logprobs, counts, gold, teacher: int | None, greedy):
-    """(posterior (N, C+1), fitted model or None): the last column is "none of the candidates"."""
-    from weaks2strong.aggregate.candidates import joint_scores, majority_vote
+def candidate_model(aggregator_cfg: DictConfig, teacher: int):
+    """The configured candidate aggregator (a ``CandidateLabelModel``), unfitted: ``aggregator.model``
+    (its ``_target_``) for bayes, the method's class in ``aggregate.generation.METHODS`` otherwise;
+    ``teacher`` (an index) is the best teacher on val, which the single-teacher baseline answers with."""
+    from weaks2strong.aggregate.generation import METHODS
 
-    n, _, width = probs.shape
+    method = aggregator_cfg.method
+    if method not in METHODS:
+        raise UserInputError(f"aggregator.method='{method}' is not one of bayes, majority, joint, single")
     if method == "bayes":
-        model.fit(probs, counts, gold=gold)
-        return model.predict_proba(probs, counts, gold=None), model
-    if method == "majority":
-        return majority_vote(probs, counts), None
-    if method == "joint":
-        return joint_scores(logprobs, None, n_candidates=counts), None
-    if method == "single":  # the best teacher's greedy answer
-        post = np.zeros((n, width + 1))
-        post[np.arange(n), np.where(greedy[:, teacher] >= 0, greedy[:, teacher], counts)] = 1.0
-        return post, None
-    raise UserInputError(f"aggregator.method='{method}' is not one of bayes, majority, joint, single")
+        return build(aggregator_cfg.model, "aggregator.model")
+    return METHODS[method](teacher=teacher) if method == "single" else METHODS[method]()
+
+
+def model_scores(model, probs, logprobs, greedy) -> np.ndarray:
+    """The (N, T, C) numbers ``model`` reads (its ``reads``): probabilities, log-scores, or one-hot
+    greedy answers (a NaN row where a teacher's greedy answer is none of the candidates)."""
+    if model.reads == "probs":
+        return probs
+    if model.reads == "logprobs":
+        return logprobs
+    one_hot = np.full(probs.shape, np.nan)
+    ex, te = np.nonzero(greedy >= 0)
+    one_hot[ex, te] = 0.0
+    one_hot[ex, te, greedy[ex, te]] = 1.0
+    return one_hot
+
+
+def fit_candidates(model, probs, counts, gold):
+    """The one place the candidate aggregator is fitted (on the dev rows that have candidates; gold
+    only reaches a model that ``supports_gold``). A rule that learns nothing comes back as it is."""
+    if not model.needs_fit:
+        return model
+    return model.fit(model_scores(model, probs, None, None), counts, gold=gold if model.supports_gold else None)
 
 
 def greedy_index(task: GenerationTask, proposals: dict[str, Artifact], pool: list, split: str) -> np.ndarray:
@@ -104,16 +121,15 @@ def aggregate_candidates(task: GenerationTask, proposals, scores, pools, cfg: Di
         n_train = len(pools["w2s_train"])
         greedy = np.concatenate([greedy_index(task, proposals, pools[s], s) for s in DEV_SPLITS])
         has = counts > 0
-        model = build(cfg.aggregator.model, "aggregator.model") if method == "bayes" else None
+        model = fit_candidates(candidate_model(cfg.aggregator, names.index(best)), probs[has], counts[has], gold[has])
         posterior = np.zeros((len(counts), probs.shape[-1] + 1))
         posterior[~has, -1] = 1.0
-        post, fitted = aggregate_posterior(method, model, probs[has], logprobs[has], counts[has], gold[has],
-                                           names.index(best), greedy[has])
-        posterior[has] = post
+        posterior[has] = model.predict_proba(model_scores(model, probs[has], logprobs[has], greedy[has]), counts[has])
+        fitted = model if model.needs_fit else None
         difficulty = np.full(len(counts), np.nan)
         if fitted is not None and getattr(fitted, "difficulty_", None) is not None:
             difficulty[has] = fitted.difficulty_
-        remember("gen_aggregate", key, fitted)
+        remember("gen_aggregate", key, model)
         rows, examples = [], []
         for offset, split in ((0, "w2s_train"), (n_train, "val")):
             ids = task.split(split)["example_id"].tolist()
@@ -166,25 +182,24 @@ def dev_arrays(task: GenerationTask, scores: dict[str, Artifact], pools: dict[st
 
 def aggregate_test(task: GenerationTask, dev: GenerationTask, cfg: DictConfig, scores, pools, targets: Artifact,
                    test_proposals, test_scores, test_pool) -> np.ndarray:
-    """The aggregation's posterior on test: the fitted globals applied to the teachers' test scores."""
-    method, summary = cfg.aggregator.method, targets.record("summary")
+    """The aggregation's posterior on test: the aggregator fitted in aggregate (or, where aggregate was
+    reused, fitted again the same way: deterministic) applied to the teachers' test scores."""
+    summary = targets.record("summary")
     probs, logprobs, counts = score_arrays(task, test_scores, test_pool, "test")
     greedy = greedy_index(task, test_proposals, test_pool, "test")
     has = counts > 0
     posterior = np.zeros((len(counts), probs.shape[-1] + 1))
     posterior[~has, -1] = 1.0
-    if method == "bayes":
-        def fit():  # aggregate was reused: fit the same model again (deterministic)
-            dev_probs, _, dev_counts, gold = dev_arrays(dev, scores, pools,
-                                                        aggregator_anchor(cfg.aggregator, ANCHOR) == "val")
-            keep = dev_counts > 0
-            return build(cfg.aggregator.model, "aggregator.model").fit(dev_probs[keep], dev_counts[keep],
-                                                                       gold=gold[keep])
 
-        model = recall_or_fit("gen_aggregate", targets.key, fit, keep=False)
-        posterior[has] = model.predict_proba(probs[has], counts[has])
-    else:
-        names = list(scores)
-        posterior[has] = aggregate_posterior(method, None, probs[has], logprobs[has], counts[has], None,
-                                             names.index(summary["best_teacher"]), greedy[has])[0]
+    def fit():
+        model = candidate_model(cfg.aggregator, list(scores).index(summary["best_teacher"]))
+        if not model.needs_fit:
+            return model
+        anchored = aggregator_anchor(cfg.aggregator, ANCHOR) == "val"
+        dev_probs, _, dev_counts, gold = dev_arrays(dev, scores, pools, anchored)
+        keep = dev_counts > 0
+        return fit_candidates(model, dev_probs[keep], dev_counts[keep], gold[keep])
+
+    model = recall_or_fit("gen_aggregate", targets.key, fit, keep=False)
+    posterior[has] = model.predict_proba(model_scores(model, probs[has], logprobs[has], greedy[has]), counts[has])
     return posterior
