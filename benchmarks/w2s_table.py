@@ -71,6 +71,8 @@ LEDGER_DROPS = ("smollm2", "minilm2_finetuned")
 AGGREGATORS = {
     "bayes_label_model": ["aggregator=bayes_label_model"],
     "bayes_label_model_unanchored": ["aggregator=bayes_label_model", "aggregator.anchor=none"],
+    # rows no teacher answered weigh nothing (WRENCH's end models train on covered rows only)
+    "bayes_label_model_covered": ["aggregator=bayes_label_model", "+aggregator.uncovered_weight=0"],
     "bayes": ["aggregator=bayes", "aggregator.model.progress=false"],
     "bayes_unanchored": ["aggregator=bayes_unanchored", "aggregator.model.progress=false"],
     "majority": ["aggregator=majority"],

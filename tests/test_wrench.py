@@ -170,3 +170,26 @@ def test_a_wrench_set_is_a_task_whose_rules_are_teachers(mirror):
     sst2 = load_task("sst2", sizes={"weak_train": 20, "val": 20, "w2s_train": 20, "test": 20}, mirror=str(mirror))
     with pytest.raises(TeacherError, match="no 'weak_labels' column"):
         WrenchRule(0).fit(sst2)
+
+
+def test_rows_no_teacher_answered_can_weigh_nothing(mirror):
+    """aggregator.uncovered_weight=0: the student trains on covered rows only (WRENCH's end models)."""
+    from weaks2strong.aggregate.classification import MajorityVote
+    from weaks2strong.pipeline.classification.aggregate import targets_frame
+    from weaks2strong.runtime.schema import problem
+    from weaks2strong.tasks import load_task
+
+    task = load_task("sms", sizes={"weak_train": 20, "val": 40, "w2s_train": 300, "test": 500}, mirror=str(mirror))
+    votes = np.array([json.loads(v) for v in task.split("w2s_train")["weak_labels"]])  # (N, T)
+    votes = votes[:, (votes >= 0).any(0)]  # rules silent on every row of this draw sit out, as in the ledger
+    probs = np.full(votes.shape + (2,), np.nan)
+    i, j = np.nonzero(votes >= 0)
+    probs[i, j] = np.eye(2)[votes[i, j]]
+    model = MajorityVote().fit(probs)
+    kept, _ = targets_frame(task, "w2s_train", model, probs, "confidence")
+    dropped, _ = targets_frame(task, "w2s_train", model, probs, "confidence", uncovered_weight=0.0)
+    uncovered = (votes < 0).all(1)
+    assert 0 < uncovered.sum() < len(votes)  # sms: most rows get no vote
+    assert (dropped["weight"][uncovered] == 0).all()
+    np.testing.assert_array_equal(dropped["weight"][~uncovered], kept["weight"][~uncovered])
+    assert problem({"aggregator": {"uncovered_weight": 2}}) is not None

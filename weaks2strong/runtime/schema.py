@@ -190,6 +190,7 @@ class TrainerSchema:
 class AggregatorSchema:
     weighting: str = rule(choices=WEIGHTINGS)
     anchor: str = rule(choices=("none", "val"))
+    uncovered_weight: float = rule(ge=0, le=1)  # weight of a row no teacher answered (classification)
     method: str = rule(choices=("bayes", "majority", "joint", "single"))  # generation tasks
 
 

@@ -39,7 +39,8 @@ def _fit_aggregator(task: Task, labels: dict[str, Artifact], aggregator_cfg: Dic
     model = fitted_aggregator(task, labels, aggregator_cfg, key)
     frames, teachers_report = [], {}
     for split in DEV_SPLITS:
-        frame, report = targets_frame(task, split, model, teacher_probs(task, labels, split), weighting)
+        frame, report = targets_frame(task, split, model, teacher_probs(task, labels, split), weighting,
+                                      aggregator_cfg.get("uncovered_weight", 1.0))
         frames.append(frame)
         teachers_report = report or teachers_report
     with store.create("aggregate", key, {n: a.key for n, a in labels.items()}, config_slice(aggregator_cfg)) as tmp:
@@ -98,13 +99,21 @@ def best_teacher_by_val_accuracy(task: Task, labels: dict[str, Artifact]) -> str
     return max(accuracy, key=accuracy.get)
 
 
-def targets_frame(task: Task, split: str, model, probs: np.ndarray, weighting: str) -> tuple[pd.DataFrame, dict]:
-    """The aggregate's rows for a split: posterior, confidence, difficulty, weight."""
+def targets_frame(task: Task, split: str, model, probs: np.ndarray, weighting: str,
+                  uncovered_weight: float = 1.0) -> tuple[pd.DataFrame, dict]:
+    """The aggregate's rows for a split: posterior, confidence, difficulty, weight.
+
+    ``uncovered_weight`` (aggregator.uncovered_weight) multiplies the weight of a row no teacher
+    answered: its target is the aggregator's prior, not evidence. 0 trains on covered rows only, as
+    WRENCH's end models do (sms in benchmarks/w2s_table.py: 60% of rows uncovered, and the prior-target
+    student fell below majority vote's, whose uncovered targets are uniform)."""
     result = model.predict(probs)
     frame = split_frame(task, split, result.posterior)
     frame["confidence"] = result.confidence
     frame["difficulty"] = result.difficulty if result.difficulty is not None else np.nan
-    frame["weight"] = example_weights(result.confidence, weighting, result.posterior)
+    weight = example_weights(result.confidence, weighting, result.posterior)  # (N,)
+    uncovered = np.isnan(probs).all(axis=(1, 2))  # (N,) every teacher abstained
+    frame["weight"] = np.where(uncovered, weight * float(uncovered_weight), weight)
     return frame, result.teachers
 
 
