@@ -126,10 +126,10 @@ def teachers_config(task_name: str, cfg, task):
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
-    """Accuracy of the argmax; an abstention (NaN row) or a tie of m classes counts 1/m."""
-    probs = np.nan_to_num(probs, nan=1.0)
-    top = np.isclose(probs, probs.max(-1, keepdims=True), rtol=0, atol=1e-12)
-    return float((top[np.arange(len(labels)), labels] / top.sum(-1)).mean())
+    """The framework's accuracy: an abstention (NaN row) or a tie of m classes counts 1/m."""
+    from weaks2strong.evaluate import classification_metrics
+
+    return classification_metrics(probs, labels)["accuracy"]
 
 
 def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str], base=None,
@@ -190,8 +190,8 @@ def run_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Led
     teach_seconds = time.perf_counter() - started
     y = {s: task.labels(s) for s in ("w2s_train", "val", "test")}
     best = best_teacher_by_val_accuracy(dev, labels)
+    best_val = accuracy(teacher_probs(dev, {best: labels[best]}, "val")[:, 0], y["val"])
     best_test = teacher_test_labels(task, dev, best, teachers_cfg[best], labels[best].key, store)
-    teacher_val = {n: accuracy(teacher_probs(dev, {n: a}, "val")[:, 0], y["val"]) for n, a in labels.items()}
 
     encoder = FeatureEncoder(resolve_model(ENCODER), store.root, max_length=FEATURE_MAX_LENGTH, progress=True)
     x = {s: encoder(task.split(s), desc=f"{task_name} {s} features") for s in ("w2s_train", "val", "test")}
@@ -206,7 +206,7 @@ def run_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Led
     gold = np.eye(task.num_classes)[y["w2s_train"]]
     ceiling_test, ceiling_val, ceiling_setting = student(gold, np.ones(len(gold)))
     common = {"task": task_name, "seed": seed, "teachers": sorted(labels), "best_teacher": best,
-              "best_teacher_val_acc": teacher_val[best], "best_teacher_test_acc": accuracy(best_test, y["test"]),
+              "best_teacher_val_acc": best_val, "best_teacher_test_acc": accuracy(best_test, y["test"]),
               "ceiling_test_acc": ceiling_test, "ceiling_val_acc": ceiling_val, "ceiling_setting": ceiling_setting,
               "n": {s: len(v) for s, v in y.items()}, "teach_seconds": round(teach_seconds, 1), "protocol": PROTOCOL}
     written = 0

@@ -3,7 +3,9 @@
 A teacher that does not learn from the split (a lexicon, keyword rules, a zero-shot prompted LM)
 gives an example the same answer under every split seed, and a frozen encoder gives it the same
 features; so these are cached by (producer key, example content hash), not by the split's hash.
-A new split seed then computes only the examples no earlier seed saw.
+A new split seed then computes only the examples no earlier seed saw. A shard never changes once
+written, so a process reads each one once (the instances of a folder share what was read) and, on
+every lookup, only the shards written since, by it or by another process.
 
 Layout: ``<store root>/examples/<namespace>/<shard>.parquet``, each shard an atomically written table
 (``example``: the content hash; ``value``: a fixed-width float list). Shards are only ever added, so
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 # the columns of a task row that are not its content: the id names the row in one source file, the
 # label is gold (an example's teacher answers and features do not depend on either)
 NOT_CONTENT = ("example_id", "label")
+_READ: dict[str, tuple[dict[str, np.ndarray], set[str]]] = {}
 
 
 def example_hashes(df: pd.DataFrame) -> list[str]:
@@ -43,15 +46,17 @@ class ExampleCache:
     def __init__(self, root: str | Path, namespace: str, width: int):
         self.folder = Path(root) / "examples" / namespace
         self.width = int(width)
-        self._known: dict[str, np.ndarray] | None = None
+        # shared by every instance of this folder in the process: (values by example, shard files read)
+        self._known, self._read = _READ.setdefault(str(self.folder.resolve()), ({}, set()))
 
     def _load(self) -> dict[str, np.ndarray]:
-        if self._known is None:
-            self._known = {}
-            for shard in sorted(self.folder.glob("*.parquet")):
-                table = pd.read_parquet(shard)
-                for key, value in zip(table["example"], table["value"]):
-                    self._known[key] = np.asarray(value, dtype=np.float64)
+        for shard in sorted(self.folder.glob("*.parquet")):
+            if shard.name in self._read:
+                continue
+            table = pd.read_parquet(shard)
+            for key, value in zip(table["example"], table["value"]):
+                self._known[key] = np.asarray(value, dtype=np.float64)
+            self._read.add(shard.name)
         return self._known
 
     def get(self, hashes: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -73,8 +78,8 @@ class ExampleCache:
         table = pd.DataFrame({"example": hashes, "value": list(values)})
         name = stable_hash(hashes)
         _atomic(self.folder / f"{name}.parquet", lambda tmp: table.to_parquet(tmp, index=False))
-        known = self._load()
-        known.update(zip(hashes, values))
+        self._known.update(zip(hashes, values))
+        self._read.add(f"{name}.parquet")
 
     def fill(self, df: pd.DataFrame, compute: Callable[[pd.DataFrame], np.ndarray]) -> tuple[np.ndarray, int]:
         """Values for every row of ``df``: cached ones read, the others computed by ``compute`` on just
