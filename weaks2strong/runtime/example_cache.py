@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,8 +23,6 @@ import numpy as np
 import pandas as pd
 
 from weaks2strong.runtime.artifacts import _atomic, stable_hash
-
-log = logging.getLogger(__name__)
 
 # the columns of a task row that are not its content: the id names the row in one source file, the
 # label is gold (an example's teacher answers and features do not depend on either)
