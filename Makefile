@@ -17,6 +17,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	if ! command -v nvidia-smi >/dev/null 2>&1 && ! $(PY) -c "import torch" 2>/dev/null; then \
 		$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(PIP_TORCH_ARGS); fi
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	# Snorkel's label model, an aggregator baseline (aggregator=snorkel): without its deps, which pin
+	# tensorboard and nothing its LabelModel imports
+	$(PY) -m pip install --quiet --no-deps snorkel==0.10.0 munkres==3.0.0
 	touch $@
 
 demo: install

@@ -78,6 +78,7 @@ AGGREGATORS = {
     "majority": ["aggregator=majority"],
     "mean": ["aggregator=mean"],
     "crowdkit_ds": ["aggregator=crowdkit_ds"],
+    "snorkel": ["aggregator=snorkel"],
     "best_teacher": ["aggregator=single"],
 }
 REFERENCE = "bayes_label_model"

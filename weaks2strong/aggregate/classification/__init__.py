@@ -9,7 +9,8 @@ from .dawid_skene import CrowdKitDawidSkene
 from .majority import MajorityVote
 from .mean import MeanProbabilities
 from .single_teacher import SingleTeacher
+from .snorkel import SnorkelLabelModel
 from .weighted_majority import WeightedMajorityVote
 
 __all__ = ["BayesianLabelModel", "CrowdKitDawidSkene", "MajorityVote", "MeanProbabilities", "SingleTeacher",
-           "WeightedMajorityVote"]
+           "SnorkelLabelModel", "WeightedMajorityVote"]

@@ -1,0 +1,49 @@
+"""Snorkel's label model (Ratner et al. 2019, matrix completion over the rules' agreements), for
+comparison with ours, behind the same ``fit`` / ``predict`` as every aggregator."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..base import Aggregate
+from ._common import Rule, finish
+
+INSTALL = "pip install --no-deps snorkel munkres (or --target data/bench_pkgs, as benchmarks/ do)"
+
+
+class SnorkelLabelModel(Rule):
+    """Snorkel 0.10's ``LabelModel`` on the teachers' hard votes (its label matrix: -1 = abstain).
+
+    Inductive: ``fit`` learns the rules' accuracies from the votes, ``predict`` scores any rows. A
+    row no teacher answered gets Snorkel's own answer (its learned class balance), as in WRENCH.
+    Not a dependency of the project: ``snorkel`` must be importable (``INSTALL``)."""
+
+    def __init__(self, n_epochs: int = 500, seed: int = 0):
+        self.n_epochs = n_epochs
+        self.seed = seed
+        self.model_ = None
+
+    def _fit(self, votes, gold) -> None:
+        try:
+            from snorkel.labeling.model import LabelModel
+        except ImportError as err:
+            raise ImportError(f"aggregator SnorkelLabelModel needs snorkel ({err}); {INSTALL}") from err
+        self.model_ = LabelModel(cardinality=votes.n_classes, verbose=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Snorkel's own deprecation chatter
+            self.model_.fit(self._matrix(votes), n_epochs=self.n_epochs, seed=self.seed, progress_bar=False)
+
+    def predict(self, votes) -> Aggregate:
+        if self.model_ is None:
+            raise RuntimeError("SnorkelLabelModel.predict before fit: it learns the rules' accuracies in fit")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return finish(self.model_.predict_proba(self._matrix(self._votes(votes))))  # (N, K)
+
+    @staticmethod
+    def _matrix(votes) -> np.ndarray:
+        """(N, T) int label matrix, -1 where a teacher did not answer (Snorkel's ``L``)."""
+        matrix = np.full((votes.n_rows, votes.n_sources), -1, dtype=int)
+        matrix[votes.row, votes.source] = votes.label
+        return matrix
