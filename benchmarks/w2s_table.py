@@ -82,6 +82,11 @@ AGGREGATORS = {
     "best_teacher": ["aggregator=single"],
 }
 REFERENCE = "bayes_label_model"
+# the fine-tuned student (the framework's own distill stage: MiniLM-L6 fine-tuned with the task's default
+# student config) runs on fewer cells: it costs minutes, not seconds; its rows are the reference and the
+# baselines a user would try first
+FINETUNED = "minilm"
+FINETUNED_AGGREGATORS = (REFERENCE, "majority", "mean", "best_teacher")
 # the forms in which the reference's targets reach the student: (soft or argmax, confidence weights or 1)
 FORMS = {"soft_weighted": (True, True), "soft": (True, False), "hard_weighted": (False, True), "hard": (False, False)}
 
@@ -134,7 +139,7 @@ def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
 
 
 def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str], base=None,
-               teachers=None) -> list[tuple]:
+               teachers=None, student: tuple | None = None) -> list[tuple]:
     """(aggregator, its config, form, key) of every cell of (task, seed) not yet in the ledger. A key
     hashes the task's spec, the teachers' configs, the aggregator's config, the form, the student's
     spec and the code of the aggregator's module and of the student: a change to one aggregator
@@ -151,16 +156,24 @@ def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str]
 
         teachers = teachers_config(task_name, base, build(base.task, "task", _convert_="all"))
     teachers_key = stable_hash(OmegaConf.to_container(teachers, resolve=True))
-    student_version = code_version(probe_module, FeatureEncoder)
     task_spec = {"task": task_name, **TASKS[task_name], "sizes": dict(base.task.sizes), "seed": seed}
+    if student is None:  # the frozen-feature student (its keys predate the fine-tuned one's)
+        student_key = (ENCODER, GRID, MAX_EPOCHS)
+        student_version = code_version(probe_module, FeatureEncoder)
+    else:  # (name, its config slices, its code version)
+        student_key, student_version = (student[0], stable_hash(student[1])), student[2]
     planned = []
     for agg in aggregators:
+        if agg == "gold":  # the fine-tuned student's ceiling
+            planned += [(agg, None, "soft_weighted", key) for key in
+                        [stable_hash(task_spec, teachers_key, agg, *student_key, student_version)] if key not in done]
+            continue
         agg_cfg = compose(task_name, seed, AGGREGATORS[agg]).aggregator
         agg_version = code_version(build_class(agg_cfg.model._target_))
-        forms = FORMS if agg == REFERENCE else {"soft_weighted": None}
+        forms = FORMS if agg == REFERENCE and student is None else {"soft_weighted": None}
         for form in forms:
-            key = stable_hash(task_spec, teachers_key, agg, stable_hash(dict(agg_cfg)), form, ENCODER, GRID,
-                              MAX_EPOCHS, agg_version, student_version)
+            key = stable_hash(task_spec, teachers_key, agg, stable_hash(dict(agg_cfg)), form, *student_key,
+                              agg_version, student_version)
             if key not in done:
                 planned.append((agg, agg_cfg, form, key))
     return planned
@@ -237,6 +250,80 @@ def run_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Led
     return written
 
 
+def run_finetuned_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Ledger,
+                            done: set[str]) -> int:
+    """The fine-tuned student's cells of (task, seed): its ceiling first (a cell with aggregator
+    ``gold``), then, where that ceiling's val accuracy is above the best teacher's (the student can
+    show something), one cell per aggregator. Every stage goes through the framework's own cached
+    stages, so a rerun reuses teachers, aggregates and trained students."""
+    from weaks2strong.pipeline.classification.aggregate import aggregate_labels, best_teacher_by_val_accuracy
+    from weaks2strong.pipeline.classification.distill import distill_classifier, fitted_student, test_predictions
+    from weaks2strong.pipeline.classification.teach import teach, teacher_probs, teacher_test_labels
+    from weaks2strong.pipeline.common.config import build, config_slice
+    from weaks2strong.pipeline.common.tables import prob_columns, split_rows
+    from weaks2strong.runtime.artifacts import Store
+
+    base = compose(task_name, seed, [])
+    task = build(base.task, "task", _convert_="all")
+    teachers_cfg = teachers_config(task_name, base, task)
+    student_spec = {"student": config_slice(base.student), "trainer": config_slice(base.trainer)}
+    student_version = code_version(build_class(base.student.model._target_), distill_classifier)
+    planned = [(agg, key) for agg, _, form, key in plan_cells(task_name, seed, ["gold", *aggregators], done, base,
+                                                                teachers_cfg, student=(FINETUNED, student_spec,
+                                                                                       student_version))]
+    if not planned:
+        return 0
+    dev = task.without_test()
+    store = Store(base.paths.cache_dir)
+    run_dir = ROOT / "data" / "ledger_runs" / f"{task_name}-{seed}"
+    labels = teach(dev, teachers_cfg, store)
+    y = {s: task.labels(s) for s in ("w2s_train", "val", "test")}
+    best = best_teacher_by_val_accuracy(dev, labels)
+    best_val = accuracy(teacher_probs(dev, {best: labels[best]}, "val")[:, 0], y["val"])
+    best_test = accuracy(teacher_test_labels(task, dev, best, teachers_cfg[best], labels[best].key, store), y["test"])
+
+    def student(targets, cfg, stage):
+        t0 = time.perf_counter()
+        artifact = distill_classifier(dev, targets, cfg, store, run_dir, stage)
+        val = split_rows(artifact, "predictions", dev, "val")[prob_columns(task.num_classes)].to_numpy()
+        test = test_predictions(task, fitted_student(dev, targets, artifact, cfg))
+        return accuracy(test, y["test"]), accuracy(val, y["val"]), round(time.perf_counter() - t0, 1)
+
+    from weaks2strong.pipeline.classification.distill import ceiling_config
+
+    ceiling_test, ceiling_val, ceiling_seconds = student(None, ceiling_config(base), "ceiling")
+    common = {"task": task_name, "seed": seed, "teachers": sorted(labels), "best_teacher": best,
+              "best_teacher_val_acc": best_val, "best_teacher_test_acc": best_test,
+              "ceiling_test_acc": ceiling_test, "ceiling_val_acc": ceiling_val, "student": FINETUNED,
+              "n": {s: len(v) for s, v in y.items()}, "protocol": PROTOCOL}
+    clears = ceiling_val > best_val
+    written = 0
+    for agg, key in planned:
+        if agg == "gold":
+            record = {**common, "key": key, "aggregator": "gold", "form": "soft_weighted",
+                      "student_test_acc": ceiling_test, "student_val_acc": ceiling_val, "ceiling_clears_on_val": clears,
+                      "seconds": ceiling_seconds}
+        elif not clears:
+            continue  # the ceiling cannot beat the best teacher on val here: no weak-to-strong cell to measure
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                targets = aggregate_labels(dev, labels, compose(task_name, seed, AGGREGATORS[agg]).aggregator, store)
+            rows = split_rows(targets, "targets", dev, "w2s_train")[prob_columns(task.num_classes)].to_numpy()
+            test_acc, val_acc, seconds = student(targets, base, "distill")
+            record = {**common, "key": key, "aggregator": agg, "form": "soft_weighted",
+                      "student_test_acc": test_acc, "student_val_acc": val_acc,
+                      "targets_w2s_acc": accuracy(rows, y["w2s_train"]), "seconds": seconds}
+        record["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        ledger.append(record)
+        done.add(key)
+        written += 1
+        print(f"  {task_name} seed {seed} {FINETUNED} {agg:20s} student {record['student_test_acc']:.4f} "
+              f"(val {record['student_val_acc']:.4f}; best teacher {best} val {best_val:.4f}) {record['seconds']} s",
+              flush=True)
+    return written
+
+
 def build_class(target: str):
     module, _, name = target.rpartition(".")
     return getattr(__import__(module, fromlist=[name]), name)
@@ -254,8 +341,11 @@ def latest(records: list[dict]) -> list[dict]:
 
 
 def render(records: list[dict], reference: str = REFERENCE) -> tuple[str, str]:
-    """(markdown, headline) of the ledger's current cells."""
+    """(markdown, headline) of the ledger's current cells: the frozen-feature table, then the
+    fine-tuned student's."""
     records = latest(records)
+    finetuned = [r for r in records if r.get("student") == FINETUNED]
+    records = [r for r in records if r.get("student") != FINETUNED]
     tasks = [t for t in TASKS if any(r["task"] == t for r in records)]
     rows = [(a, "soft_weighted") for a in AGGREGATORS] + [(reference, f) for f in FORMS if f != "soft_weighted"]
     out = ["# The weak-to-strong table (frozen-feature student)", "",
@@ -311,9 +401,58 @@ def render(records: list[dict], reference: str = REFERENCE) -> tuple[str, str]:
         out.append("")
         summary[t] = {"rows": task_rows, "clears": clears, "ref": ref}
     out += findings(summary, reference)
-    headline = headline_line(summary, reference)
+    out += render_finetuned(finetuned, reference)
+    headline = headline_line(summary, reference) + finetuned_headline(finetuned, reference)
     out += ["", f"Headline: `{headline}`", ""]
     return "\n".join(out), headline
+
+
+def render_finetuned(records: list[dict], reference: str) -> list[str]:
+    """The fine-tuned student's section: per task its ceiling, and where that ceiling clears the best
+    teacher on val, each aggregator's student with its paired interval to the reference's."""
+    if not records:
+        return []
+    out = ["", f"## The fine-tuned student ({FINETUNED}, the task's default student config)", "",
+           "The framework's own distill stage (MiniLM-L6 fine-tuned on the aggregate's soft targets and "
+           "weights; the ceiling on gold with the plain loss). Aggregator cells run only on seeds where the "
+           "ceiling's val accuracy is above the best teacher's. Δ: paired mean difference to the reference "
+           "with its 95% t-interval over the seeds both ran.", "",
+           "| task | seeds | ceiling test | best teacher test | student targets | student test acc | Δ vs reference "
+           "[95% CI] | PGR vs best teacher |", "|---|---|---|---|---|---|---|---|"]
+    for t in TASKS:
+        mine = [r for r in records if r["task"] == t]
+        gold = {r["seed"]: r for r in mine if r["aggregator"] == "gold"}
+        if not gold:
+            continue
+        cleared = sorted(s for s, r in gold.items() if r["ceiling_clears_on_val"])
+        ceiling = np.mean([gold[s]["ceiling_test_acc"] for s in gold])
+        weak = np.mean([gold[s]["best_teacher_test_acc"] for s in gold])
+        out.append(f"| {t} | {len(gold)} ({len(cleared)} clear on val) | {ceiling:.4f} | {weak:.4f} | — | — | — | — |")
+        ref = {r["seed"]: r for r in mine if r["aggregator"] == reference}
+        for agg in FINETUNED_AGGREGATORS:
+            cells = {r["seed"]: r for r in mine if r["aggregator"] == agg}
+            if not cells:
+                continue
+            acc = np.mean([c["student_test_acc"] for c in cells.values()])
+            both = sorted(set(cells) & set(ref))
+            delta = "—"
+            if agg != reference and both:
+                m, lo, hi, _ = paired_interval([ref[s]["student_test_acc"] for s in both],
+                                               [cells[s]["student_test_acc"] for s in both])
+                delta = f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]" + (" ✓" if lo > 0 else " ✗" if hi < 0 else "")
+            p = pgr(acc, np.mean([cells[s]["best_teacher_test_acc"] for s in cells]),
+                    np.mean([cells[s]["ceiling_test_acc"] for s in cells]))
+            out.append(f"| {t} | {len(cells)} | | | {agg} | {acc:.4f} | {delta} | {p:+.3f} |")
+    return out
+
+
+def finetuned_headline(records: list[dict], reference: str) -> str:
+    if not records:
+        return ""
+    gold = [r for r in records if r["aggregator"] == "gold"]
+    ref = [r for r in records if r["aggregator"] == reference]
+    return (f" {FINETUNED}_ceilings={len(gold)} {FINETUNED}_tasks_clear_on_val="
+            f"{len({r['task'] for r in gold if r['ceiling_clears_on_val']})} {FINETUNED}_reference_cells={len(ref)}")
 
 
 def findings(summary: dict, reference: str) -> list[str]:
@@ -356,7 +495,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
-    parser.add_argument("--aggregators", nargs="+", default=list(AGGREGATORS), choices=list(AGGREGATORS))
+    parser.add_argument("--aggregators", nargs="+", choices=list(AGGREGATORS),
+                        help=f"default: all for the probe, {' '.join(FINETUNED_AGGREGATORS)} for {FINETUNED}")
+    parser.add_argument("--student", choices=("probe", FINETUNED), default="probe",
+                        help=f"probe: a head on frozen {ENCODER} features (seconds); {FINETUNED}: the framework's "
+                             "fine-tuned student (minutes)")
     parser.add_argument("--ledger", type=Path, default=LEDGER)
     parser.add_argument("--table", type=Path, default=TABLE)
     parser.add_argument("--table-only", action="store_true", help="print and write the table; run nothing")
@@ -370,9 +513,11 @@ def main(argv=None) -> int:
     ledger = Ledger(args.ledger)
     if not args.table_only:
         done = ledger.keys()
+        run = run_task_seed if args.student == "probe" else run_finetuned_task_seed
+        aggregators = args.aggregators or list(AGGREGATORS if args.student == "probe" else FINETUNED_AGGREGATORS)
         for seed in args.seeds:  # seed-major: every task gets its first seeds before any gets its tenth
             for task_name in args.tasks:
-                wrote = run_task_seed(task_name, seed, args.aggregators, ledger, done)
+                wrote = run(task_name, seed, aggregators, ledger, done)
                 print(f"{task_name} seed {seed}: {wrote} new cell(s)", flush=True)
     text, headline = render(ledger.records())
     from weaks2strong.runtime.artifacts import write_text

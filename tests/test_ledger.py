@@ -86,3 +86,34 @@ def test_the_table_reads_the_ledger(tmp_path):
     assert "best_student=bayes_label_model" in headline and "min_seeds=3" in headline
     assert "clears it by more than 2 SE" in text  # the ceiling's gap (0.3) has no spread at all here
     json.dumps(records)  # what the ledger stores is plain JSON
+
+
+def test_the_fine_tuned_student_has_its_own_cells_with_a_ceiling_first():
+    """The fine-tuned student's cells never collide with the probe's, start with its ceiling (``gold``),
+    and change key with its config."""
+    table = _table_script()
+    probe = {key for *_, key in table.plan_cells("youtube", 0, ["majority"], set())}
+    spec = ("minilm", {"student": {"lr": 5e-5}}, "v1")
+    cells = table.plan_cells("youtube", 0, ["gold", "majority", "bayes_label_model"], set(), student=spec)
+    assert [(a, f) for a, _, f, _ in cells] == [("gold", "soft_weighted"), ("majority", "soft_weighted"),
+                                                ("bayes_label_model", "soft_weighted")]  # one form only
+    assert not probe & {key for *_, key in cells}
+    other = table.plan_cells("youtube", 0, ["gold"], set(), student=("minilm", {"student": {"lr": 1e-4}}, "v1"))
+    assert other[0][3] != cells[0][3]
+
+
+def test_the_fine_tuned_section_pairs_each_aggregator_with_the_reference():
+    table = _table_script()
+    records = []
+    for seed, (ref, maj) in enumerate([(0.80, 0.78), (0.82, 0.80), (0.79, 0.80)]):
+        common = {"task": "sst2", "seed": seed, "student": "minilm", "best_teacher_test_acc": 0.6,
+                  "ceiling_test_acc": 0.9, "form": "soft_weighted"}
+        records += [{**common, "key": f"g{seed}", "aggregator": "gold", "student_test_acc": 0.9,
+                     "ceiling_clears_on_val": seed != 2},
+                    {**common, "key": f"r{seed}", "aggregator": "bayes_label_model", "student_test_acc": ref},
+                    {**common, "key": f"m{seed}", "aggregator": "majority", "student_test_acc": maj}]
+    text, headline = table.render(records)
+    mean, low, high, _ = paired_interval([0.80, 0.82, 0.79], [0.78, 0.80, 0.80])
+    assert f"| sst2 | 3 | | | majority | 0.7933 | {mean:+.4f} [{low:+.4f}, {high:+.4f}] |" in text
+    assert "| sst2 | 3 (2 clear on val) | 0.9000 | 0.6000 |" in text
+    assert "minilm_ceilings=3 minilm_tasks_clear_on_val=1 minilm_reference_cells=3" in headline
