@@ -94,6 +94,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--gold", type=int, default=50, help="known answers used as anchors in the gold section")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the markdown it writes (default: docs/results/aggregate_crowd.md)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -115,6 +117,9 @@ def main(argv=None) -> int:
             rows.append((method, name, accuracy(labels, truth), seconds))
 
     table = pd.DataFrame(rows, columns=["method", "dataset", "accuracy", "fit_s"])
+    from _results import Recording  # benchmarks/_results.py: what follows is printed and written to --out
+
+    record = Recording()
     print(f"{'method':<11}{'dataset':<9}{'accuracy':>9}{'fit_s':>8}")
     for r in table.itertuples():
         print(f"{r.method:<11}{r.dataset:<9}{r.accuracy:>9.4f}{r.fit_s:>8.2f}")
@@ -152,6 +157,7 @@ def main(argv=None) -> int:
         key["loo_grid"] = str(len(GRID))
         key["knobs_tuned_on"] = "+".join(args.datasets)
     print(" ".join(f"{k}={v}" for k, v in key.items()))
+    record.write("aggregate_crowd", "Crowd sets: BayesianDawidSkene against crowd-kit", args.out, argv=argv)
     return 0
 
 

@@ -6,7 +6,8 @@ estimates against the truth (anchored on val and not), and the posterior's relia
     .venv/bin/python benchmarks/aggregate_gen.py [seed=0] [any other w2s override]
 
 The run must have reached the aggregate stage (``w2s experiment=sciq_gen seed=...``); the script
-fails with the pipeline's one-line error otherwise. Ends with one key=value line.
+fails with the pipeline's one-line error otherwise. Ends with one key=value line, and writes what it
+printed to docs/results/aggregate_gen.md.
 """
 from __future__ import annotations
 
@@ -44,6 +45,9 @@ def main(overrides: list[str]) -> None:
     def em(posterior, rows):
         return float(np.mean(posterior[rows, :width].argmax(-1) == gold[rows]))
 
+    from _results import Recording  # benchmarks/_results.py: what follows is printed and written
+
+    record = Recording()
     print(f"gold among the candidates: w2s_train {np.mean(gold[train] < counts[train]):.3f}, "
           f"val {np.mean(gold[val] < counts[val]):.3f}; mean candidates {counts.mean():.2f}\n")
     rows = {f"single {t}": np.eye(width + 1)[np.where(answers[:, i] >= 0, answers[:, i], width)]
@@ -74,6 +78,7 @@ def main(overrides: list[str]) -> None:
           f"best_single_w2s={max(em(rows[f'single {t}'], train) for t in names):.4f} "
           f"gold_in_pool={np.mean(gold[train] < counts[train]):.3f} teacher_mae_anchored={mae['bayes anchored']:.3f} "
           f"teacher_mae_unanchored={mae['bayes unanchored']:.3f}")
+    record.write("aggregate_gen", "Candidate aggregations of a sciq_gen run (cached teacher artifacts)", argv=overrides)
 
 
 if __name__ == "__main__":

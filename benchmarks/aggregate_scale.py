@@ -71,6 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-difficulty", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the markdown it writes (default: docs/results/aggregate_scale.md)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,6 +97,9 @@ def main(argv=None) -> int:
     lo = np.array([model.teachers_[n]["accuracy_low"] for n in names])
     hi = np.array([model.teachers_[n]["accuracy_high"] for n in names])
     err = np.abs(est - true_acc)
+    from _results import Recording  # benchmarks/_results.py: what follows is printed and written to --out
+
+    record = Recording()
     print(f"{'teacher':<16}{'true acc':>9}{'sample':>9}{'estimate':>9}{'95% CI':>18}{'|err|':>8}")
     for j, n in enumerate(names):
         print(f"{n:<16}{true_acc[j]:>9.4f}{emp_acc[j]:>9.4f}{est[j]:>9.4f}   [{lo[j]:.4f}, {hi[j]:.4f}]{err[j]:>8.4f}")
@@ -109,6 +114,8 @@ def main(argv=None) -> int:
     print(f"scale_n={args.n} scale_fit_s={fit_s:.2f} scale_steps={model.n_steps_} scale_max_acc_err={err.max():.4f} "
           f"scale_mean_acc_err={err.mean():.4f} scale_label_acc={acc:.4f} scale_mv_acc={mv_acc:.4f} "
           f"scale_goal_met={int(ok)}")
+    record.write("aggregate_scale", "BayesianDawidSkene at scale: synthetic teachers with known confusions", args.out,
+                 argv=argv)
     return 0
 
 

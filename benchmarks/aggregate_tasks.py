@@ -121,7 +121,12 @@ def main(argv=None) -> int:
     p.add_argument("--runs", nargs="+", default=["sst2:0,1,2", "imdb_small:0", "amazon_small:0", "ag_news:0",
                                                  "boolq:0"])
     p.add_argument("--label", action="store_true", help="let the teachers label runs that are not cached")
+    p.add_argument("--out", type=Path, default=None,
+                   help="the markdown it writes (default: docs/results/aggregate_tasks.md)")
     args = p.parse_args(argv)
+    from _results import Recording  # benchmarks/_results.py: what follows is printed and written to --out
+
+    record = Recording()
     table = []
     for name, seed in parse_runs(args.runs):
         loaded, why = load_run(name, seed, args.label)
@@ -151,6 +156,11 @@ def main(argv=None) -> int:
         head["acc_single_best_on_val"] = f"{np.mean([r['acc'] for r in singles]):.4f}"
     head["runs"] = len({(r["task"], r["seed"]) for r in table})
     print(" ".join(f"{k}={v}" for k, v in head.items()))
+    if table:
+        record.write("aggregate_tasks", "The aggregators on the framework's own tasks (cached teacher labels)",
+                     args.out, argv=argv)
+    else:
+        record.discard("no run had its teacher labels cached")
     return 0
 
 

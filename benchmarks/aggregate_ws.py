@@ -158,7 +158,12 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--datasets", nargs="+", default=["youtube", "hausa"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the markdown it writes (default: docs/results/aggregate_ws.md)")
     args = ap.parse_args(argv)
+    from _results import Recording  # benchmarks/_results.py: what follows is printed and written to --out
+
+    record = Recording()
 
     methods = [("MV", run_mv, False, [0]), ("DS", run_ds, False, [0]), ("DS+gold", run_ds, True, [0])]
     label_model = snorkel_label_model()
@@ -212,6 +217,7 @@ def main(argv=None) -> int:
         if r["method"] == "BDS-missing":
             key[f"{r['dataset']}_bds_missing_top_share"] = f"{r['top_share']:.3f}"
     print(" ".join(f"{k}={v}" for k, v in key.items()))
+    record.write("aggregate_ws", "Labelling functions (WRENCH youtube, hausa) aggregated", args.out, argv=argv)
     return 0
 
 

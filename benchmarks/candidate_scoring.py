@@ -81,6 +81,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "sciq" / "train.txt"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the markdown it writes (default: docs/results/candidate_scoring.md)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -92,6 +94,9 @@ def main() -> None:
                 [tok(" " + c, add_special_tokens=False).input_ids for c in cands]) for prompt, cands, _ in examples]
     prompt_lens = [len(p) for p, _ in encoded]
     cand_lens = [len(c) for _, cands in encoded for c in cands]
+    from _results import Recording  # benchmarks/_results.py: what follows is printed and written to --out
+
+    record = Recording()
     print(f"model={args.model} examples={len(encoded)} candidates={args.candidates} "
           f"prompt_tokens={min(prompt_lens)}-{max(prompt_lens)} (mean {statistics.mean(prompt_lens):.0f}) "
           f"candidate_tokens={min(cand_lens)}-{max(cand_lens)} threads={args.threads}")
@@ -121,6 +126,8 @@ def main() -> None:
     print(f"length-normalised accuracy: {accuracy:.3f} (chance {1 / args.candidates:.3f})\n")
     speedup = statistics.median(times["score_candidates_plain"]) / statistics.median(times["score_candidates"])
     print(f"speedup={speedup:.2f} max_abs_diff={diff:.2e} candidates={args.candidates} examples={len(encoded)}")
+    record.write("candidate_scoring", "Candidate scoring: a shared prompt cache against one forward per candidate",
+                 args.out)
 
 
 if __name__ == "__main__":

@@ -131,6 +131,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "hh_harmless" / "test.jsonl.gz"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the markdown it writes (default: docs/results/dpo_vs_trl.md)")
     args = parser.parse_args()
     torch.manual_seed(0)
     path = resolve_model("smollm2-135m-instruct", str(REPO / "data" / "models"))
@@ -140,6 +142,9 @@ def main() -> None:
              "ours, 2B full sequences": time_ours(path, pairs, args.steps, False),
              "TRL, precompute_ref_log_probs=False": time_trl(path, pairs, args.steps, False),
              "TRL, precompute_ref_log_probs=True": time_trl(path, pairs, args.steps, True)}
+    from _results import Recording  # benchmarks/_results.py: what follows is printed and written to --out
+
+    record = Recording()
     print("\n| run | steps/s | s/step |\n|---|---|---|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:.4f} | {1 / rate:.2f} |")
@@ -147,6 +152,7 @@ def main() -> None:
     ours = max(v for k, v in rates.items() if k.startswith("ours"))
     print(f"speedup_vs_trl={ours / trl_best:.2f} max_loss_diff={diff:.2e} ours_steps_per_s={ours:.4f} "
           f"trl_steps_per_s={trl_best:.4f}")
+    record.write("dpo_vs_trl", "Our DPO step against TRL's DPOTrainer", args.out)
 
 
 if __name__ == "__main__":

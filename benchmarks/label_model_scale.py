@@ -145,6 +145,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-snorkel", action="store_true", help="skip the Snorkel reference")
     ap.add_argument("--snorkel-timeout", type=float, default=300.0)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the markdown it writes (default: docs/results/label_model_scale.md)")
     args = ap.parse_args(argv)
     if args.rows < 1 or args.rules < 1 or args.classes < 2 or not 0 < args.density <= 1 \
             or not 0 <= args.one_sided <= 1:
@@ -152,6 +154,9 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
 
+    from _results import Recording  # benchmarks/_results.py: what follows is printed and written to --out
+
+    record = Recording()
     t0 = time.perf_counter()
     votes, y, one_sided, acc = simulate(args.rows, args.rules, args.density, args.classes, args.seed,
                                         args.one_sided)
@@ -197,6 +202,7 @@ def main(argv=None) -> int:
         print(f"(ours chose: {model.chosen_})")
     print(f"rows={args.rows} rules={args.rules} votes={votes.n_votes} fit_s={fit_s:.2f} acc={ours_acc:.4f} "
           f"mv_acc={mv_acc:.4f}")
+    record.write("label_model_scale", "BayesianLabelModel on a synthetic sparse rule set", args.out, argv=argv)
     return 0
 
 

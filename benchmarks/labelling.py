@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timings per method; the median is reported (>= 3)")
     parser.add_argument("--warmup", type=int, default=16, help="examples per method in the untimed warm-up")
     parser.add_argument("--mirror", default=None)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the markdown it writes (default: docs/results/labelling.md)")
     args = parser.parse_args()
 
     task = load_task("sst2", sizes={"weak_train": 8, "w2s_train": 8, "val": 8, "test": args.n}, mirror=args.mirror,
@@ -111,6 +113,9 @@ def main() -> None:
 
     base = names[0]
     median = {name: statistics.median(s) for name, s in seconds.items()}
+    from _results import Recording  # benchmarks/_results.py: what follows is printed and written to --out
+
+    record = Recording()
     print(f"model={resolve_model(args.model)} n={args.n} batch_size={args.batch_size} "
           f"threads={torch.get_num_threads()} repeats={args.repeats} (median; order rotated; warmed up; "
           f"models loaded outside the timers)")
@@ -131,6 +136,8 @@ def main() -> None:
     print(f"speedup_vs_plain={fast_row[1]:.2f} ex_per_s={fast_row[0]:.1f} plain_ex_per_s={rows[base][0]:.1f} "
           f"no_prefix_speedup={rows['PromptedLM, no prefix cache'][1]:.2f} max_prob_diff={fast_row[2]:.1e} "
           f"repeats={args.repeats} n={args.n}")
+    record.write("labelling", "Prompted-teacher labelling throughput: PromptedLM against a plain batched loop",
+                 args.out)
 
 
 if __name__ == "__main__":

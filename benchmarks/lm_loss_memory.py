@@ -147,6 +147,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "sciq" / "train.txt"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the markdown it writes (default: docs/results/lm_loss_memory.md)")
     parser.add_argument("--variant", choices=["body", "plain", "chunked"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.variant:
@@ -162,6 +164,9 @@ def main() -> None:
             sys.exit(f"{variant} step failed:\n{proc.stderr[-3000:]}")
         results[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
     body, plain, chunked = results["body"], results["plain"], results["chunked"]
+    from _results import Recording  # benchmarks/_results.py: what follows is printed and written to --out
+
+    record = Recording()
     if not all(r["peak_reset"] for r in results.values()):
         print("warning: could not reset the peak RSS; peaks include model loading")
 
@@ -178,6 +183,7 @@ def main() -> None:
     print(f"peak_ratio={ratio:.3f} over_body_ratio={over:.3f} plain_peak_mb={plain['peak_mb']:.0f} "
           f"chunked_peak_mb={chunked['peak_mb']:.0f} body_peak_mb={body['peak_mb']:.0f} "
           f"loss_diff={abs(plain['loss'] - chunked['loss']):.2e}")
+    record.write("lm_loss_memory", "Peak memory of one completion-loss step: chunked against plain logits", args.out)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
     .venv/bin/python benchmarks/refine.py [tasks=sst2,ag_news,boolq] [seeds=0,1,2] [--report] [overrides...]
 
 ``--report`` trains nothing: it tabulates the runs already finished (runs/bench_refine/<task>_s<seed>).
+Either way what it prints is written to docs/results/refine.md.
 
 Runs the whole pipeline in this process (stage artifacts shared through the run cache, so variants
 reuse the teachers, the refiner and the ceiling). PGR = (student − weak) / (ceiling − weak) on test,
@@ -116,6 +117,9 @@ def main(argv: list[str]) -> None:
             results[task][seed] = {v: scores(m, teachers) for v, m in runs.items()}
             refined = runs["bayes+refined"]["teachers"][REFINED]
             results[task][seed]["refined_labels"] = {s: refined[s]["accuracy"] for s in ("val", "w2s_train", "test")}
+    from _results import Recording  # benchmarks/_results.py: what follows is printed and written
+
+    record = Recording()
     headline = {}
     for task in tasks:
         done = sorted(results[task])
@@ -150,6 +154,10 @@ def main(argv: list[str]) -> None:
               f"a test SE, PGR is noise; compare the students' accuracies)")
         headline[f"{task}_seeds"] = len(done)
     print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in headline.items()))
+    if headline:
+        record.write("refine", "Refinement beside naive and Bayesian weak supervision", argv=argv)
+    else:
+        record.discard("no task and seed finished")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@ SciQ answers) and sentiment_search (the positive-sentiment reward of IMDB review
 
 Per seed: each method's test score and its paired difference to the others (the same questions);
 the mean over seeds with the standard error of that mean. Methods and their (W, K, L) are
-``search.methods`` in the experiment's YAML. Ends with one key=value line.
+``search.methods`` in the experiment's YAML. Ends with one key=value line; what it prints is written to
+docs/results/search_<experiment>.md.
 """
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ def main(argv: list[str]) -> None:
         started = time.perf_counter()
         runs[seed] = run_search(cfg, task, Store(cfg.paths.cache_dir), run_dir)
         runs[seed]["wall_s"] = time.perf_counter() - started
+    from _results import Recording  # benchmarks/_results.py: what follows is printed and written
+
+    record = Recording()
     methods, metric = list(runs[seeds[0]]["settings"]), runs[seeds[0]]["metric"]
     settings = runs[seeds[0]]["settings"]
     print(f"{'method (W, K, L)':26s} " + " ".join(f"{'seed ' + str(s):>14s}" for s in seeds)
@@ -72,6 +76,8 @@ def main(argv: list[str]) -> None:
           + ", ".join(f"seed {s} {runs[s]['wall_s']:.0f} s" for s in seeds))
     print(" ".join([f"{n}_{metric}={means[n]:.3f}" for n in methods]
                    + [f"{p}={v:+.3f}" for p, v in heads.items()]))
+    record.write(f"search_{experiment}", f"Weak-to-strong search at equal strong-model compute ({experiment})",
+                 argv=argv)
 
 
 if __name__ == "__main__":

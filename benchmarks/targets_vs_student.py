@@ -8,7 +8,8 @@ of confident (> 0.6) wrong targets, and the student's val and test accuracy.
 The question it answers (issue: "why did the better targets train a worse student?"): does a
 student's accuracy follow its targets' accuracy, their class balance, or their confident errors?
 Reads each run's metrics.json, artifacts.json and .hydra/config.yaml (the task is rebuilt with its
-test split sealed: only w2s_train's gold is read). Ends with ONE key=value line.
+test split sealed: only w2s_train's gold is read). Ends with ONE key=value line; what it prints is
+written to docs/results/targets_vs_student.md.
 """
 from __future__ import annotations
 
@@ -65,6 +66,9 @@ def main(argv: list[str]) -> int:
     register_resolvers()
     rows = [r for sweep in argv for run in sorted(Path(sweep).iterdir()) if run.is_dir()
             for r in [describe(run)] if r is not None]
+    from _results import Recording  # benchmarks/_results.py: what follows is printed and written
+
+    record = Recording()
     print(f"{'task':<13}{'seed':>5} {'sweep: method':<58}{'targets':>8}{'class0 argmax/weighted/true':>30}"
           f"{'weight':>7}  {'acc by confidence quintile':<27}{'conf.wrong':>11}{'stud val':>9}{'stud test':>10}")
     for r in sorted(rows, key=lambda r: (r["task"], r["seed"], r["aggregator"])):
@@ -79,6 +83,7 @@ def main(argv: list[str]) -> int:
     lean = (frame["share0_pred"] - frame["share0_true"]).abs()
     print(" ".join([f"runs={len(frame)}"] + [f"corr_targets_student_{t}={c:.2f}" for t, c in corr.items()]
                    + [f"corr_lean_student={np.corrcoef(lean, frame['student_test'])[0, 1]:.2f}"]))
+    record.write("targets_vs_student", "What each run's student was fed, next to what it learned", argv=argv)
     return 0
 
 
