@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -35,6 +36,14 @@ def _jsonl_with_broken_line(tmp: Path) -> str:
     return str(path)
 
 
+JSONL_BODY = b'{"body": "x", "label": "good"}\n'
+
+
+def _file(tmp: Path, name: str, content: bytes) -> str:
+    (tmp / name).write_bytes(content)
+    return str(tmp / name)
+
+
 CSV = ["task=csv", "task.classes=[bad,good]", "task.sizes.weak_train=4", "task.sizes.w2s_train=4",
        "task.sizes.test=2", "task.sizes.val=2", "teachers=lexical"]  # 12 rows: weak_train and w2s_train as before val
 
@@ -49,6 +58,18 @@ CASES = [
     ("dataset mirror missing", ["paths.data_mirror=/nonexistent"], "dataset file not found: /nonexistent/sst2/train.tsv"),
     ("missing column", lambda t: [*CSV, f"task.path={_csv(t, [{'body': 'x', 'label': 'good'}] * 12)}"],
      "data.csv: no column 'text'"),
+    ("missing label column", lambda t: [*CSV, f"task.path={_csv(t, [{'text': 'x'}] * 12)}"],
+     "data.csv: no column 'label' (task.label_column; columns are text)"),
+    ("missing split column", lambda t: [*CSV, f"task.path={_csv(t, _reviews())}", "task.split_column=part"],
+     "data.csv: no column 'part' (task.split_column; columns are text, label)"),
+    ("JSON-lines rows without the named field", lambda t: [*CSV, f"task.path={_file(t, 'data.jsonl', JSONL_BODY)}"],
+     "data.jsonl: no column 'text' (task.text_column; columns are body, label)"),
+    ("task file missing", lambda t: [*CSV, f"task.path={t}/nope.csv"], "nope.csv: no such file"),
+    ("task file that is a folder", lambda t: [*CSV, f"task.path={t}"], "is not a file"),
+    ("task file that is not text", lambda t: [*CSV, f"task.path={_file(t, 'data.csv', bytes(range(128, 256)) * 8)}"],
+     "data.csv: cannot parse as csv: 'utf-8' codec can't decode byte"),
+    ("empty task file", lambda t: [*CSV, f"task.path={_file(t, 'data.csv', b'')}"], "data.csv: empty file, no header row"),
+    ("task=csv without a file", CSV, "task=csv needs task.path=<file> (CSV, TSV or JSON lines)"),
     ("unknown label", lambda t: [*CSV, f"task.path={_csv(t, _reviews(r3={'label': 'meh'}))}"],
      "data.csv: row 4 has label 'meh', not one of the classes"),
     ("empty text", lambda t: [*CSV, f"task.path={_csv(t, _reviews(r5={'text': ''}))}"],
@@ -63,6 +84,10 @@ CASES = [
     ("a seed that is not an integer", ["seed=abc"], "config key 'seed' must be an integer, got 'abc'"),
     ("an empty batch", ["student.data.batch_size=0"], "config key 'student.data.batch_size' must be >= 1, got 0"),
     ("zero epochs", ["trainer.max_epochs=0"], "config key 'trainer.max_epochs' must be >= 1, got 0"),
+    ("zero steps", ["+trainer.max_steps=0"], "config key 'trainer.max_steps' must be -1 (no limit) or >= 1, got 0"),
+    ("zero training batches", ["+trainer.limit_train_batches=0"],
+     "config key 'trainer.limit_train_batches' must be a count of batches >= 1 or a fraction in (0, 1], got 0"),
+    ("zero DPO epochs", ["experiment=hh_harmless", "align.epochs=0"], "config key 'align.epochs' must be >= 1, got 0"),
     ("unknown student loss", ["student.model.loss=nope"], "config key 'student.model.loss' must be one of soft_ce, logconf, got 'nope'"),
     ("optimising a test metric", ["optimized_metric=pgr.test.vs_best_teacher"],
      "config key 'optimized_metric' must not read the test split, got 'pgr.test.vs_best_teacher': the test split decides nothing"),
@@ -94,6 +119,14 @@ CASES = [
 ]
 
 
+# refused by the command-line pre-check (weaks2strong/runtime/checks.py), before Hydra starts the run:
+# in seconds, where a run needs a minute or more of imports before it reads its task
+PRE_CHECKED = {"missing column", "missing label column", "missing split column", "JSON-lines rows without the named field",
+               "task file missing", "task file that is a folder", "task file that is not text", "empty task file",
+               "task=csv without a file", "empty split size", "zero epochs", "zero steps", "zero training batches",
+               "zero DPO epochs", "no teachers"}
+
+
 def run_w2s(tmp: Path, overrides: list[str]) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "weaks2strong.cli", "debug=fast", "logger=csv", f"paths.runs_dir={tmp}/runs",
             *overrides]
@@ -107,10 +140,14 @@ def error_lines(done: subprocess.CompletedProcess) -> list[str]:
 @pytest.mark.integration
 @pytest.mark.parametrize("name, overrides, message", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_refused_in_one_line_and_leaves_nothing_half_written(tmp_path, name, overrides, message):
+    started = time.monotonic()
     done = run_w2s(tmp_path, overrides(tmp_path) if callable(overrides) else overrides)
+    took = time.monotonic() - started
     assert done.returncode == 2, done.stderr[-3000:]
     errors = error_lines(done)
     assert len(errors) == 1 and message in errors[0], done.stderr[-3000:]
+    if name in PRE_CHECKED:  # Hydra never started the run: no run dir, no config copy, no stage
+        assert not list(tmp_path.rglob(".hydra")) and took < 60, (took, done.stderr[-3000:])
     assert not list(tmp_path.rglob("*.tmp-*"))  # no scratch folder or file survives
     for stage in ("ceiling", "student"):  # no stage at or after the bad input was published
         assert not list((tmp_path / "runs" / ".cache" / stage).glob("*/manifest.json"))

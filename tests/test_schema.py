@@ -5,6 +5,7 @@ every shipped option to check that the YAML defaults satisfy it.
 """
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -48,6 +49,23 @@ BAD = [
     ("student.encoder", None, "config key 'student.encoder' must be a string, got None"),
     ("trainer.max_epochs", 0,
      "config key 'trainer.max_epochs' must be >= 1, got 0 (0 epochs would report untrained models as results)"),
+    ("trainer.max_steps", 0, "config key 'trainer.max_steps' must be -1 (no limit) or >= 1, got 0 (it would "
+                             "report an untrained model as a result)"),
+    ("trainer.max_steps", -2, "config key 'trainer.max_steps' must be -1 (no limit) or >= 1, got -2 (it would "
+                              "report an untrained model as a result)"),
+    ("trainer.limit_train_batches", 0, "config key 'trainer.limit_train_batches' must be a count of batches >= 1 or "
+                                       "a fraction in (0, 1], got 0 (it would report an untrained model as a result)"),
+    ("trainer.limit_train_batches", 0.0, "config key 'trainer.limit_train_batches' must be a count of batches >= 1 "
+                                         "or a fraction in (0, 1], got 0.0 (it would report an untrained model as a "
+                                         "result)"),
+    ("trainer.limit_train_batches", 1.5, "config key 'trainer.limit_train_batches' must be a count of batches >= 1 "
+                                         "or a fraction in (0, 1], got 1.5"),
+    ("trainer.limit_train_batches", "all", "config key 'trainer.limit_train_batches' must be a count of batches or "
+                                           "a fraction in (0, 1], got 'all'"),
+    ("align.epochs", 0, "config key 'align.epochs' must be >= 1, got 0 (it would report an untrained model as a "
+                        "result)"),
+    ("search.guide.epochs", 0, "config key 'search.guide.epochs' must be >= 1, got 0 (an untuned guide scores "
+                               "every answer 0: the search would be unguided)"),
     ("trainer.devices", 0,
      "config key 'trainer.devices' must be 'auto', an integer >= 1 (-1: all) or a list of device indices, got 0"),
     ("trainer.devices", [], "config key 'trainer.devices' must be 'auto', an integer >= 1 (-1: all) or a list of "
@@ -84,6 +102,8 @@ GOOD = [
     ("student.model.optimizer.lr", "1e-5"), ("student.model.optimizer.lr", 1),
     ("student.model.optimizer.weight_decay", 0),
     ("student.model.loss", "logconf"), ("student.net.dropout", 0.0), ("trainer.max_epochs", 1),
+    ("trainer.max_steps", -1), ("trainer.max_steps", 5), ("trainer.limit_train_batches", 0.25),
+    ("trainer.limit_train_batches", 3), ("trainer.limit_train_batches", 1.0), ("align.epochs", 1),
     ("trainer.devices", "auto"), ("trainer.devices", -1), ("trainer.devices", 2), ("trainer.devices", [0, 1]),
     ("trainer.devices", "0,1"), ("trainer.precision", "bf16-mixed"), ("trainer.precision", 16),
     ("aggregator.weighting", "confidence_squared"), ("optimized_metric", "pgr.val.vs_best_teacher"),
@@ -159,11 +179,16 @@ SHIPPED_GROUPS = ("task", "aggregator", "refine", "trainer", "student", "experim
 
 
 @pytest.mark.parametrize("override", [f"{g}={o}" for g in SHIPPED_GROUPS for o in _options(g)] + ["debug=fast"])
-def test_every_shipped_option_satisfies_the_schema(override):
+def test_every_shipped_option_satisfies_the_schema(override, tmp_path):
     from weaks2strong.runtime.checks import check_command_line
 
-    extra = ["task.path=x.csv"] if override == "task=csv" else []  # task.path is ??? until given
-    assert check_command_line([override, *extra]) is None
+    (tmp_path / "x.csv").write_text("text,label\nfine,positive\n")  # the pre-check reads the header of task.path
+    extra = [f"task.path={tmp_path}/x.csv"] if override == "task=csv" else []  # task.path is ??? until given
+    found = check_command_line([override, *extra])
+    if override == "trainer=deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        assert found.startswith("config key 'trainer.strategy' is 'deepspeed_stage_2', which needs the deepspeed")
+    else:
+        assert found is None
 
 
 def test_the_pre_check_names_the_key_and_a_sweep_is_checked_with_its_first_value():

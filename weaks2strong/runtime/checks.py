@@ -70,7 +70,7 @@ def check_command_line(args: list[str]) -> str | None:
     from weaks2strong.runtime.errors import UserInputError
 
     register_resolvers()
-    overrides = [a for a in args if "=" in a and not a.startswith("-")]
+    overrides = [a for a in args if ("=" in a or a.startswith("~")) and not a.startswith("-")]  # ~key deletes
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as err:
@@ -102,7 +102,7 @@ def check_command_line(args: list[str]) -> str | None:
     if secret:
         return (f"config key '{secret[0]}' looks like a secret; pass it through the environment "
                 "(e.g. WANDB_API_KEY), not the config")
-    bad_value = schema.problem(cfg)  # a value of the wrong type or range, before any stage runs
+    bad_value = schema.problem(cfg) or inputs_problem(cfg)  # before any stage runs
     if bad_value:
         return bad_value
     try:  # the launcher's interpolations (slurm's task and GPU counts follow the trainer's devices)
@@ -120,4 +120,29 @@ def check_command_line(args: list[str]) -> str | None:
             tempfile.TemporaryFile(dir=folder).close()
         except OSError as err:
             return f"{key}={folder} is not writable ({err.strerror}); choose another folder"
+    return None
+
+
+USER_FILE_COLUMNS = ("text_column", "label_column", "text_pair_column", "split_column")
+
+
+def inputs_problem(cfg: DictConfig) -> str | None:
+    """What a run would find only after its imports (a minute or more on a busy machine): no teacher
+    to learn from, or a task file (``task=csv``) that is missing, unreadable or lacks a named column.
+    The file's header alone is read, so this takes well under a second whatever its size."""
+    from weaks2strong.tasks.base import TaskError
+    from weaks2strong.tasks.readers import check_header
+
+    if cfg.get("search") is None and not cfg.get("teachers"):  # the search path learns from no teacher
+        return "teachers: no teacher configured; pick an ensemble, e.g. teachers=sentiment"
+    task = cfg.get("task") or {}
+    if task.get("name") != "csv":
+        return None
+    path = OmegaConf.select(cfg, "task.path", throw_on_missing=False)
+    if not path:
+        return "task=csv needs task.path=<file> (CSV, TSV or JSON lines)"
+    try:
+        check_header(path, {f"task.{option}": task.get(option) for option in USER_FILE_COLUMNS})
+    except TaskError as err:
+        return str(err)
     return None

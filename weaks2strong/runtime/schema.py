@@ -101,6 +101,26 @@ def _precision(value: Any) -> str | None:
     return f"must be a string or an integer (e.g. 32-true, bf16-mixed, 16), got {show(value)}"
 
 
+UNTRAINED = "it would report an untrained model as a result"
+
+
+def _max_steps(value: Any) -> str | None:
+    """Lightning's ``max_steps``: -1 (no limit, its default) or a count >= 1."""
+    if value == -1 or value >= 1:
+        return None
+    return f"must be -1 (no limit) or >= 1, got {show(value)} ({UNTRAINED})"
+
+
+def _train_batches(value: Any) -> str | None:
+    """Lightning's ``limit_train_batches``: a count of batches (an integer >= 1) or a fraction in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a count of batches or a fraction in (0, 1], got {show(value)}"
+    if (isinstance(value, int) and value >= 1) or (isinstance(value, float) and 0 < value <= 1):
+        return None
+    return f"must be a count of batches >= 1 or a fraction in (0, 1], got {show(value)}" + (
+        f" ({UNTRAINED})" if value <= 0 else "")
+
+
 def _val_metric(value: Any) -> str | None:
     """``optimized_metric``: a dotted path into metrics.json that a sweeper optimises; never a test number."""
     if value is None or value == "":
@@ -181,6 +201,8 @@ class StudentSchema:
 @dataclass
 class TrainerSchema:
     max_epochs: int = rule(ge=1, why="0 epochs would report untrained models as results")
+    max_steps: int = rule(check=_max_steps)
+    limit_train_batches: Any = rule(check=_train_batches)
     devices: Any = rule(check=_devices)
     num_nodes: int = rule(ge=1)
     precision: Any = rule(check=_precision)
@@ -215,6 +237,22 @@ class GenerationSchema:
 
 
 @dataclass
+class AlignSchema:  # align=dpo: the DPO'd students (generation and preference paths)
+    epochs: int = rule(ge=1, why=UNTRAINED)
+    batch_size: int = rule(ge=1)
+
+
+@dataclass
+class SearchGuideSchema:
+    epochs: int = rule(ge=1, why="an untuned guide scores every answer 0: the search would be unguided")
+
+
+@dataclass
+class SearchSchema:
+    guide: SearchGuideSchema = field(default_factory=SearchGuideSchema)
+
+
+@dataclass
 class ConfigSchema:
     """The whole config (``conf/config.yaml``): the keys of every group that are ours."""
 
@@ -226,12 +264,14 @@ class ConfigSchema:
     aggregator: AggregatorSchema = field(default_factory=AggregatorSchema)
     generation: GenerationSchema = field(default_factory=GenerationSchema)
     refine: RefineSchema = field(default_factory=RefineSchema)
+    align: AlignSchema = field(default_factory=AlignSchema)
+    search: SearchSchema = field(default_factory=SearchSchema)
     optimized_metric: Optional[str] = rule(check=_val_metric)  # noqa: UP045
 
 
 GROUPS = {"config": ConfigSchema, "seeds": SeedsSchema, "task": TaskSchema, "student": StudentSchema,
           "trainer": TrainerSchema, "aggregator": AggregatorSchema, "generation": GenerationSchema,
-          "refine": RefineSchema}
+          "refine": RefineSchema, "align": AlignSchema}
 
 
 def register() -> None:

@@ -15,12 +15,16 @@ MIRROR_HINT = (
 )
 
 
+def table_format(path: Path) -> str:
+    return {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".gz": "jsonl"}.get(path.suffix, "csv")
+
+
 def read_table(path: str | Path, fmt: str | None = None) -> pd.DataFrame:
     """Read CSV, TSV or JSON lines (by extension unless ``fmt`` says); one clear error if absent."""
     path = Path(path)
     if not path.is_file():
         raise TaskError(f"dataset file not found: {path}; {MIRROR_HINT}")
-    fmt = fmt or {".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".gz": "jsonl"}.get(path.suffix, "csv")
+    fmt = fmt or table_format(path)
     try:
         if fmt == "tsv":
             return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE, keep_default_na=False)
@@ -29,6 +33,49 @@ def read_table(path: str | Path, fmt: str | None = None) -> pd.DataFrame:
         return pd.read_csv(path, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise TaskError(f"{path}: cannot parse as {fmt}: {str(err).splitlines()[0]}") from None
+
+
+def check_header(path: str | Path, columns: dict[str, str | None], key: str = "task.path") -> None:
+    """A user's file, checked in well under a second whatever its size: it exists, can be read, and its
+    header (a JSON-lines file: its first row) names every column in ``columns`` (config key -> column;
+    None: not asked for). Raises a one-line ``TaskError`` naming the file and the key."""
+    path = Path(path)
+    if not path.exists():
+        raise TaskError(f"{key}={path}: no such file")
+    if not path.is_file():
+        raise TaskError(f"{key}={path} is not a file")
+    fmt = table_format(path)
+    try:
+        if fmt == "jsonl":
+            found = _first_json_row(path)
+        else:
+            tsv = {"sep": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {}
+            found = list(pd.read_csv(path, nrows=0, **tsv).columns)
+    except OSError as err:
+        raise TaskError(f"{key}={path}: cannot read it ({err.strerror or err})") from None
+    except pd.errors.EmptyDataError:
+        raise TaskError(f"{path}: empty file, no header row") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise TaskError(f"{path}: cannot parse as {fmt}: {str(err).splitlines()[0]}") from None
+    for option, column in columns.items():
+        if column is not None and column not in found:
+            raise TaskError(f"{path}: no column '{column}' ({option}; columns are {', '.join(map(str, found))})")
+
+
+def _first_json_row(path: Path) -> list[str]:
+    """The field names of a JSON-lines file's first row."""
+    opener = __import__("gzip").open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        lineno, line = next(((n, line) for n, line in enumerate(fh, 1) if line.strip()), (0, None))
+    if line is None:
+        raise pd.errors.EmptyDataError
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise TaskError(f"{path}:{lineno}: not valid JSON ({err.msg})") from None
+    if not isinstance(row, dict):
+        raise TaskError(f"{path}:{lineno}: not a JSON object (a row of named fields)")
+    return list(row)
 
 
 def _read_jsonl(path: Path) -> pd.DataFrame:

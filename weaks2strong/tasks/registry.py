@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from weaks2strong.tasks.base import SPLITS, Task, TaskError, draw_splits
-from weaks2strong.tasks.readers import MIRROR_HINT, read_table, standardize
+from weaks2strong.tasks.readers import MIRROR_HINT, check_header, read_table, standardize
 
 SENTIMENT = ["negative", "positive"]
 
@@ -207,6 +207,8 @@ def cut_pools(pools: dict[str, pd.DataFrame], pool_size: int, seed: int) -> dict
 def _user_file(path: Path, classes, text_column, label_column, text_pair_column, split_column):
     if not classes:
         raise TaskError("task=csv needs task.classes=[...] (class names, in label-id order)")
+    check_header(path, {"task.text_column": text_column, "task.label_column": label_column,
+                        "task.text_pair_column": text_pair_column, "task.split_column": split_column})
     df = read_table(path)
     if split_column is None:
         rows = standardize(df, str(path), text_column, label_column, classes, text_pair_column, "row-")
