@@ -22,9 +22,9 @@ COMMON = ["debug=fast", "teachers=lexical", PROBE, "logger=none", "trainer.accel
           "student.net.dropout=0", "+student.net.encoder_dropout=0"]
 
 
-def w2s(launcher: list[str], tmp, name: str, *overrides: str) -> dict:
+def w2s(launcher: list[str], tmp, name: str, *overrides: str, common: tuple[str, ...] = tuple(COMMON)) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = [*launcher, "-m", "weaks2strong.cli", *COMMON, *overrides, f"paths.runs_dir={tmp}/{name}",
+    args = [*launcher, "-m", "weaks2strong.cli", *common, *overrides, f"paths.runs_dir={tmp}/{name}",
             f"hydra.run.dir={tmp}/{name}/run"]
     result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

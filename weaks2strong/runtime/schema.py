@@ -323,6 +323,32 @@ def problem(cfg: DictConfig | dict) -> str | None:
         bad = why.problem(value)  # ... then the range or the choices
         if bad:
             return f"config key '{key}' {bad}"
+    return deepspeed_problem(cfg)
+
+
+def deepspeed_problem(cfg: DictConfig) -> str | None:
+    """``trainer.strategy`` DeepSpeed where it cannot run: without the ``deepspeed`` package, or on CPU
+    (Lightning's DeepSpeedStrategy is CUDA only). Lightning would say so only at the first ``fit``,
+    after every teacher has run."""
+    import importlib.util
+
+    try:
+        strategy = OmegaConf.select(cfg, "trainer.strategy", default=None)
+        accelerator = OmegaConf.select(cfg, "trainer.accelerator", default=None)
+    except OmegaConfBaseException:
+        return None
+    name = strategy.get("_target_", "") if isinstance(strategy, DictConfig) else str(strategy or "")
+    if "deepspeed" not in name.lower():
+        return None
+    if "stage_3" in name or OmegaConf.select(cfg, "trainer.strategy.stage", default=None) == 3:
+        return (f"config key 'trainer.strategy' is {show(name)}: ZeRO stage 3 partitions the parameters, and rank 0 "
+                "predicts alone after training; use trainer=fsdp (or deepspeed_stage_2)")
+    if accelerator == "cpu":
+        return (f"config key 'trainer.accelerator' is 'cpu', but trainer.strategy={name} runs on CUDA GPUs only; "
+                "on CPU processes use trainer=ddp or trainer=fsdp")
+    if importlib.util.find_spec("deepspeed") is None:
+        return (f"config key 'trainer.strategy' is {show(name)}, which needs the deepspeed package (not installed "
+                "here): on a CUDA machine, .venv/bin/pip install -e .[deepspeed]")
     return None
 
 

@@ -86,6 +86,8 @@ def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, s
            stage: str, key: str) -> None:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    from weaks2strong.runtime.fsdp import shards_parameters
+
     started = time.perf_counter()
     parts = build_classifier_student(task, targets, cfg)
     checkpoints = ModelCheckpoint(dirpath=run_dir / "checkpoints" / stage, save_last=True, save_top_k=0)
@@ -95,8 +97,12 @@ def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, s
     resume = store.root / stage / f".{key}.resume.json"  # names the checkpoint an interrupted try left
     checkpoint = distributed.broadcast(_resume_from(resume, run_dir / "checkpoints" / stage / "last.ckpt"))
     trainer.fit(parts.module, datamodule=parts.data, ckpt_path=checkpoint)
+    save, sharded = cfg.student.get("save_weights", True), shards_parameters(trainer.strategy)
     # a collective under FSDP/DeepSpeed (every rank gathers its shard); the full state on rank 0
-    state = trainer.strategy.lightning_module_state_dict() if cfg.student.get("save_weights", True) else None
+    state = trainer.strategy.lightning_module_state_dict() if save or sharded else None
+    if sharded and distributed.is_main():  # rank 0 predicts alone, so with every parameter in one module
+        parts = unsharded(task, targets, cfg, state, trainer.strategy.root_device)
+    state = state if save else None
     remember(stage, key, parts)
 
     def write():
@@ -120,6 +126,16 @@ def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, s
         log.info("%s: trained in %.1f s", stage, time.perf_counter() - started)
 
     on_main(write)
+
+
+def unsharded(task: Task, targets: Artifact | None, cfg: DictConfig, state: dict, device) -> StudentParts:
+    """The student rebuilt in this process from the full state a sharded run (FSDP) gathered on rank 0.
+    The trained module holds only this rank's shards, and its forward pass is a collective that
+    the other ranks, gone on to the next stage, would never join."""
+    parts = build_classifier_student(task, targets, cfg)
+    parts.module.load_state_dict(state)
+    parts.module.to(device)
+    return parts
 
 
 def fitted_student(task: Task, targets: Artifact | None, artifact: Artifact, cfg: DictConfig) -> StudentParts:
