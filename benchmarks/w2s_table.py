@@ -4,6 +4,8 @@ cells with a frozen-feature student, appended to a committed results file and pr
     python benchmarks/w2s_table.py                         # every task, seeds 0-9 (skips cells already there)
     python benchmarks/w2s_table.py --tasks sst2 youtube --seeds 0 1 2
     python benchmarks/w2s_table.py --table-only            # print/write the table from the ledger
+    python benchmarks/w2s_table.py --add-task "heldout=task=csv task.path=/data/reviews.csv teachers=sentiment" \
+        --tasks heldout --seeds 0 1 2                      # the same table on data of your own
 
 Each (task, split seed) runs the framework's own stages: the task is drawn from a fixed pool
 (``task.pool_size``), teach labels w2s_train and val (split-independent teachers from the per-example
@@ -107,7 +109,11 @@ def compose(task_name: str, seed: int, extra: list[str]):
 
     register_resolvers()
     spec = TASKS[task_name]
-    if spec.get("wrench"):
+    if spec.get("overrides") is not None:  # a task added on the command line (--add-task)
+        overrides = [*spec["overrides"], *(f"task.sizes.{k}={v}" for k, v in spec["sizes"].items())]
+        if spec.get("pool_size"):
+            overrides.append(f"+task.pool_size={spec['pool_size']}")
+    elif spec.get("wrench"):
         sizes = spec["sizes"]
         overrides = ["task=wrench", f"task.name={task_name}", *(f"task.sizes.{k}={v}" for k, v in sizes.items())]
     else:
@@ -347,6 +353,7 @@ def render(records: list[dict], reference: str = REFERENCE) -> tuple[str, str]:
     finetuned = [r for r in records if r.get("student") == FINETUNED]
     records = [r for r in records if r.get("student") != FINETUNED]
     tasks = [t for t in TASKS if any(r["task"] == t for r in records)]
+    tasks += sorted({r["task"] for r in records} - set(tasks))  # tasks added by an earlier --add-task
     rows = [(a, "soft_weighted") for a in AGGREGATORS] + [(reference, f) for f in FORMS if f != "soft_weighted"]
     out = ["# The weak-to-strong table (frozen-feature student)", "",
            f"Written by `python benchmarks/w2s_table.py` from `{LEDGER.relative_to(ROOT)}` on "
@@ -419,7 +426,7 @@ def render_finetuned(records: list[dict], reference: str) -> list[str]:
            "with its 95% t-interval over the seeds both ran.", "",
            "| task | seeds | ceiling test | best teacher test | student targets | student test acc | Δ vs reference "
            "[95% CI] | PGR vs best teacher |", "|---|---|---|---|---|---|---|---|"]
-    for t in TASKS:
+    for t in [*TASKS, *sorted({r["task"] for r in records} - set(TASKS))]:
         mine = [r for r in records if r["task"] == t]
         gold = {r["seed"]: r for r in mine if r["aggregator"] == "gold"}
         if not gold:
@@ -493,7 +500,12 @@ def headline_line(summary: dict, reference: str) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--add-task", action="append", default=[], metavar="NAME=OVERRIDES",
+                        help="a task of your own, as Hydra overrides, e.g. 'heldout=task=csv task.path=/x.csv "
+                             "teachers=sentiment' (sizes: --add-task-sizes); it joins --tasks")
+    parser.add_argument("--add-task-sizes", nargs=4, type=int, metavar=("WEAK_TRAIN", "VAL", "W2S_TRAIN", "TEST"),
+                        default=[SIZES[k] for k in ("weak_train", "val", "w2s_train", "test")])
+    parser.add_argument("--tasks", nargs="+", help="default: every built-in task, and those added")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
     parser.add_argument("--aggregators", nargs="+", choices=list(AGGREGATORS),
                         help=f"default: all for the probe, {' '.join(FINETUNED_AGGREGATORS)} for {FINETUNED}")
@@ -504,6 +516,16 @@ def main(argv=None) -> int:
     parser.add_argument("--table", type=Path, default=TABLE)
     parser.add_argument("--table-only", action="store_true", help="print and write the table; run nothing")
     args = parser.parse_args(argv)
+    for added in args.add_task:
+        name, _, overrides = added.partition("=")
+        if not name or not overrides or name in TASKS:
+            parser.error(f"--add-task {added!r}: expected NEW_NAME=OVERRIDES with a name not in {sorted(TASKS)}")
+        sizes = dict(zip(("weak_train", "val", "w2s_train", "test"), args.add_task_sizes))
+        TASKS[name] = {"overrides": overrides.split(), "sizes": sizes}
+    unknown = sorted(set(args.tasks or []) - set(TASKS))
+    if unknown:
+        parser.error(f"--tasks {' '.join(unknown)}: not a task; choose from {sorted(TASKS)} or --add-task")
+    args.tasks = args.tasks or list(TASKS)
     logging.basicConfig(level=logging.WARNING)
     for name in ("pytorch_lightning", "pytorch_lightning.utilities.rank_zero", "lightning.pytorch",
                  "lightning.pytorch.utilities.rank_zero", "weaks2strong"):  # a trainer per head: no banners

@@ -117,3 +117,20 @@ def test_the_fine_tuned_section_pairs_each_aggregator_with_the_reference():
     assert f"| sst2 | 3 | | | majority | 0.7933 | {mean:+.4f} [{low:+.4f}, {high:+.4f}] |" in text
     assert "| sst2 | 3 (2 clear on val) | 0.9000 | 0.6000 |" in text
     assert "minilm_ceilings=3 minilm_tasks_clear_on_val=1 minilm_reference_cells=3" in headline
+
+
+def test_a_task_of_ones_own_joins_the_table(tmp_path, small_sst2, monkeypatch):
+    """--add-task: a CSV the table has never seen, as Hydra overrides, gets cells of its own."""
+    import pandas as pd
+
+    table = _table_script()
+    rows = pd.concat([small_sst2.split(s) for s in ("weak_train", "val", "w2s_train")], ignore_index=True)
+    path = tmp_path / "heldout.csv"
+    rows.rename(columns={"text": "sentence"})[["sentence", "label"]].to_csv(path, index=False)
+    monkeypatch.setitem(table.TASKS, "heldout", {"overrides": ["task=csv", f"task.path={path}",
+                                                               "task.text_column=sentence", "teachers=lexicons"],
+                                                 "sizes": {"weak_train": 100, "val": 50, "w2s_train": 80, "test": 50}})
+    cells = table.plan_cells("heldout", 0, ["majority"], set())
+    assert [(a, f) for a, _, f, _ in cells] == [("majority", "soft_weighted")]
+    base = table.compose("heldout", 0, [])
+    assert base.task.path == str(path) and base.task.sizes.w2s_train == 80
