@@ -120,7 +120,7 @@ def hh_config(tmp_path, models_dir, *extra):
         "teachers.smollm2_dpo.max_prompt_tokens=32", "teachers.smollm2_dpo.max_answer_tokens=16",
         "teachers.smollm2_prompted.model=tiny-llama", "aggregator.model.progress=false",
         "student.lm=tiny-llama", "align.epochs=1", "align.max_prompt_tokens=32", "align.max_answer_tokens=16",
-        "align.model.optimizer.lr=1e-2", *extra]
+        "align.model.optimizer.lr=1e-2", "align.ceiling.model.optimizer.lr=1e-2", *extra]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", return_hydra_config=True, overrides=overrides)
     HydraConfig.instance().set_config(cfg)

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -93,3 +94,92 @@ def test_sweep_summary_averages_interval_coverage_and_mae_per_aggregator(tmp_pat
     assert bayes.endswith("| 0.8333 ± 0.2357 (2/2) | 0.0300 ± 0.0141 (2/2) |")
     majority = next(line for line in table.splitlines() if line.startswith("| aggregator=majority | 2 |"))
     assert majority.endswith("| n/a (0/2) | n/a (0/2) |")
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from weaks2strong.runtime.resolvers import CONFIG_DIR, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def test_the_ceiling_keeps_its_own_optimizer_when_the_students_is_overridden():
+    """The student YAML's optimizer as written is the ceiling's (``student.ceiling``); the slices that
+    key the two stages never hold the copy, so with no override they are what they were before it."""
+    from weaks2strong.pipeline.classification.distill import ceiling_config
+    from weaks2strong.pipeline.common.config import config_slice, settings_for
+
+    plain = _compose()
+    swept = _compose("student.model.optimizer.lr=1e-4")
+    ceilings = [config_slice(ceiling_config(c).student) for c in (plain, swept)]
+    students = [config_slice(settings_for(c, "student", ceiling=False).student) for c in (plain, swept)]
+    assert ceilings[0] == ceilings[1] == students[0]  # one ceiling; with no override, the student's recipe
+    assert [s["model"]["optimizer"]["lr"] for s in (*ceilings, *students)] == [5e-5, 5e-5, 5e-5, 1e-4]
+    assert not any("ceiling" in s for s in (*ceilings, *students))
+    moved = config_slice(ceiling_config(_compose("student.ceiling.model.optimizer.lr=1e-4")).student)
+    assert moved["model"]["optimizer"]["lr"] == 1e-4
+    # the preference path's gold-DPO'd student (its ceiling): align.ceiling, as chosen in experiment=hh_harmless
+    hh = _compose("experiment=hh_harmless", "align.model.optimizer.lr=3e-4")
+    lr = [settings_for(hh, "align", ceiling=c).align.model.optimizer.lr for c in (True, False)]
+    assert lr == [1e-4, 3e-4]
+
+
+@pytest.mark.parametrize("overrides, refused", [
+    (["hparams_search=optuna"], None),  # its params: the aggregator and student.model.optimizer.lr, which is pinned
+    (["hparams_search=optuna", "student.model.optimizer.weight_decay=interval(0,0.1)"], None),
+    (["hparams_search=optuna", "student.model.loss=soft_ce,logconf"], None),  # the ceiling's loss is soft_ce
+    (["hparams_search=optuna", "optimized_metric=student.val.accuracy", "trainer.max_epochs=1,2"], None),
+    (["trainer.max_epochs=1,2"], None),  # the basic sweeper lists runs, it optimises nothing
+    (["hparams_search=optuna", "trainer.max_epochs=1,2"], "the sweep tunes trainer.max_epochs, which trains the "
+     "ceiling too: optimising pgr.val.vs_best_teacher would move its own yardstick; the ceiling shares the trainer"),
+    (["hparams_search=optuna", "+hydra.sweeper.params.student.data.batch_size=choice(16,32)"],
+     "the sweep tunes student.data.batch_size, which trains the ceiling too: optimising pgr.val.vs_best_teacher would "
+     "move its own yardstick; pin the ceiling's (student.ceiling.data.batch_size)"),
+    (["hparams_search=optuna", "student.ceiling.model.optimizer.lr=interval(1e-5,1e-4)"],
+     "the sweep tunes student.ceiling.model.optimizer.lr, the ceiling's own"),
+])
+def test_an_optimising_sweep_may_not_tune_what_trains_the_ceiling(overrides, refused):
+    from weaks2strong.runtime.checks import check_command_line
+
+    said = check_command_line(["-m", *overrides])
+    assert said == refused if refused is None else said.startswith(refused), said
+
+
+@pytest.mark.integration
+def test_optuna_trials_with_different_student_lr_share_one_ceiling(tmp_path):
+    """The real Optuna sweeper (hparams_search=optuna, 2 trials) on tiny models: the trials' lr differ,
+    their students differ, and both score against the one ceiling artifact the first trained. (The
+    objective is the student's val accuracy: a tiny-bert ceiling trained one epoch does not beat the
+    best teacher, so PGR is undefined, and hydra-optuna-sweeper 1.3 fails the sweep on a NaN value.)"""
+    import subprocess
+    import sys
+
+    import yaml
+
+    sweep, runs = tmp_path / "sweep", tmp_path / "runs"
+    done = subprocess.run([sys.executable, "-m", "weaks2strong.cli", "-m", "hparams_search=optuna",
+                           "hydra.sweeper.n_trials=2", "optimized_metric=student.val.accuracy", "debug=fast",
+                           "teachers=lexical", "student.encoder=tiny-bert", "logger=none", "trainer.accelerator=cpu",
+                           f"paths.runs_dir={runs}", f"hydra.sweep.dir={sweep}"],
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = [sweep / str(i) for i in (0, 1)]
+    lrs = [next(float(o.split("=")[1]) for o in yaml.safe_load((t / ".hydra" / "overrides.yaml").read_text())
+                if o.startswith("student.model.optimizer.lr=")) for t in trials]
+    assert lrs[0] != lrs[1] and all(1e-5 <= lr <= 1e-4 for lr in lrs), lrs
+    artifacts = [json.loads((t / "artifacts.json").read_text()) for t in trials]
+    assert artifacts[0]["ceiling"] == artifacts[1]["ceiling"] and artifacts[0]["student"] != artifacts[1]["student"]
+    assert len(list((runs / ".cache" / "ceiling").glob("*/manifest.json"))) == 1  # the store holds one ceiling
+    assert "ceiling: reused" in (trials[1] / "cli.log").read_text()  # trial 1 trained no ceiling of its own
+
+    def lr_of(artifact: str) -> float:  # the lr the stage was keyed and trained with, as its manifest records it
+        config = json.loads((Path(artifact) / "manifest.json").read_text())["config"]
+        return config["student"]["model"]["optimizer"]["lr"]
+
+    assert lr_of(artifacts[0]["ceiling"]) == 5e-5  # conf/student/minilm.yaml's, as written
+    assert [lr_of(a["student"]) for a in artifacts] == pytest.approx(lrs)
+    metrics = [json.loads((t / "metrics.json").read_text()) for t in trials]
+    assert metrics[0]["ceiling"]["val"] == metrics[1]["ceiling"]["val"]  # one yardstick for both trials' PGR

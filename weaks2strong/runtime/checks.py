@@ -78,7 +78,10 @@ def check_command_line(args: list[str]) -> str | None:
     single = []
     for override, text in zip(parsed, overrides):
         if override.is_sweep_override():
-            first = next(iter(override.sweep_string_iterator()), None)
+            try:
+                first = next(iter(override.sweep_string_iterator()), None)
+            except HydraException:  # an interval (Optuna's): nothing to enumerate; its sweeper checks it
+                first = None
             if first is None or override.is_hydra_override():
                 continue
             text = f"{'+' if override.is_add() else ''}{override.key_or_group}={first}"
@@ -102,7 +105,10 @@ def check_command_line(args: list[str]) -> str | None:
     if secret:
         return (f"config key '{secret[0]}' looks like a secret; pass it through the environment "
                 "(e.g. WANDB_API_KEY), not the config")
-    bad_value = schema.problem(cfg) or inputs_problem(cfg)  # before any stage runs
+    params = "hydra.sweeper.params."  # what an optimising sweeper tunes: its params and the command line's sweeps
+    swept = [o.key_or_group.removeprefix(params) for o in parsed
+             if o.is_sweep_override() and not o.is_hydra_override() or o.key_or_group.startswith(params)]
+    bad_value = schema.problem(cfg) or inputs_problem(cfg) or sweep_problem(cfg, swept)  # before any stage runs
     if bad_value:
         return bad_value
     try:  # the launcher's interpolations (slurm's task and GPU counts follow the trainer's devices)
@@ -145,4 +151,38 @@ def inputs_problem(cfg: DictConfig) -> str | None:
         check_header(path, {f"task.{option}": task.get(option) for option in USER_FILE_COLUMNS})
     except TaskError as err:
         return str(err)
+    return None
+
+
+# what trains the ceiling (PGR's denominator): the student's settings (``align``: the preference path's
+# DPO'd students) and the trainer's, except what it pins (``<node>.ceiling``) or ignores (its loss is soft_ce)
+CEILING_NODES = ("student", "align", "trainer")
+CEILING_IGNORES = ("student.model.loss", "student.model.aux_coef", "student.model.aux_warmup_frac",
+                   "student.min_prob", "student.save_weights", "student.keep_checkpoint")
+
+
+def sweep_problem(cfg: DictConfig, swept: list[str]) -> str | None:
+    """A sweeper that optimises (Optuna; not Hydra's basic one, which only lists) a number the ceiling
+    enters (``optimized_metric`` pgr.* or ceiling.*) must not tune a setting the ceiling trains with:
+    it could raise its score by lowering its own yardstick. It tunes ``hydra.sweeper.params`` and the
+    command line's sweeps (``swept``)."""
+    sweeper = OmegaConf.select(cfg, "hydra.sweeper", default=None)
+    metric = str(cfg.get("optimized_metric") or "")
+    if not sweeper or "BasicSweeper" in str(sweeper.get("_target_")) or metric.split(".")[0] not in ("pgr", "ceiling"):
+        return None
+
+    def leaves(node, prefix=""):  # params: {"a.b": "choice(..)"} from YAML, {"a": {"b": ..}} from the command line
+        for k, v in (node or {}).items():
+            yield from leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+
+    for key in [*leaves(OmegaConf.to_container(sweeper.get("params") or {})), *swept]:
+        node, _, rest = key.partition(".")
+        if node in CEILING_NODES and rest.startswith("ceiling."):
+            return f"the sweep tunes {key}, the ceiling's own: optimising {metric} would move its own yardstick"
+        pinned = node != "trainer" and OmegaConf.select(cfg, f"{node}.ceiling.{rest}", default=None) is not None
+        if node in CEILING_NODES and key not in CEILING_IGNORES and not pinned:
+            fix = (f"pin the ceiling's ({node}.ceiling.{rest}) or tune what {node}.ceiling pins" if node != "trainer"
+                   else "the ceiling shares the trainer: tune what student.ceiling pins")
+            return f"the sweep tunes {key}, which trains the ceiling too: optimising {metric} would move its own " \
+                   f"yardstick; {fix}"
     return None

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import load_file
 
 from weaks2strong.models import predict_proba
-from weaks2strong.pipeline.common.config import build, config_slice, make_loggers
+from weaks2strong.pipeline.common.config import build, config_slice, make_loggers, settings_for
 from weaks2strong.pipeline.common.stage import cached_stage, on_main, recall_or_fit, remember
 from weaks2strong.pipeline.common.tables import prob_columns, split_frame, split_rows, task_key
 from weaks2strong.runtime import distributed
@@ -42,16 +42,18 @@ def distill_classifier(task: Task, targets: Artifact | None, cfg: DictConfig, st
     """Train the strong student on soft targets (``targets``) or, with ``targets=None``, on gold
     labels (the ceiling). Writes w2s_train and val predictions and, optionally, the weights."""
     source = targets.key if targets is not None else "gold"
-    if targets is None:
-        cfg = ceiling_config(cfg)
+    cfg = ceiling_config(cfg) if targets is None else settings_for(cfg, "student", ceiling=False)
     key = distill_key(task, source, cfg)
     return cached_stage(store, stage, key, lambda: _train(task, targets, source, cfg, store, run_dir, stage, key),
                         reused=f"{stage}:")
 
 
 def ceiling_config(cfg: DictConfig) -> DictConfig:
-    """The ceiling is the student trained on gold with the plain loss (as in Burns et al.): a loss
-    meant for weak labels (logconf) changes the student's row, not PGR's denominator."""
+    """The ceiling is the student's recipe trained on gold with its own settings (``student.ceiling``,
+    see ``settings_for``: a sweep of the student's cannot move PGR's denominator) and the plain loss
+    (as in Burns et al.): a loss meant for weak labels (logconf) changes the student's row, not PGR's
+    denominator."""
+    cfg = settings_for(cfg, "student", ceiling=True)
     if cfg.student.model.get("loss", "soft_ce") == "soft_ce":
         return cfg
     plain = cfg.copy()

@@ -3,7 +3,7 @@ one-line error naming the key."""
 from __future__ import annotations
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from weaks2strong.runtime.errors import UserInputError
 
@@ -18,6 +18,26 @@ def config_slice(cfg: DictConfig, ignore: tuple[str, ...] = VOLATILE_KEYS) -> di
     """The config slice that keys a stage, without keys that do not change its result."""
     container = OmegaConf.to_container(cfg, resolve=True)
     return {k: v for k, v in container.items() if k not in ignore} if isinstance(container, dict) else container
+
+
+def settings_for(cfg: DictConfig, node: str, ceiling: bool) -> DictConfig:
+    """``cfg`` with a student's settings (``node``: ``student``, or ``align`` for a DPO'd student) as the
+    student trains with them or, ``ceiling=True``, as the ceiling (PGR's denominator) does.
+
+    ``<node>.ceiling`` holds the ceiling's own settings: the student YAML writes there a copy of its
+    optimizer (a YAML alias, so the two start equal). The ceiling lays it over the rest of the node; the
+    student drops it. An override of the student's settings (a sweep: ``hparams_search=optuna`` tunes
+    ``student.model.optimizer.lr``) so moves the student alone, and every trial reuses one ceiling;
+    ``<node>.ceiling.…`` moves the ceiling. The node that keys a stage never holds ``ceiling``, so a
+    run that overrides nothing has the keys it had before the copy existed."""
+    if node not in cfg or "ceiling" not in cfg[node]:
+        return cfg
+    plain = OmegaConf.to_container(cfg[node], resolve=False)  # interpolations stay, resolved in ``out``
+    own = plain.pop("ceiling") or {}
+    out = cfg.copy()
+    with open_dict(out):
+        out[node] = OmegaConf.merge(plain, own) if ceiling else plain
+    return out
 
 
 def aggregator_anchor(aggregator_cfg: DictConfig, default: str) -> str:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig
 
-from weaks2strong.pipeline.common.config import build, config_slice
+from weaks2strong.pipeline.common.config import build, config_slice, settings_for
 from weaks2strong.pipeline.common.dpo import Kept, Policy, dpo_collator, dpo_stage
 from weaks2strong.pipeline.common.stage import recall_or_fit, saved_weights
 from weaks2strong.pipeline.generation.distill import fitted_student, student_answers
@@ -77,6 +77,8 @@ def align(task: GenerationTask, student: Artifact, student_targets: Artifact, pa
     against val's wrong candidates, for DPO's val metrics); answers val."""
     from weaks2strong.models.preference import with_reference
 
+    # both start from the distilled student (no yardstick of PGR): align.ceiling, the preference path's, is not theirs
+    cfg = settings_for(cfg, "align", ceiling=False)
     a = cfg.align
     key = stable_hash(student.key, source, config_slice(a), config_slice(cfg.trainer), cfg.seeds.student)
 

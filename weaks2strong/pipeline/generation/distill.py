@@ -11,7 +11,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from weaks2strong.pipeline.common.config import build, config_slice, make_loggers
+from weaks2strong.pipeline.common.config import build, config_slice, make_loggers, settings_for
 from weaks2strong.pipeline.common.stage import cached_stage, recall_or_fit, remember, saved_weights
 from weaks2strong.pipeline.generation.teach import gen_task_key
 from weaks2strong.runtime.artifacts import Artifact, Store, stable_hash, write_json, write_table, write_weights
@@ -49,8 +49,9 @@ def val_rows(task: GenerationTask):
 def distill_lm(task: GenerationTask, targets: Artifact | None, cfg: DictConfig, store: Store, run_dir: Path,
                stage: str) -> Artifact:
     """Teacher-force the causal-LM student on the aggregate's candidates (``targets``) or, with
-    ``targets=None``, on gold answers (the ceiling); it answers val."""
+    ``targets=None``, on gold answers (the ceiling, with its own settings: ``settings_for``); it answers val."""
     source = targets.key if targets is not None else "gold"
+    cfg = settings_for(cfg, "student", ceiling=targets is None)
     key = stable_hash(gen_task_key(task), source, config_slice(cfg.student), config_slice(cfg.trainer),
                       cfg.seeds.student)
 

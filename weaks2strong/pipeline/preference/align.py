@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig
 
-from weaks2strong.pipeline.common.config import build, config_slice
+from weaks2strong.pipeline.common.config import build, config_slice, settings_for
 from weaks2strong.pipeline.common.dpo import Kept, Policy, dpo_collator, dpo_stage
 from weaks2strong.pipeline.common.stage import cached_stage, recall_or_fit
 from weaks2strong.pipeline.common.tables import split_rows
@@ -103,7 +103,9 @@ def training_pairs(task: PreferenceTask, aggregates: dict[str, Artifact], refere
 
 def align_student(task: PreferenceTask, name: str, pairs: list, source: str, reference: Artifact, cfg: DictConfig,
                   store: Store, run_dir: Path) -> Artifact:
-    """DPO the pretrained student on ``pairs``; write the pairs, the val margins and (LoRA) the adapters."""
+    """DPO the pretrained student on ``pairs``; write the pairs, the val margins and (LoRA) the adapters.
+    The gold student (the ceiling) trains with its own settings (``align.ceiling``, see ``settings_for``)."""
+    cfg = settings_for(cfg, "align", ceiling=name == "gold")
     a, stage = cfg.align, "pref_align"
     key = stable_hash(reference.key, source, config_slice(a), config_slice(cfg.trainer), cfg.seeds.student)
 
