@@ -70,7 +70,8 @@ def final_state(job_id: str, env: dict, timeout: float = 60) -> str:
 
 def test_sweep_runs_through_slurm_and_reports_the_failed_jobs(cluster, tmp_path, mirror):
     """``seed=0,1`` x a good and a missing data mirror: four array tasks; the two with a bad input
-    fail in one line each, the sweep summary lists them, and the two others finish."""
+    fail in one line each and exit non-zero, so SLURM marks them FAILED; the sweep summary lists them,
+    the two others finish, and ``w2s -m`` exits non-zero."""
     sweep = tmp_path / "sweep"
     command = sweep_command(sweep, "seed=0,1", f"paths.data_mirror={mirror},/nonexistent",
                             f"paths.runs_dir={tmp_path}/runs")
@@ -79,12 +80,13 @@ def test_sweep_runs_through_slurm_and_reports_the_failed_jobs(cluster, tmp_path,
 
     ids = slurm_ids(sweep)
     assert sorted(ids) == [0, 1, 2, 3] and len({i.split("_")[0] for i in ids.values()}) == 1, ids  # one array
-    for job, slurm_id in ids.items():
-        assert final_state(slurm_id, cluster) == "COMPLETED"  # the scheduler saw each one end
+    for job, slurm_id in ids.items():  # Hydra's order: seed outer, mirror inner, so 1 and 3 have no data
+        state, exit_code = final_state(slurm_id, cluster), job_field(slurm_id, "ExitCode", cluster)
+        assert (state, exit_code) == (("FAILED", "1:0") if job in (1, 3) else ("COMPLETED", "0:0")), (job, state)
         logs = sweep / str(job) / "scheduler_logs"  # the job's SLURM stdout/stderr, linked into its folder
         assert logs.is_symlink() and logs.resolve() == (sweep / ".submitit" / slurm_id).resolve()
         assert f"JobEnvironment(job_id={slurm_id}" in (logs / f"{slurm_id}_0_log.out").read_text()
-    for good in (0, 2):  # Hydra's order: seed outer, mirror inner
+    for good in (0, 2):
         assert (sweep / str(good) / "metrics.json").is_file()
         assert not (sweep / str(good) / "failed.txt").exists()
     for bad in (1, 3):

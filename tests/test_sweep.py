@@ -183,3 +183,73 @@ def test_optuna_trials_with_different_student_lr_share_one_ceiling(tmp_path):
     assert [lr_of(a["student"]) for a in artifacts] == pytest.approx(lrs)
     metrics = [json.loads((t / "metrics.json").read_text()) for t in trials]
     assert metrics[0]["ceiling"]["val"] == metrics[1]["ceiling"]["val"]  # one yardstick for both trials' PGR
+
+
+def test_a_sweep_where_every_job_failed_still_writes_its_summary(tmp_path):
+    for job, error in (("0", "TaskError: dataset file not found: /x"), ("1", "JobFailed: job 7_1: killed")):
+        (tmp_path / job).mkdir()
+        (tmp_path / job / "failed.txt").write_text(f"seed={job} -> {error}\n")
+    table = write_summary(tmp_path)
+    assert table == ("No job finished.\n\nFailed jobs:\n- 0: seed=0 -> TaskError: dataset file not found: /x\n"
+                     "- 1: seed=1 -> JobFailed: job 7_1: killed\n")
+    assert (tmp_path / "sweep_summary.md").read_text() == table
+
+
+def test_a_failed_submitit_job_becomes_a_failed_job_return_and_is_listed(tmp_path):
+    """Real submitit jobs (its local executor): one raises, one dies without a result, one succeeds.
+    ``collect`` waits for each, and the failed ones become Hydra's failed JobReturn with their error's
+    last line, and a failed.txt where the job left none."""
+    import os
+
+    import submitit
+    from hydra.core.utils import JobStatus
+
+    from weaks2strong.runtime.scheduler import JobFailed, collect
+
+    def bad_input():
+        raise ValueError("dataset file not found: /nonexistent/sst2/train.tsv")
+
+    def killed():
+        os._exit(9)
+
+    executor = submitit.AutoExecutor(folder=tmp_path / ".submitit", cluster="local")
+    executor.update_parameters(timeout_min=2)
+    jobs = [executor.submit(f) for f in (bad_input, killed, lambda: "fine")]
+    raised, died, fine = (collect(job, [f"job={i}"], tmp_path / str(i)) for i, job in enumerate(jobs))
+    assert fine == "fine"  # not a JobReturn here: collect hands back whatever the job returned
+    for done in (raised, died):
+        assert done.status == JobStatus.FAILED
+    with pytest.raises(JobFailed, match=r"^job \d+: ValueError: dataset file not found: /nonexistent/sst2/train.tsv$"):
+        _ = raised.return_value
+    assert (tmp_path / "0" / "failed.txt").read_text() == \
+        "job=0 -> ValueError: dataset file not found: /nonexistent/sst2/train.tsv\n"
+    assert (tmp_path / "1" / "failed.txt").read_text().startswith("job=1 -> ")
+    err = jobs[0].stderr()  # submitit re-raised the error: the task exited non-zero (SLURM's FAILED)
+    assert "Submitted job triggered an exception" in err and "ValueError: dataset file not found" in err
+
+
+@pytest.mark.integration
+def test_a_sweeper_that_goes_on_past_a_failed_job_still_exits_non_zero(tmp_path, mirror):
+    """hydra/launcher=local (submitit processes, as on SLURM) with Optuna told to tolerate failures
+    (max_failure_rate=1): one trial cannot load its task, the other trains; the sweep finishes, lists
+    the failure, and ``w2s -m`` exits 1 instead of the 0 the sweeper would end with."""
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    done = subprocess.run([sys.executable, "-m", "weaks2strong.cli", "-m", "hydra/launcher=local",
+                           "hparams_search=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=1.0",
+                           f"paths.data_mirror=choice({mirror},/nonexistent)",
+                           "optimized_metric=student.val.accuracy", "debug=fast", "teachers=lexical",
+                           "student.encoder=tiny-bert", "logger=none", "trainer.accelerator=cpu",
+                           f"paths.runs_dir={tmp_path}/runs", f"hydra.sweep.dir={sweep}"],
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 1, done.stderr[-3000:]
+    failed, finished = sorted(sweep.glob("*/failed.txt")), sorted(sweep.glob("*/metrics.json"))
+    assert len(failed) == 1 and len(finished) == 1, done.stderr[-3000:]
+    assert "dataset file not found: /nonexistent" in failed[0].read_text()
+    summary = (sweep / "sweep_summary.md").read_text()
+    assert f"Failed jobs:\n- {failed[0].parent.name}: " in summary and "dataset file not found" in summary
+    assert "w2s: error: 1 job(s) of the sweep failed: " in done.stderr
+    task_err = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.err"))
+    assert "Submitted job triggered an exception" in task_err  # the failed job's process exited non-zero

@@ -68,6 +68,12 @@ def entry() -> None:
             sys.exit(2)
     quiet_other_ranks()
     main()
+    from weaks2strong.runtime.sweep import SweepSummary
+
+    if SweepSummary.failed:  # Hydra's basic sweeper raises at a failed job; a sweeper that goes on does not
+        print(f"w2s: error: {len(SweepSummary.failed)} job(s) of the sweep failed: "
+              f"{'; '.join(SweepSummary.failed)}", file=sys.stderr)
+        sys.exit(1)
 
 
 register_resolvers()

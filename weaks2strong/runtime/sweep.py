@@ -113,17 +113,18 @@ def failures(sweep_dir: Path) -> list[str]:
 def write_summary(sweep_dir: Path, quiet: bool = False) -> str | None:
     """Write the summary files (atomically: parallel jobs may all be writing them) and return the table."""
     runs, failed = collect(sweep_dir), failures(sweep_dir)
-    if runs.empty:
+    if runs.empty and not failed:
         if not quiet:
             log.warning("sweep summary: no finished job under %s", sweep_dir)
         return None
-    table = summarize(runs) + "\n" + teacher_table(runs)
+    table = summarize(runs) + "\n" + teacher_table(runs) if not runs.empty else "No job finished.\n"
     if failed:
         table += "\nFailed jobs:\n" + "".join(f"- {line}\n" for line in failed)
-    write_text(sweep_dir / "sweep_runs.csv", runs.to_csv(index=False))
-    write_text(sweep_dir / "sweep_summary.md", table + "\n![per group](sweep_summary.png)\n")
-    scratch = sweep_dir / f".sweep_summary.{os.getpid()}.png"
-    os.replace(plot_groups(runs, scratch), sweep_dir / "sweep_summary.png")
+    if not runs.empty:
+        write_text(sweep_dir / "sweep_runs.csv", runs.to_csv(index=False))
+        scratch = sweep_dir / f".sweep_summary.{os.getpid()}.png"
+        os.replace(plot_groups(runs, scratch), sweep_dir / "sweep_summary.png")
+    write_text(sweep_dir / "sweep_summary.md", table + ("" if runs.empty else "\n![per group](sweep_summary.png)\n"))
     if not quiet:
         for line in failed:
             log.error("sweep: job %s", line)
@@ -163,6 +164,10 @@ def summarize(runs: pd.DataFrame) -> str:
 
 
 class SweepSummary(Callback):
+    # the failed jobs of the multirun this process ran: ``w2s -m`` exits 1 if there are any, also under a
+    # sweeper that goes on past them (Optuna's max_failure_rate) and so would end with status 0
+    failed: list[str] = []
+
     def on_job_end(self, config, job_return, **kwargs) -> None:
         """After every job the summary is brought up to date, so a sweep that stops early (Hydra's
         basic sweeper raises at the end of a batch in which a job failed) still has one. A failed
@@ -173,14 +178,18 @@ class SweepSummary(Callback):
 
         if config.hydra.mode.name != "MULTIRUN" or not distributed.is_main():  # one writer per multi-task job
             return
+        mark = Path(config.hydra.runtime.output_dir) / "failed.txt"
         if job_return.status == JobStatus.FAILED:
             error = job_return._return_value
             line = " ".join(config.hydra.overrides.task) + f" -> {type(error).__name__}: {error}".splitlines()[0]
-            write_text(Path(config.hydra.runtime.output_dir) / "failed.txt", line + "\n")
+            write_text(mark, line + "\n")
+        else:
+            mark.unlink(missing_ok=True)  # an earlier try of this job, in a sweep dir run again, failed
         write_summary(Path(config.hydra.sweep.dir), quiet=True)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         write_summary(Path(config.hydra.sweep.dir))
+        SweepSummary.failed = failures(Path(config.hydra.sweep.dir))
 
 
 if __name__ == "__main__":
