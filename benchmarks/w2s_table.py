@@ -189,6 +189,7 @@ def run_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Led
     """Every missing cell of (task, seed); returns how many were written."""
     import torch
 
+    from weaks2strong.aggregate.base import AggregatorError
     from weaks2strong.pipeline.classification.aggregate import aggregate_labels, best_teacher_by_val_accuracy
     from weaks2strong.pipeline.classification.teach import teach, teacher_probs, teacher_test_labels
     from weaks2strong.pipeline.common.config import build
@@ -234,7 +235,11 @@ def run_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Led
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            targets = aggregate_labels(dev, labels, agg_cfg, store)
+            try:
+                targets = aggregate_labels(dev, labels, agg_cfg, store)
+            except AggregatorError as err:  # e.g. Snorkel on fewer than 3 teachers: no cell, said why
+                print(f"  {task_name} seed {seed} {agg}: skipped ({err})", flush=True)
+                continue
         rows = split_rows(targets, "targets", dev, "w2s_train")
         posterior = rows[prob_columns(task.num_classes)].to_numpy()
         weights = rows["weight"].to_numpy()

@@ -67,3 +67,11 @@ def test_crowdkit_ds_gives_a_uniform_posterior_where_every_teacher_abstained():
 def test_check_probs_refuses_bad_input(probs, message):
     with pytest.raises(AggregatorError, match=message):
         check_probs(probs)
+
+
+def test_snorkel_needs_three_teachers():
+    from weaks2strong.aggregate.classification import SnorkelLabelModel
+
+    with pytest.raises(AggregatorError, match="at least 3 teachers; got 2"):
+        SnorkelLabelModel().fit(PROBS[:, :2])
+    assert SnorkelLabelModel(n_epochs=50).fit(PROBS).predict_proba(PROBS).shape == (3, 2)

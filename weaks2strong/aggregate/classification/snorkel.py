@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 
-from ..base import Aggregate
+from ..base import Aggregate, AggregatorError
 from ._common import Rule, finish
 
 INSTALL = "pip install --no-deps snorkel munkres (or --target data/bench_pkgs, as benchmarks/ do)"
@@ -29,6 +29,8 @@ class SnorkelLabelModel(Rule):
             from snorkel.labeling.model import LabelModel
         except ImportError as err:
             raise ImportError(f"aggregator SnorkelLabelModel needs snorkel ({err}); {INSTALL}") from err
+        if votes.n_sources < 3:  # its matrix completion needs three sources' agreements
+            raise AggregatorError(f"Snorkel's label model needs at least 3 teachers; got {votes.n_sources}")
         self.model_ = LabelModel(cardinality=votes.n_classes, verbose=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Snorkel's own deprecation chatter
