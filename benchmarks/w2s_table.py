@@ -270,14 +270,15 @@ def run_finetuned_task_seed(task_name: str, seed: int, aggregators: list[str], l
     from weaks2strong.pipeline.classification.aggregate import aggregate_labels, best_teacher_by_val_accuracy
     from weaks2strong.pipeline.classification.distill import distill_classifier, fitted_student, test_predictions
     from weaks2strong.pipeline.classification.teach import teach, teacher_probs, teacher_test_labels
-    from weaks2strong.pipeline.common.config import build, config_slice
+    from weaks2strong.pipeline.common.config import build, config_slice, settings_for
     from weaks2strong.pipeline.common.tables import prob_columns, split_rows
     from weaks2strong.runtime.artifacts import Store
 
     base = compose(task_name, seed, [])
     task = build(base.task, "task", _convert_="all")
     teachers_cfg = teachers_config(task_name, base, task)
-    student_spec = {"student": config_slice(base.student), "trainer": config_slice(base.trainer)}
+    student_cfg = settings_for(base, "student", ceiling=False)  # the student's own settings, not the ceiling's
+    student_spec = {"student": config_slice(student_cfg.student), "trainer": config_slice(base.trainer)}
     student_version = code_version(build_class(base.student.model._target_), distill_classifier)
     planned = [(agg, key) for agg, _, form, key in plan_cells(task_name, seed, ["gold", *aggregators], done, base,
                                                                 teachers_cfg, student=(FINETUNED, student_spec,
@@ -321,7 +322,7 @@ def run_finetuned_task_seed(task_name: str, seed: int, aggregators: list[str], l
                 warnings.simplefilter("ignore")
                 targets = aggregate_labels(dev, labels, compose(task_name, seed, AGGREGATORS[agg]).aggregator, store)
             rows = split_rows(targets, "targets", dev, "w2s_train")[prob_columns(task.num_classes)].to_numpy()
-            test_acc, val_acc, seconds = student(targets, base, "distill")
+            test_acc, val_acc, seconds = student(targets, student_cfg, "distill")
             record = {**common, "key": key, "aggregator": agg, "form": "soft_weighted",
                       "student_test_acc": test_acc, "student_val_acc": val_acc,
                       "targets_w2s_acc": accuracy(rows, y["w2s_train"]), "seconds": seconds}
