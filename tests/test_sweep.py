@@ -127,18 +127,21 @@ def test_the_ceiling_keeps_its_own_optimizer_when_the_students_is_overridden():
     assert lr == [1e-4, 3e-4]
 
 
+PGR = "optimized_metric=pgr.val.vs_best_teacher"  # an objective the ceiling enters
+
+
 @pytest.mark.parametrize("overrides, refused", [
     (["hparams_search=optuna"], None),  # its params: the aggregator and student.model.optimizer.lr, which is pinned
     (["hparams_search=optuna", "student.model.optimizer.weight_decay=interval(0,0.1)"], None),
     (["hparams_search=optuna", "student.model.loss=soft_ce,logconf"], None),  # the ceiling's loss is soft_ce
-    (["hparams_search=optuna", "optimized_metric=student.val.accuracy", "trainer.max_epochs=1,2"], None),
+    (["hparams_search=optuna", "trainer.max_epochs=1,2"], None),  # its objective (student.val.accuracy) has no ceiling
     (["trainer.max_epochs=1,2"], None),  # the basic sweeper lists runs, it optimises nothing
-    (["hparams_search=optuna", "trainer.max_epochs=1,2"], "the sweep tunes trainer.max_epochs, which trains the "
+    (["hparams_search=optuna", PGR, "trainer.max_epochs=1,2"], "the sweep tunes trainer.max_epochs, which trains the "
      "ceiling too: optimising pgr.val.vs_best_teacher would move its own yardstick; the ceiling shares the trainer"),
-    (["hparams_search=optuna", "+hydra.sweeper.params.student.data.batch_size=choice(16,32)"],
+    (["hparams_search=optuna", PGR, "+hydra.sweeper.params.student.data.batch_size=choice(16,32)"],
      "the sweep tunes student.data.batch_size, which trains the ceiling too: optimising pgr.val.vs_best_teacher would "
      "move its own yardstick; pin the ceiling's (student.ceiling.data.batch_size)"),
-    (["hparams_search=optuna", "student.ceiling.model.optimizer.lr=interval(1e-5,1e-4)"],
+    (["hparams_search=optuna", PGR, "student.ceiling.model.optimizer.lr=interval(1e-5,1e-4)"],
      "the sweep tunes student.ceiling.model.optimizer.lr, the ceiling's own"),
 ])
 def test_an_optimising_sweep_may_not_tune_what_trains_the_ceiling(overrides, refused):
@@ -253,3 +256,14 @@ def test_a_sweeper_that_goes_on_past_a_failed_job_still_exits_non_zero(tmp_path,
     assert "w2s: error: 1 job(s) of the sweep failed: " in done.stderr
     task_err = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.err"))
     assert "Submitted job triggered an exception" in task_err  # the failed job's process exited non-zero
+
+
+def test_an_undefined_objective_is_returned_as_none_not_nan(caplog):
+    """A NaN (PGR where the ceiling does not clear the weak) would stop an Optuna sweep; None fails that
+    one trial, with a line saying why."""
+    from weaks2strong.cli import headline
+
+    metrics = {"pgr": {"val": {"vs_best_teacher": float("nan")}}, "student": {"val": {"accuracy": 0.75}}}
+    assert headline(metrics, "student.val.accuracy") == 0.75
+    assert headline(metrics, "pgr.val.vs_best_teacher") is None
+    assert "optimized_metric=pgr.val.vs_best_teacher is undefined (NaN)" in caplog.text

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 
@@ -22,6 +23,10 @@ def headline(metrics: dict | None, name: str | None) -> float | None:
     value = metrics
     for part in name.split("."):
         value = value[part]
+    if value is None or math.isnan(float(value)):  # e.g. PGR where the ceiling does not clear the weak
+        log.warning("optimized_metric=%s is undefined (NaN) for this run; a sweeper counts it as a failed trial",
+                    name)
+        return None
     return float(value)
 
 
