@@ -152,7 +152,8 @@ def test_any_label_model_of_the_family_from_the_cli(tmp_path, capsys, method):
     accs = dict(line.split(" ")[0].split("=") for line in capsys.readouterr().out.splitlines())
     # crowd-kit's DS reads one-sided rules as always answering one class and collapses (WRENCH's
     # youtube: 0.53, docs/results/label_models.md); the others beat chance here
-    assert float(accs["accuracy_test"]) > 0.6 or method == "dawid_skene"
+    accuracy = float(accs["accuracy_test"])
+    assert accuracy <= 0.6 if method == "dawid_skene" else accuracy > 0.6
     code = cli_main([str(data), "--method", method, "--gold", "valid", "--out", str(tmp_path / "g.csv"), "--quiet"])
     if method in ("majority", "dawid_skene"):
         assert code == 2 and "cannot use gold labels" in capsys.readouterr().err

@@ -142,7 +142,8 @@ def test_hh_harmless_end_to_end_with_tiny_lms(tmp_path, mirror, models_dir):
         for split in ("val", "test"):
             acc = row[split]["accuracy"]
             assert 0 <= acc <= 1 and (acc * (SIZES[split] * 2)) % 1 == 0, (name, split)  # whole or half votes
-    assert metrics["best_judge"] in judges
+    # the judge with the best val accuracy, the first in the config's order on a tie
+    assert metrics["best_judge"] == max(cfg.teachers, key=lambda j: rows[f"judge {j}"]["val"]["accuracy"])
     artifacts = json.loads((Path(tmp_path) / "run" / "artifacts.json").read_text())
     pairs = {s: pd.read_parquet(Path(artifacts["align"][s]) / "pairs.parquet") for s in students}
     assert len(pairs["gold"]) == SIZES["w2s_train"] and (pairs["gold"]["p"] == 1).all()

@@ -125,7 +125,7 @@ def test_the_test_split_is_unreachable_before_evaluate(tmp_path, mirror):
     sys_path = str(Path(__file__).parent)
     if sys_path not in sys.path:
         sys.path.insert(0, sys_path)
-    from tripwire import SENTINEL
+    from tripwire import SENTINEL, expected_pgr
 
     rows = pd.read_csv(mirror / "sst2" / "train.tsv", sep="\t", quoting=3).iloc[:260]
     parts = ["weak_train"] * 100 + ["val"] * 40 + ["w2s_train"] * 80 + ["test"] * 40
@@ -143,7 +143,11 @@ def test_the_test_split_is_unreachable_before_evaluate(tmp_path, mirror):
     on_disk = json.loads((tmp_path / "sealed" / "metrics.json").read_text())
     for entry in [*on_disk["teachers"].values(), on_disk["aggregate"], on_disk["ceiling"], on_disk["student"]]:
         assert set(entry) == {"val", "w2s_train", "test"} and entry["test"]["coverage"] > 0
-    assert set(on_disk["teachers"]) == {"vader", "tfidf_lr", "tripwire"} and metrics["pgr"]["test"]
+    assert set(on_disk["teachers"]) == {"vader", "tfidf_lr", "tripwire"}
+    # PGR on test from the run's own test accuracies (NaN where the ceiling does not clear the weak one)
+    for against, value in expected_pgr(metrics, "test").items():
+        assert metrics["pgr"]["test"][against] == pytest.approx(value, nan_ok=True), against
+    assert set(metrics["pgr"]["test"]) == {"vs_best_teacher", "vs_aggregate"}
 
 
 def test_teacher_error_correlation_and_interval_coverage_follow_from_the_artifacts(first_run):

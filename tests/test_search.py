@@ -7,6 +7,7 @@ import torch
 from weaks2strong.models.causal_lm import generate_answers, load_causal_lm
 from weaks2strong.search.cbs import StrongModel, best_of_n, chunk_beam_search
 from weaks2strong.search.guide import GuidePair
+from weaks2strong.zoo import resolve_model
 from weaks2strong.zoo.tiny import build_tiny
 
 QUESTION = "What do plants make sugar from?"
@@ -148,6 +149,22 @@ def test_bad_search_settings_fail_in_one_line(tiny_lms, guide):
         strong_model(tiny_lms, temperature=-1)
 
 
+def answers_by_method(folders, methods) -> list[tuple]:
+    """(folder, method name) of each stored search_answers artifact of the test split, the method
+    known by the config its manifest records."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    names = {json.dumps(OmegaConf.to_container(m), sort_keys=True): name for name, m in methods.items()}
+    out = []
+    for folder in folders:
+        config = json.loads((folder / "manifest.json").read_text())["config"]
+        if config["split"] == "test":
+            out.append((folder, names[json.dumps(config["method"], sort_keys=True)]))
+    return out
+
+
 @pytest.mark.integration
 def test_sciq_search_end_to_end_with_tiny_causal_lms(tmp_path, mirror, models_dir):
     """``experiment=sciq_search`` on real SciQ rows with tiny Llamas: the guide is tuned and kept,
@@ -184,11 +201,14 @@ def test_sciq_search_end_to_end_with_tiny_causal_lms(tmp_path, mirror, models_di
     task = load_generation_task("sciq_gen", dict(cfg.task.sizes), mirror=str(mirror))
     stored = [p for p in (tmp_path / "runs" / ".cache" / "search_answers").iterdir() if not p.name.startswith(".")]
     assert len(stored) == 8  # 4 methods x 2 splits
-    for folder in stored:
+    checked = set()
+    for folder, name in answers_by_method(stored, cfg.search.methods):  # each method's EM from its own answers
         answers = pd.read_parquet(folder / "answers.parquet")
-        if len(answers) == 6 and set(answers["example_id"]) == set(task.split("test")["example_id"]):
-            hits = [exact_match(a, g) for a, g in zip(answers["answer"], task.answers("test"))]
-            assert float(np.mean(hits)) in {m["em"] for m in metrics["search"]["test"].values()}
+        assert answers["example_id"].tolist() == task.split("test")["example_id"].tolist()
+        hits = [exact_match(a, g) for a, g in zip(answers["answer"], task.answers("test"))]
+        assert metrics["search"]["test"][name]["em"] == pytest.approx(float(np.mean(hits))), name
+        checked.add(name)
+    assert checked == set(cfg.search.methods)
     assert "| cbs (2, 4, 2) | test |" in (tmp_path / "run" / "report.md").read_text()
     assert pipeline.run(cfg)["search"] == metrics["search"]  # every stage reused, the same numbers
 
@@ -252,13 +272,20 @@ def test_sentiment_search_end_to_end_scores_continuations_with_the_reward(tmp_pa
                                 prompt="{question}")
     positive = task.split("weak_train")[task.split("weak_train")["label"] == 1]
     assert json.loads((guide / "timing.json").read_text())["rows"] == len(positive) < 30  # positives only
-    assert manifest["stage"] == "search_guide" and load_file(guide / "model.safetensors")
+    assert manifest["stage"] == "search_guide"
+    # the kept weights are the guide's, tuned: the released model's tensors, not all of them unchanged
+    tuned = load_file(guide / "model.safetensors")
+    released = load_causal_lm(resolve_model("tiny-llama", str(models_dir)))[1].state_dict()
+    assert tuned and tuned.keys() <= released.keys() and all(tuned[k].shape == released[k].shape for k in tuned)
+    assert any(not torch.equal(tuned[k], released[k]) for k in tuned)
     reward = SentimentReward(models_dir=str(models_dir), mirror=str(mirror), train_size=60, progress=False).fit()
-    for folder in (tmp_path / "runs" / ".cache" / "search_answers").iterdir():
-        if folder.name.startswith("."):
-            continue
+    stored = [p for p in (tmp_path / "runs" / ".cache" / "search_answers").iterdir() if not p.name.startswith(".")]
+    checked = set()
+    for folder, name in answers_by_method(stored, cfg.search.methods):  # each method's reward from its own answers
         answers = pd.read_parquet(folder / "answers.parquet")
-        if set(answers["example_id"]) == set(task.split("test")["example_id"]):
-            mean = float(np.mean(reward([f"{q} {a}" for q, a in zip(task.questions("test"), answers["answer"])])))
-            assert any(abs(mean - m["reward"]) < 1e-6 for m in metrics["search"]["test"].values())
+        assert answers["example_id"].tolist() == task.split("test")["example_id"].tolist()
+        mean = float(np.mean(reward([f"{q} {a}" for q, a in zip(task.questions("test"), answers["answer"])])))
+        assert abs(mean - metrics["search"]["test"][name]["reward"]) < 1e-6, name
+        checked.add(name)
+    assert checked == set(cfg.search.methods)
     assert "| cbs (2, 4, 2) | test |" in (tmp_path / "run" / "report.md").read_text()

@@ -139,6 +139,52 @@ def test_a_sealed_test_split_cannot_be_read_and_does_not_enter_the_keys(mirror):
     assert task_key(dev) == task_key(other_test) != task_key(task)
 
 
+def _reachable_ids(value) -> set:
+    """Every example_id that an object's attributes reach (frames, dicts, lists, nested records)."""
+    if isinstance(value, pd.DataFrame):
+        return set(value["example_id"]) if "example_id" in value else set()
+    if isinstance(value, dict):
+        return set().union(*map(_reachable_ids, value.values()))
+    if isinstance(value, (list, tuple)):
+        return set().union(*map(_reachable_ids, value))
+    if hasattr(value, "__dict__"):
+        return _reachable_ids(vars(value))
+    return set()
+
+
+@pytest.mark.parametrize("kind, name", [
+    ("classification", "sst2"), ("classification", "wrench:sms"), ("multiple choice", "cosmosqa"),
+    ("classification", "csv"), ("generation", "sciq_gen"), ("generation", "imdb_continue"),
+    ("preference", "hh_harmless"),
+])
+def test_the_sealed_task_of_every_kind_holds_no_test_row(kind, name, mirror, tmp_path):
+    """``without_test`` drops the test rows (it is not a flag on a copy that still has them): no
+    attribute of the sealed task reaches a test example, the other splits are untouched, asking for
+    test names the seal, and the unsealed task keeps its test rows for evaluate."""
+    from weaks2strong.tasks.generation import load_generation_task
+    from weaks2strong.tasks.preference import load_preference_task
+
+    sizes = {"weak_train": 12, "val": 6, "w2s_train": 8, "test": 7}
+    if kind == "generation":
+        task = load_generation_task(name, sizes, mirror=str(mirror))
+    elif kind == "preference":
+        task = load_preference_task(name, sizes, mirror=str(mirror))
+    elif name == "csv":
+        path = tmp_path / "rows.csv"
+        pd.DataFrame({"text": [f"row {i}" for i in range(40)], "label": ["negative", "positive"] * 20}).to_csv(path)
+        task = load_task("csv", sizes, classes=["negative", "positive"], path=str(path))
+    else:
+        task = load_task(name.removeprefix("wrench:"), sizes, mirror=str(mirror))
+    test_ids = set(task.split("test")["example_id"])
+    dev = task.without_test()
+    assert len(test_ids) == 7 and type(dev) is type(task) and dev.sealed and not task.sealed
+    assert "test" not in dev.splits and not _reachable_ids(dev) & test_ids
+    assert all(dev.split(s) is task.split(s) for s in ("weak_train", "val", "w2s_train"))
+    with pytest.raises(TaskError, match="the test split is sealed until the evaluate stage"):
+        dev.split("test")
+    assert dev.without_test().splits == dev.splits and set(task.split("test")["example_id"]) == test_ids
+
+
 def test_sizes_without_val_are_refused_by_key(mirror):
     with pytest.raises(TaskError, match=r"task.sizes.val is missing"):
         load_task("sst2", sizes={"weak_train": 5, "w2s_train": 5, "test": 5}, mirror=str(mirror))

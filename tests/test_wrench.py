@@ -192,7 +192,8 @@ def test_rows_no_teacher_answered_can_weigh_nothing(mirror):
     assert 0 < uncovered.sum() < len(votes)  # sms: most rows get no vote
     assert (dropped["weight"][uncovered] == 0).all()
     np.testing.assert_array_equal(dropped["weight"][~uncovered], kept["weight"][~uncovered])
-    assert problem({"aggregator": {"uncovered_weight": 2}}) is not None
+    message = "config key 'aggregator.uncovered_weight' must be in [0, 1], got 2"
+    assert problem({"aggregator": {"uncovered_weight": 2}}) == message
 
 
 @pytest.mark.integration

@@ -7,8 +7,9 @@ A task holds four disjoint splits: ``weak_train`` (gold labels; the weak teacher
 columns ``example_id``, ``text`` (and ``text_pair`` for reading tasks) and ``label`` (an int class
 id).
 
-The stages before evaluate get ``task.without_test()``: the same task with the test split sealed,
-so no teacher, aggregator or student can read a test row before the reported number is computed.
+The stages before evaluate get ``task.without_test()``: a copy that holds no test row at all (the
+split is dropped, and asking for it names the seal), so no teacher, aggregator or student can read a
+test row before the reported number is computed, through ``split`` or by reaching into ``splits``.
 """
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ class SealedSplits:
         return self.splits[name]
 
     def without_test(self):
-        """This task with its test split sealed: what every stage before evaluate receives."""
-        return dataclasses.replace(self, sealed=True)
+        """This task without its test rows, sealed: what every stage before evaluate receives. The
+        copy holds no test row (not a flag on rows it still has), so no attribute can reach them."""
+        return dataclasses.replace(self, splits={s: df for s, df in self.splits.items() if s != "test"}, sealed=True)
 
     def sizes(self) -> dict[str, int]:
         return {s: len(df) for s, df in self.splits.items()}

@@ -136,7 +136,8 @@ def make_plots(task: Task, targets: Artifact, test_posterior: np.ndarray, errors
             str(plots.plot_reliability(test_posterior, task.labels("test"), folder / "aggregate_reliability_test.png",
                                        title="Aggregate posterior, test"))]
     teachers = targets.record("teachers")
-    if teachers and all("confusion" in t for t in teachers.values()):
+    # the confusion panels need each cell's interval too (the label model reports the confusions alone)
+    if teachers and all({"confusion", "confusion_low", "confusion_high"} <= t.keys() for t in teachers.values()):
         names, confusion, low, high = plots.teacher_arrays(teachers)
         made.append(str(plots.plot_teacher_confusions(confusion, low, high, folder / "teacher_confusions.png",
                                                       teacher_names=names, class_names=task.classes)))
