@@ -1,5 +1,6 @@
 """Every command in the README runs: `w2s` lines compose and pass the config checks, benchmark lines
-name flags their script has, `w2s-aggregate` lines run for real on the shared data."""
+name flags their script has, `w2s-aggregate` lines run for real on the shared data, `w2s-cache` lines
+on a scratch store."""
 import re
 import shlex
 import subprocess
@@ -28,7 +29,7 @@ COMMANDS = readme_commands()
 def test_the_readme_has_its_commands_and_stays_a_guide():
     assert any(c.startswith("make demo") for c in COMMANDS) and any(c.startswith("make test") for c in COMMANDS)
     assert len((ROOT / "README.md").read_text().splitlines()) <= 300
-    known = (".venv/bin/w2s ", ".venv/bin/w2s-aggregate ", "python benchmarks/", "make ")
+    known = (".venv/bin/w2s ", ".venv/bin/w2s-aggregate ", ".venv/bin/w2s-cache ", "python benchmarks/", "make ")
     assert all(c.startswith(known) or c == ".venv/bin/w2s" for c in COMMANDS), COMMANDS
 
 
@@ -63,3 +64,17 @@ def test_w2s_aggregate_commands_run(command, tmp_path, monkeypatch):
     args += ["--quiet"]
     assert main(args) == 0
     assert out.is_file() and out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith(".venv/bin/w2s-cache ")])
+def test_w2s_cache_commands_run(command, tmp_path):
+    from weaks2strong.runtime.artifacts import Store
+    from weaks2strong.runtime.cache_cli import main
+
+    with Store(tmp_path / "cache", run_dir=tmp_path / "run").create("teach", "k", {}, {}) as scratch:
+        (scratch / "labels.json").write_text("{}")
+    with Store(tmp_path / "cache").create("teach", "unused", {}, {}) as scratch:
+        (scratch / "labels.json").write_text("{}")
+    args = shlex.split(command)[1:] + ["--cache", str(tmp_path / "cache")]  # a scratch store, not runs/.cache
+    assert main(args) == 0
+    assert (tmp_path / "cache" / "teach" / "k").is_dir()  # referenced by a run dir: kept

@@ -49,7 +49,7 @@ def run(cfg: DictConfig) -> dict | None:
     validate(cfg)  # a bad value (e.g. a sweep job's, which the pre-check did not see) fails in one line, first
     distributed.init_process_group()
     run_dir = Path(distributed.broadcast(str(Path(cfg.paths.output_dir).resolve())))  # rank 0's run dir
-    store = Store(cfg.paths.cache_dir)
+    store = Store(cfg.paths.cache_dir, run_dir=run_dir if distributed.is_main() else None)  # records what it used
     task: Task = build(cfg.task, "task", _convert_="all")
     log.info("task %s: %s", task.name, task.sizes())
     kind = "search" if cfg.get("search") is not None else getattr(task, "kind", "classification")

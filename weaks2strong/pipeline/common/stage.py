@@ -2,8 +2,10 @@
 fitted in this process, kept so that evaluate can label the test split without fitting them again.
 
 ``cached_stage`` is how every stage runs: reuse the finished artifact (logging "<what> reused
-(<path>)"), or compute it under the lock. ``recall_or_fit`` is how every stage gets back a fitted object:
-this process's, or fitted again (deterministic in its config and rows)."""
+(<path>)"), or compute it under the lock (also when a file of the artifact no longer matches its
+checksum: ``Store.find`` warns, naming the file, and the new artifact replaces the bad one).
+``recall_or_fit`` is how every stage gets back a fitted object: this process's, or fitted again
+(deterministic in its config and rows)."""
 from __future__ import annotations
 
 import logging
