@@ -127,6 +127,16 @@ def test_an_empty_gold_answer_names_its_block(tmp_path):
         read_qa_blocks(path)
 
 
+# experiment=sciq_gen with tiny causal LMs everywhere (also the tripwire's generation run)
+TINY_SCIQ_GEN = [
+    "teachers.smollm2_5shot.model=tiny-llama", "teachers.smollm2_5shot.max_new_tokens=4",
+    "teachers.smollm2_ft_a.model=tiny-llama", "teachers.smollm2_ft_a.epochs=1",
+    "teachers.smollm2_ft_a.max_new_tokens=4", "~teachers.smollm2_ft_b",
+    "student.lm=tiny-llama", "student.generate.max_new_tokens=4", "student.save_weights=true",
+    "generation.student_shots=2", "align=dpo", "align.max_pairs=2", "align.min_pair_mass=0.0",
+]
+
+
 @pytest.mark.integration
 def test_sciq_gen_end_to_end_with_tiny_causal_lms(tmp_path, mirror, models_dir):
     from weaks2strong import pipeline
@@ -135,11 +145,7 @@ def test_sciq_gen_end_to_end_with_tiny_causal_lms(tmp_path, mirror, models_dir):
         "experiment=sciq_gen", "debug=fast", "logger=csv", f"paths.output_dir={tmp_path}/run",
         f"paths.runs_dir={tmp_path}/runs", f"paths.models_dir={models_dir}",
         "task.sizes.weak_train=40", "task.sizes.w2s_train=16", "task.sizes.val=12", "task.sizes.test=12",
-        "teachers.smollm2_5shot.model=tiny-llama", "teachers.smollm2_5shot.max_new_tokens=4",
-        "teachers.smollm2_ft_a.model=tiny-llama", "teachers.smollm2_ft_a.epochs=1",
-        "teachers.smollm2_ft_a.max_new_tokens=4", "~teachers.smollm2_ft_b",
-        "student.lm=tiny-llama", "student.generate.max_new_tokens=4", "student.save_weights=true",
-        "generation.student_shots=2", "align=dpo", "align.max_pairs=2", "align.min_pair_mass=0.0",
+        *TINY_SCIQ_GEN,
     ]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", return_hydra_config=True, overrides=overrides)

@@ -22,6 +22,7 @@ import pytest
 import tripwire
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
+from test_generation import TINY_SCIQ_GEN
 from test_pipeline import compose_run
 from tripwire import SENTINEL, artifact_dirs, expected_pgr, leaks
 
@@ -190,11 +191,7 @@ def test_generation_teachers_aggregate_ceiling_student_and_dpo(tmp_path, mirror,
         f"paths.models_dir={models_dir}", f"paths.data_mirror={data}",
         *watched("weaks2strong.tasks.generation.load_generation_task", out),
         "task.sizes.weak_train=24", "task.sizes.w2s_train=12", "task.sizes.val=8", "task.sizes.test=6",
-        "teachers.smollm2_5shot.model=tiny-llama", "teachers.smollm2_5shot.max_new_tokens=4",
-        "teachers.smollm2_ft_a.model=tiny-llama", "teachers.smollm2_ft_a.epochs=1",
-        "teachers.smollm2_ft_a.max_new_tokens=4", "~teachers.smollm2_ft_b",
-        "student.lm=tiny-llama", "student.generate.max_new_tokens=4", "student.save_weights=true",
-        "generation.student_shots=2", "align=dpo", "align.max_pairs=2", "align.min_pair_mass=0.0",
+        *TINY_SCIQ_GEN,
     ]
     with initialize_config_dir(CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", return_hydra_config=True, overrides=overrides)
