@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 from tqdm.auto import tqdm
 
-from weaks2strong.models.lm_logprobs import cache_kwarg, returned_cache, target_logprobs
+from weaks2strong.models.lm_logprobs import cache_kwarg, returned_cache, shared_prompt_logprobs, target_logprobs
 from weaks2strong.models.losses import weighted_teacher_forcing_loss
 from weaks2strong.models.schedules import linear_warmup_decay
 
@@ -54,28 +54,59 @@ def encode_row(tok, row: CandidateRow, max_prompt_tokens: int, max_answer_tokens
 
 class CandidateCollator:
     """Rows -> one padded batch of (example, candidate) sequences, right-padded, with a target mask
-    on the completion tokens and the (B, C) layout the loss needs."""
+    on the completion tokens and the (B, C) layout the loss needs.
 
-    def __init__(self, tok, max_prompt_tokens: int = 256, max_answer_tokens: int = 24, every_candidate: bool = False):
+    ``share_prompt``: the batch holds the prompts and the completions apart instead: ``prefix_ids``
+    (L,), the tokens every prompt of the batch starts with (the task's instruction); ``prompt_ids``
+    (B, P), the rest of each prompt, left-padded; ``completion_ids`` (N, A) right-padded, one per
+    (example, candidate) slot, continuing prompt ``prompt_index``. ``sequence_logprobs`` then reads the
+    prefix once and each prompt once for all its candidates (``shared_prompt_logprobs``): the same
+    log-probs, at the cost of one prefix and B prompt rests instead of N whole prompts."""
+
+    def __init__(self, tok, max_prompt_tokens: int = 256, max_answer_tokens: int = 24, every_candidate: bool = False,
+                 share_prompt: bool = False):
         self.tok, self.max_prompt_tokens, self.max_answer_tokens = tok, max_prompt_tokens, max_answer_tokens
         self.every_candidate = every_candidate  # score zero-mass candidates too (a softmax over them needs all)
+        self.share_prompt = share_prompt
 
     def __call__(self, rows: list[CandidateRow]) -> dict[str, torch.Tensor]:
-        seqs, starts, slots = [], [], []
+        prompts, completions, slots = [], [], []
         width_c = max(1, max(len(r.candidates) for r in rows))
         probs = torch.zeros(len(rows), width_c)
         for i, row in enumerate(rows):
-            prompt, completions = encode_row(self.tok, row, self.max_prompt_tokens, self.max_answer_tokens)
-            for c, completion in enumerate(completions):
+            prompt, answers = encode_row(self.tok, row, self.max_prompt_tokens, self.max_answer_tokens)
+            prompts.append(prompt)
+            for c, completion in enumerate(answers):
                 if not completion or (row.probs[c] <= 0 and not self.every_candidate):
                     continue
-                seqs.append(prompt + completion)
-                starts.append(len(prompt))
+                completions.append(completion)
                 slots.append((i, c))
                 probs[i, c] = row.probs[c]
-        return {**padded_completions(seqs, starts, self.tok.pad_token_id),
-                "slots": torch.tensor(slots, dtype=torch.long).reshape(-1, 2), "probs": probs,
-                "weights": torch.tensor([r.weight for r in rows], dtype=torch.float32)}
+        slots = torch.tensor(slots, dtype=torch.long).reshape(-1, 2)  # (N, 2): (example, candidate)
+        weights = torch.tensor([r.weight for r in rows], dtype=torch.float32)  # (B,)
+        extras = {"slots": slots, "probs": probs, "weights": weights}
+        pad = self.tok.pad_token_id
+        if self.share_prompt:
+            n = common_prefix(prompts)
+            left = padded_completions([p[n:][::-1] for p in prompts], [len(p) - n for p in prompts], pad)
+            left = {k: v.flip(-1) for k, v in left.items()}  # left-padded: each prompt ends at P - 1
+            right = padded_completions(completions, [0] * len(completions), pad)
+            return {"prefix_ids": torch.tensor(prompts[0][:n], dtype=torch.long), "prompt_ids": left["input_ids"],
+                    "prompt_mask": left["attention_mask"], "completion_ids": right["input_ids"],
+                    "completion_mask": right["attention_mask"], "prompt_index": slots[:, 0], **extras}
+        seqs = [prompts[i] + completion for (i, _), completion in zip(slots.tolist(), completions)]
+        starts = [len(prompts[i]) for i, _ in slots.tolist()]
+        return {**padded_completions(seqs, starts, pad), **extras}
+
+
+def common_prefix(seqs: list[list[int]]) -> int:
+    """The number of leading tokens that every sequence shares, leaving each at least one of its own
+    (the task's instruction, before the example's text; the last prompt token predicts the answer)."""
+    shortest = min(len(s) for s in seqs) - 1
+    n = 0
+    while n < shortest and all(s[n] == seqs[0][n] for s in seqs):
+        n += 1
+    return n
 
 
 def padded_completions(seqs: list[list[int]], starts: list[int], pad_id: int) -> dict[str, torch.Tensor]:
@@ -123,8 +154,13 @@ class SequenceLikelihoodModule(pl.LightningModule):
     def sequence_logprobs(self, batch, fill: float = 0.0) -> torch.Tensor:
         """(B, C) log p(candidate c | prompt of example i), summed over the completion tokens; ``fill``
         where a slot holds no sequence."""
-        logp = target_logprobs(self.lm, batch["input_ids"], batch["attention_mask"], batch["target_mask"],
-                               chunk_size=self.chunk_size)  # (P, T)
+        if "prompt_ids" in batch:  # each prompt read once, its cache shared by its candidates (share_prompt)
+            logp = shared_prompt_logprobs(self.lm, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
+                                          batch["completion_mask"], self.chunk_size, batch["prompt_index"],
+                                          batch["prefix_ids"])  # (N, L)
+        else:
+            logp = target_logprobs(self.lm, batch["input_ids"], batch["attention_mask"], batch["target_mask"],
+                                   chunk_size=self.chunk_size)  # (N, T)
         scores = torch.full_like(batch["probs"], fill)  # (B, C)
         return scores.index_put((batch["slots"][:, 0], batch["slots"][:, 1]), logp.sum(-1))
 

@@ -68,20 +68,30 @@ def _check_masks(input_ids: torch.Tensor, attention_mask: torch.Tensor, target_m
     return target_mask
 
 
-def _head_logprobs(model, states: torch.Tensor, labels: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """(N,) float32 log p(labels[n] | states[n]) through the LM head, ``chunk_size`` rows at a time,
-    each chunk checkpointed: neither forward nor backward holds more than one (chunk, V) block."""
+def _head_logprobs(model, states: torch.Tensor, labels: torch.Tensor, chunk_size: int,
+                   rows: torch.Tensor | None = None) -> torch.Tensor:
+    """(N,) float32 log p(labels[n] | states[rows[n]]) through the LM head (``rows`` defaults to n),
+    ``chunk_size`` states at a time. Labels that read one state (the K verbalizers' first tokens after
+    one prompt) share its V logits. With several chunks each is checkpointed: neither forward nor
+    backward holds more than one (chunk, V) block. A lone chunk is not: the head's backward runs
+    before the body's, so its block is freed as early as a recomputed one would be, at no second forward."""
     head = model.get_output_embeddings()
+    rows = torch.arange(labels.shape[0], device=labels.device) if rows is None else rows
 
-    def chunk_logprobs(h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def chunk_logprobs(h: torch.Tensor, r: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # log_softmax, not z_y - logsumexp(z): it subtracts the max before rounding, which matters when
         # logits reach ~100s (Gemma 3: z_y - lse at |z| ~ 180 is off by ~5e-5)
-        logprobs = _scale_logits(model, head(h)).float().log_softmax(-1)  # (n, V)
-        return logprobs.gather(-1, y[:, None]).squeeze(-1)  # (n,)
+        logprobs = _scale_logits(model, head(h)).float().log_softmax(-1)  # (m, V)
+        return logprobs[r, y]  # (n,)
 
-    pieces = [checkpoint(chunk_logprobs, states[i:i + chunk_size], labels[i:i + chunk_size], use_reentrant=False)
-              for i in range(0, states.shape[0], chunk_size)]
-    return torch.cat(pieces) if pieces else states.new_zeros(0, dtype=torch.float32)
+    starts = range(0, states.shape[0], chunk_size)
+    out = states.new_zeros(labels.shape[0], dtype=torch.float32)  # (N,)
+    for i in starts:
+        picks = (rows >= i) & (rows < i + chunk_size)  # (N,) the labels that read this chunk's states
+        args = (states[i:i + chunk_size], rows[picks] - i, labels[picks])
+        piece = checkpoint(chunk_logprobs, *args, use_reentrant=False) if len(starts) > 1 else chunk_logprobs(*args)
+        out = out.masked_scatter(picks, piece)
+    return out
 
 
 def target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor,
@@ -89,8 +99,8 @@ def target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     """(B, T) float32: log p_θ(input_ids[b, t] | input_ids[b, :t]) where target_mask[b, t], 0 elsewhere.
 
     Equal to ``plain_target_logprobs`` (to fp32 rounding), but the head sees only the N positions that
-    predict a target (hidden[b, t-1] predicts input_ids[b, t]), ``chunk_size`` at a time, each chunk
-    checkpointed so that neither forward nor backward holds more than one (chunk, V) block of logits.
+    predict a target (hidden[b, t-1] predicts input_ids[b, t]), ``chunk_size`` at a time, several chunks
+    each checkpointed, so that neither forward nor backward holds more than one (chunk, V) block of logits.
     Gradients flow to the body and the head. Length-normalising (sum / count) is the caller's business.
     """
     if chunk_size < 1:
@@ -107,39 +117,78 @@ def target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
 
 
 def shared_prompt_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
-                           completion_mask: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
-    """(R·B, C) float32: log p_θ(completion token | prompt, earlier completion tokens) where
-    completion_mask, 0 elsewhere, with each prompt run through the body once for its R completions.
+                           completion_mask: torch.Tensor, chunk_size: int = 1024,
+                           prompt_index: torch.Tensor | None = None,
+                           prefix_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, C) float32: log p_θ(completion token | prompt, earlier completion tokens) where
+    completion_mask, 0 elsewhere, with each prompt run through the body once for all its completions.
 
-    prompt_ids (B, P) left-padded; completion_ids (R·B, C) right-padded, completion r of prompt b at
-    row r·B + b (a preference batch: R = 2, the B chosen then the B rejected). The prompt's key/value
-    cache is computed with gradients and repeated for the R completions, so the result and its
-    gradients equal ``target_logprobs`` on the R·B concatenated sequences, at the cost of B prompts
-    instead of R·B. Differentiable; the head runs as in ``target_logprobs`` (chunks, checkpointed).
+    prompt_ids (B, P) left-padded; completion_ids (N, C) right-padded, row n continuing prompt
+    ``prompt_index[n]`` (N,). By default N = R·B and completion r of prompt b is row r·B + b (a
+    preference batch: R = 2, the B chosen then the B rejected); a verbalizer batch passes the prompt
+    of each (example, class) slot. ``prefix_ids`` (L,): tokens that every prompt starts with (the
+    task's instruction), read once for the batch; prompt_ids then hold what follows it.
+
+    The prompts' key/value cache is computed with gradients and gathered for the N completions, so the
+    result and its gradients equal ``target_logprobs`` on the N concatenated sequences, at the cost of
+    B prompts instead of N. Differentiable; the head runs as in ``target_logprobs``, once on a prompt's
+    last state for all its completions' first tokens.
     """
     B, P = prompt_ids.shape  # noqa: N806
-    R = completion_ids.shape[0] // B  # noqa: N806
-    if completion_ids.shape[0] != R * B or completion_mask.shape != completion_ids.shape:
-        raise ValueError(f"completion_ids {tuple(completion_ids.shape)} must be (R·B, C) for {B} prompts, with a "
-                         f"completion_mask of the same shape")
+    if prompt_index is None:
+        R = completion_ids.shape[0] // B  # noqa: N806
+        if completion_ids.shape[0] != R * B:
+            raise ValueError(f"completion_ids {tuple(completion_ids.shape)} must be (R·B, C) for {B} prompts")
+        prompt_index = torch.arange(B, device=prompt_ids.device).repeat(R)  # (R·B,) rows r·B + b
+    if prompt_index.shape != completion_ids.shape[:1] or completion_mask.shape != completion_ids.shape:
+        raise ValueError(f"completion_ids {tuple(completion_ids.shape)} needs a completion_mask of its shape and "
+                         f"one prompt_index per row, got {tuple(completion_mask.shape)} and "
+                         f"{tuple(prompt_index.shape)}")
     if not prompt_mask[:, -1].all():
         raise ValueError("prompt_ids must be left-padded: every prompt's last token at position P - 1")
-    body = _decoder_body(model)
+    body, device = _decoder_body(model), prompt_ids.device
+    cache, seen = None, prompt_mask.new_zeros(B, 0)  # (B, L): the prefix, as the prompts see it
+    if prefix_ids is not None and len(prefix_ids):
+        window = getattr(_text_config(model), "sliding_window", None)
+        if window is None or len(prefix_ids) + P + completion_ids.shape[1] <= window:
+            # the prefix once; the padding after it is a hole that a sliding window would count,
+            # so this path only runs where every window spans the whole sequence
+            ids = prefix_ids[None]  # (1, L)
+            cache = returned_cache(body(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True,
+                                        position_ids=torch.arange(ids.shape[1], device=device)[None]))
+            cache.reorder_cache(torch.zeros(B, dtype=torch.long, device=device))  # (B, ...)
+            seen = prompt_mask.new_ones(B, ids.shape[1])
+        else:  # each prompt whole, left-padded again: a stable sort puts every padding token first
+            prompt_ids = torch.cat([prefix_ids.expand(B, -1), prompt_ids], dim=1)
+            prompt_mask = torch.cat([torch.ones_like(prompt_ids[:, :len(prefix_ids)]), prompt_mask], dim=1)
+            order = prompt_mask.argsort(dim=1, stable=True)  # (B, L+P)
+            prompt_ids, prompt_mask = prompt_ids.gather(1, order), prompt_mask.gather(1, order)
     # left padding: no hole between a prompt and its completion, so a sliding window (Gemma) counts
     # the same tokens as on the unpadded sequence; positions count from each row's first real token
-    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
-    first = body(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True)
-    cache = returned_cache(first)
-    cache.reorder_cache(torch.arange(B, device=prompt_ids.device).repeat(R))  # (R·B, ...) rows r·B + b
-    last = first.last_hidden_state[:, -1].repeat(R, 1)  # (R·B, H): predicts completion token 0
-    after = prompt_mask.sum(-1).repeat(R)[:, None] + torch.arange(completion_ids.shape[1], device=prompt_ids.device)
-    mask = torch.cat([prompt_mask.repeat(R, 1), completion_mask.to(prompt_mask.dtype)], dim=1)  # (R·B, P+C)
-    hidden = body(input_ids=completion_ids, attention_mask=mask, position_ids=after,
-                  use_cache=True, **{cache_kwarg(model): cache}).last_hidden_state  # (R·B, C, H)
-    states = torch.cat([last[:, None], hidden[:, :-1]], dim=1)  # (R·B, C, H): the state before each token
-    target = completion_mask.bool()
-    picked = _head_logprobs(model, states[target], completion_ids[target], chunk_size)  # (N,)
-    return states.new_zeros(target.shape, dtype=torch.float32).masked_scatter(target, picked)  # (R·B, C)
+    positions = seen.shape[1] + (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
+    seen = torch.cat([seen, prompt_mask], dim=1)  # (B, L+P)
+    first = body(input_ids=prompt_ids, attention_mask=seen, position_ids=positions, use_cache=True,
+                 **({cache_kwarg(model): cache} if cache is not None else {}))
+    # the state before each target token: a prompt's last state (one per prompt, read by all its
+    # completions' first tokens), then each completion's own states (its last token predicts nothing)
+    target = completion_mask.bool()  # (N, C)
+    later = target.clone()
+    later[:, 0] = False
+    states = first.last_hidden_state[:, -1]  # (B, H)
+    if completion_ids.shape[1] > 1:
+        cache = returned_cache(first)
+        cache.reorder_cache(prompt_index)  # (N, ...): each completion row gets its prompt's keys and values
+        feed = completion_ids[:, :-1]  # (N, C-1)
+        after = seen.sum(-1)[prompt_index, None] + torch.arange(feed.shape[1], device=device)  # (N, C-1)
+        mask = torch.cat([seen[prompt_index], completion_mask[:, :-1].to(seen.dtype)], dim=1)  # (N, L+P+C-1)
+        hidden = body(input_ids=feed, attention_mask=mask, position_ids=after,
+                      use_cache=True, **{cache_kwarg(model): cache}).last_hidden_state  # (N, C-1, H)
+        states = torch.cat([states, hidden[later[:, 1:]]])  # (B + n', H)
+    rows = torch.empty(target.shape, dtype=torch.long, device=device)  # (N, C): each target's state
+    rows[:, 0] = prompt_index
+    rows[later] = B + torch.arange(int(later.sum()), device=device)
+    picked = _head_logprobs(model, states, completion_ids[target], chunk_size, rows[target])  # (n,)
+    return states.new_zeros(target.shape, dtype=torch.float32).masked_scatter(target, picked)  # (N, C)
 
 
 def plain_target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -109,10 +109,16 @@ def logits(module: nn.Module, batch: dict, device: torch.device) -> torch.Tensor
 
 @torch.no_grad()
 def predict_proba(module: nn.Module, loader) -> torch.Tensor:
-    """(N, K) probabilities over a loader, in order, without a Trainer (rank 0 alone, after training)."""
+    """(N, K) probabilities over a loader, in order, without a Trainer (rank 0 alone, after training).
+    A loader that batches rows out of order (by length) gives each batch's ``row_index`` (B,): its
+    rows' places in the order, where their probabilities go."""
     was_training = module.training
     module.eval()
     device = next(module.parameters()).device
-    out = [logits(module, batch, device).softmax(-1).float().cpu() for batch in loader]
+    out, places = [], []
+    for batch in loader:
+        out.append(logits(module, batch, device).softmax(-1).float().cpu())
+        places += [batch["row_index"]] if isinstance(batch, dict) and "row_index" in batch else []
     module.train(was_training)
-    return torch.cat(out)
+    probs = torch.cat(out)  # (N, K)
+    return probs[torch.cat(places).argsort()] if places else probs

@@ -15,4 +15,5 @@ from weaks2strong.tasks import Task
 class StudentParts:
     module: pl.LightningModule
     data: pl.LightningDataModule
-    predict_loader: Callable[[Task, str], DataLoader]  # (task, split) -> rows in the split's order
+    # (task, split) -> the split's rows; in its order, or batches that give their rows' places (``row_index``)
+    predict_loader: Callable[[Task, str], DataLoader]
