@@ -34,10 +34,17 @@ def test_the_readme_has_its_commands_and_stays_a_guide():
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c.split()[0] == ".venv/bin/w2s"])
-def test_w2s_commands_compose(command, monkeypatch):
+def test_w2s_commands_compose(command, monkeypatch, tmp_path):
+    """Each w2s line passes the pre-check; a line that names a user's file (task.path=my.csv) gets one
+    with the columns it names, since the pre-check reads the file's header."""
     from weaks2strong.runtime.checks import check_command_line
 
     args = shlex.split(command)[1:]
+    given = dict(a.split("=", 1) for a in args if "=" in a)
+    if "task.path" in given:
+        monkeypatch.chdir(tmp_path)
+        columns = [given.get("task.text_column", "text"), given.get("task.label_column", "label")]
+        Path(given["task.path"]).write_text(",".join(columns) + "\nfine,good\n")
     assert check_command_line([a for a in args if a != "-m"]) is None
 
 
