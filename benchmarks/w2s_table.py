@@ -491,8 +491,10 @@ def headline_line(summary: dict, reference: str) -> str:
     means = {}
     for s in summary.values():
         for (agg, form), row in s["rows"].items():
-            if form == "soft_weighted":
-                means.setdefault(agg, []).append(row["acc"])
+            # a row competes for best_student only on the reference's seeds, all of them: a mean over
+            # other seeds would compare different splits
+            if form == "soft_weighted" and set(s["ref"]) <= set(row["cells"]):
+                means.setdefault(agg, []).append(np.mean([row["cells"][k]["student_test_acc"] for k in s["ref"]]))
     complete = {a: float(np.mean(v)) for a, v in means.items() if len(v) == len(summary)}
     best = max(complete, key=complete.get) if complete else "none"
     pgrs = [s["rows"][(reference, "soft_weighted")]["pgr"] for s in summary.values()

@@ -134,3 +134,18 @@ def test_a_task_of_ones_own_joins_the_table(tmp_path, small_sst2, monkeypatch):
     assert [(a, f) for a, _, f, _ in cells] == [("majority", "soft_weighted")]
     base = table.compose("heldout", 0, [])
     assert base.task.path == str(path) and base.task.sizes.w2s_train == 80
+
+
+def test_best_student_is_judged_on_the_references_seeds_only():
+    """A row with a higher mean over fewer seeds (other splits) is not the best student."""
+    table = _table_script()
+    records = []
+    for seed, ref in enumerate([0.80, 0.82, 0.79]):
+        common = {"task": "youtube", "seed": seed, "best_teacher": "rule_1", "best_teacher_test_acc": 0.6,
+                  "ceiling_test_acc": 0.9, "targets_w2s_acc": 0.7, "student_val_acc": 0.8, "form": "soft_weighted"}
+        records.append({**common, "key": f"r{seed}", "aggregator": "bayes_label_model", "student_test_acc": ref})
+        if seed < 2:  # two seeds only, each above the reference's mean
+            records.append({**common, "key": f"m{seed}", "aggregator": "majority", "student_test_acc": 0.83})
+    assert "best_student=bayes_label_model " in table.render(records)[1]
+    records.append({**records[-1], "key": "m2", "seed": 2, "aggregator": "majority", "student_test_acc": 0.83})
+    assert "best_student=majority " in table.render(records)[1]
