@@ -171,8 +171,9 @@ def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str]
     planned = []
     for agg in aggregators:
         if agg == "gold":  # the fine-tuned student's ceiling
-            planned += [(agg, None, "soft_weighted", key) for key in
-                        [stable_hash(task_spec, teachers_key, agg, *student_key, student_version)] if key not in done]
+            key = stable_hash(task_spec, teachers_key, agg, *student_key, student_version)
+            if key not in done:
+                planned.append((agg, None, "soft_weighted", key))
             continue
         agg_cfg = compose(task_name, seed, AGGREGATORS[agg]).aggregator
         agg_version = code_version(build_class(agg_cfg.model._target_))
@@ -268,7 +269,12 @@ def run_finetuned_task_seed(task_name: str, seed: int, aggregators: list[str], l
     show something), one cell per aggregator. Every stage goes through the framework's own cached
     stages, so a rerun reuses teachers, aggregates and trained students."""
     from weaks2strong.pipeline.classification.aggregate import aggregate_labels, best_teacher_by_val_accuracy
-    from weaks2strong.pipeline.classification.distill import distill_classifier, fitted_student, test_predictions
+    from weaks2strong.pipeline.classification.distill import (
+        ceiling_config,
+        distill_classifier,
+        fitted_student,
+        test_predictions,
+    )
     from weaks2strong.pipeline.classification.teach import teach, teacher_probs, teacher_test_labels
     from weaks2strong.pipeline.common.config import build, config_slice, settings_for
     from weaks2strong.pipeline.common.tables import prob_columns, split_rows
@@ -300,8 +306,6 @@ def run_finetuned_task_seed(task_name: str, seed: int, aggregators: list[str], l
         val = split_rows(artifact, "predictions", dev, "val")[prob_columns(task.num_classes)].to_numpy()
         test = test_predictions(task, fitted_student(dev, targets, artifact, cfg))
         return accuracy(test, y["test"]), accuracy(val, y["val"]), round(time.perf_counter() - t0, 1)
-
-    from weaks2strong.pipeline.classification.distill import ceiling_config
 
     ceiling_test, ceiling_val, ceiling_seconds = student(None, ceiling_config(base), "ceiling")
     common = {"task": task_name, "seed": seed, "teachers": sorted(labels), "best_teacher": best,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
-
 from ..base import Aggregate, AggregatorError
 from ._common import Rule, finish
 
@@ -34,18 +32,11 @@ class SnorkelLabelModel(Rule):
         self.model_ = LabelModel(cardinality=votes.n_classes, verbose=False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Snorkel's own deprecation chatter
-            self.model_.fit(self._matrix(votes), n_epochs=self.n_epochs, seed=self.seed, progress_bar=False)
+            self.model_.fit(votes.dense(), n_epochs=self.n_epochs, seed=self.seed, progress_bar=False)
 
     def predict(self, votes) -> Aggregate:
         if self.model_ is None:
             raise RuntimeError("SnorkelLabelModel.predict before fit: it learns the rules' accuracies in fit")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return finish(self.model_.predict_proba(self._matrix(self._votes(votes))))  # (N, K)
-
-    @staticmethod
-    def _matrix(votes) -> np.ndarray:
-        """(N, T) int label matrix, -1 where a teacher did not answer (Snorkel's ``L``)."""
-        matrix = np.full((votes.n_rows, votes.n_sources), -1, dtype=int)
-        matrix[votes.row, votes.source] = votes.label
-        return matrix
+            return finish(self.model_.predict_proba(self._votes(votes).dense()))  # (N, K); dense: Snorkel's L
