@@ -73,8 +73,9 @@ LEDGER_DROPS = ("smollm2", "minilm2_finetuned")
 AGGREGATORS = {
     "bayes_label_model": ["aggregator=bayes_label_model"],
     "bayes_label_model_unanchored": ["aggregator=bayes_label_model", "aggregator.anchor=none"],
-    # rows no teacher answered weigh nothing (WRENCH's end models train on covered rows only)
-    "bayes_label_model_covered": ["aggregator=bayes_label_model", "+aggregator.uncovered_weight=0"],
+    # rows no teacher answered train on the prior too (the default trains on covered rows only, as WRENCH's
+    # end models do); run where teachers abstain (ABSTAINING), elsewhere it is the reference
+    "bayes_label_model_all_rows": ["aggregator=bayes_label_model", "+aggregator.uncovered_weight=1"],
     "bayes": ["aggregator=bayes", "aggregator.model.progress=false"],
     "bayes_unanchored": ["aggregator=bayes_unanchored", "aggregator.model.progress=false"],
     "majority": ["aggregator=majority"],
@@ -84,6 +85,7 @@ AGGREGATORS = {
     "best_teacher": ["aggregator=single"],
 }
 REFERENCE = "bayes_label_model"
+ONLY_WHERE_TEACHERS_ABSTAIN = ("bayes_label_model_all_rows",)
 # the fine-tuned student (the framework's own distill stage: MiniLM-L6 fine-tuned with the task's default
 # student config) runs on fewer cells: it costs minutes, not seconds; its rows are the reference and the
 # baselines a user would try first
@@ -152,6 +154,7 @@ def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str]
     re-runs its cells only, and a teacher added to a task's set makes new cells."""
     from omegaconf import OmegaConf
 
+    from weaks2strong.pipeline.classification.aggregate import UNCOVERED_WEIGHT
     from weaks2strong.runtime.artifacts import stable_hash
     from weaks2strong.student import probe as probe_module
     from weaks2strong.student.probe import FeatureEncoder
@@ -168,8 +171,13 @@ def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str]
         student_version = code_version(probe_module, FeatureEncoder)
     else:  # (name, its config slices, its code version)
         student_key, student_version = (student[0], stable_hash(student[1])), student[2]
+    # where rules abstain, which rows train (aggregator.uncovered_weight; its default became 0) changes a
+    # cell; elsewhere every row has a vote and the keys stay as they were
+    abstaining = bool(TASKS[task_name].get("wrench") or TASKS[task_name].get("overrides") is not None)
     planned = []
     for agg in aggregators:
+        if agg in ONLY_WHERE_TEACHERS_ABSTAIN and not abstaining:
+            continue
         if agg == "gold":  # the fine-tuned student's ceiling
             key = stable_hash(task_spec, teachers_key, agg, *student_key, student_version)
             if key not in done:
@@ -178,9 +186,10 @@ def plan_cells(task_name: str, seed: int, aggregators: list[str], done: set[str]
         agg_cfg = compose(task_name, seed, AGGREGATORS[agg]).aggregator
         agg_version = code_version(build_class(agg_cfg.model._target_))
         forms = FORMS if agg == REFERENCE and student is None else {"soft_weighted": None}
+        rows = (float(agg_cfg.get("uncovered_weight", UNCOVERED_WEIGHT)),) if abstaining else ()
         for form in forms:
             key = stable_hash(task_spec, teachers_key, agg, stable_hash(dict(agg_cfg)), form, *student_key,
-                              agg_version, student_version)
+                              agg_version, student_version, *rows)
             if key not in done:
                 planned.append((agg, agg_cfg, form, key))
     return planned
@@ -356,9 +365,21 @@ def latest(records: list[dict]) -> list[dict]:
     return list(out.values())
 
 
-def render(records: list[dict], reference: str = REFERENCE) -> tuple[str, str]:
-    """(markdown, headline) of the ledger's current cells: the frozen-feature table, then the
-    fine-tuned student's."""
+def current_keys(records: list[dict]) -> set[str]:
+    """The keys the frozen-feature cells of the ledger's (task, seed)s have under today's configs and
+    code: a cell written before a change to its aggregator is history, not a row of the table."""
+    keys = set()
+    for task_name, seed in sorted({(r["task"], r["seed"]) for r in records if r.get("student") != FINETUNED}):
+        if task_name in TASKS:
+            keys |= {key for *_, key in plan_cells(task_name, seed, list(AGGREGATORS), set())}
+    return keys
+
+
+def render(records: list[dict], reference: str = REFERENCE, keys: set[str] | None = None) -> tuple[str, str]:
+    """(markdown, headline) of the ledger's current cells (``keys``: those of today's code and configs;
+    None: the last of each), the frozen-feature table, then the fine-tuned student's."""
+    if keys is not None:
+        records = [r for r in records if r.get("student") == FINETUNED or r["key"] in keys]
     records = latest(records)
     finetuned = [r for r in records if r.get("student") == FINETUNED]
     records = [r for r in records if r.get("student") != FINETUNED]
@@ -553,7 +574,7 @@ def main(argv=None) -> int:
             for task_name in args.tasks:
                 wrote = run(task_name, seed, aggregators, ledger, done)
                 print(f"{task_name} seed {seed}: {wrote} new cell(s)", flush=True)
-    text, headline = render(ledger.records())
+    text, headline = render(ledger.records(), keys=current_keys(ledger.records()))
     from weaks2strong.runtime.artifacts import write_text
 
     write_text(args.table, text)

@@ -278,3 +278,59 @@ def test_gold_chooses_between_source_models_and_bins_for_soft_correlated_teacher
     default = next(r for r in model.selection_ if (r["source_model"], r["soft_bins"], r["min_pooling"],
                                                    r["error_shape"]) == ("auto", 3, 30.0, float("inf")))
     assert chosen["gold_log_lik"] >= default["gold_log_lik"]
+
+
+def correlated_soft_teachers(n=1500, seed=0, informative=False):
+    """Three soft teachers with a 65/35 class balance. Uninformative: they share one noisy score that
+    ignores the class (trained on the same few rows, they learnt the class balance and make the same
+    mistakes: BoolQ's teachers on 300 rows, near enough). Informative: independent noisy scores of it."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.65).astype(int)
+    signal = (2 * y - 1) * (1.5 if informative else 0.0)
+    shared = np.log(0.65 / 0.35) + signal + rng.normal(0, 1, n)  # (N,)
+    probs = []
+    for _ in range(3):
+        own = signal + rng.normal(0, 1, n) if informative else shared + rng.normal(0, 0.2, n)  # (N,)
+        p1 = 1 / (1 + np.exp(-own))  # (N,)
+        probs.append(np.stack([1 - p1, p1], -1))
+    return np.stack(probs, 1), y  # (N, 3, 2), (N,)
+
+
+@pytest.mark.parametrize("informative", [False, True])
+def test_evidence_weight_is_chosen_on_the_gold_rows(informative):
+    """Copies of an uninformative score multiply into confident, wrong posteriors: the gold rows
+    choose a weight below one, and the posterior of the rows without gold is honest again (its log
+    likelihood of the truth near the class prior's, from far below it). Where independent teachers
+    carry the class, the votes keep their full weight."""
+    probs, y = correlated_soft_teachers(informative=informative)
+    gold = np.full(len(y), -1)
+    gold[:300] = y[:300]
+    model = BayesianLabelModel().fit(probs, ["a", "b", "c"], gold=gold)
+    assert [r["evidence_weight"] for r in model.evidence_selection_] == [1.0, 0.5, 0.25, 0.0]
+    assert sum(r["chosen"] for r in model.evidence_selection_) == 1
+    assert model.chosen_["evidence_weight"] == model.evidence_weight
+
+    def held_out(m):  # (log likelihood of the truth, accuracy) on the rows without gold
+        post = m.predict(probs[300:]).posterior
+        return np.log(post[np.arange(len(post)), y[300:]]).mean(), (post.argmax(1) == y[300:]).mean()
+
+    log_lik, accuracy = held_out(model)
+    if informative:
+        assert model.evidence_weight == 1.0
+        assert accuracy > 0.8
+    else:
+        assert model.evidence_weight < 1.0
+        prior_log_lik = np.log(np.where(y[300:] == 1, 0.65, 0.35)).mean()  # about -0.65
+        before_log_lik, before_accuracy = held_out(BayesianLabelModel(select="none").fit(probs, ["a", "b", "c"],
+                                                                                         gold=gold))
+        assert before_log_lik < prior_log_lik - 1.0
+        assert log_lik > prior_log_lik - 0.1
+        assert accuracy >= before_accuracy
+
+
+def test_evidence_weight_zero_is_the_class_prior():
+    probs, y = correlated_soft_teachers(informative=True)
+    model = BayesianLabelModel(select="none", evidence_weight=0.0).fit(probs, ["a", "b", "c"])
+    np.testing.assert_allclose(model.predict(probs).posterior, np.tile(model.pi_, (len(y), 1)), atol=1e-12)
+    with pytest.raises(AggregatorError, match="evidence_weight must be in"):
+        BayesianLabelModel(evidence_weight=1.5)

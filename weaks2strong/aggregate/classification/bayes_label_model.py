@@ -86,6 +86,9 @@ class BayesianLabelModel(LabelModel):
     # with gold: the variants (pooling, error shape; source model and bins where they matter) are fitted
     # without it and scored on it (bayes_selection.py); the defaults stay unless beaten by two paired SEs
     select: str = "auto"
+    # the power of the votes' likelihood in the posterior, in EM and in predict (1: the model's own; 0:
+    # the class prior); with gold and select=auto, chosen on the gold rows (bayes_selection.py)
+    evidence_weight: float = 1.0
     max_iter: int = 200
     tol: float = 1e-6
     seed: int = 0  # EM is deterministic; kept so configs and sweeps can pass one
@@ -100,6 +103,8 @@ class BayesianLabelModel(LabelModel):
             raise AggregatorError(f"select must be 'auto' (choose on the gold rows) or 'none', got {self.select!r}")
         if self.soft_bins < 1:
             raise AggregatorError(f"soft_bins must be >= 1, got {self.soft_bins}")
+        if not 0.0 <= self.evidence_weight <= 1.0:
+            raise AggregatorError(f"evidence_weight must be in [0, 1], got {self.evidence_weight}")
 
     # ------------------------------------------------------------------ public face
 
@@ -107,9 +112,9 @@ class BayesianLabelModel(LabelModel):
         started = time.perf_counter()
         v = as_votes(votes, teacher_names)
         gold = check_gold(gold, v.n_rows, v.n_classes)
-        self.selection_ = []
+        self.selection_, self.evidence_selection_ = [], []
         if gold is not None and self.select == "auto" and (gold >= 0).sum() >= MIN_GOLD_TO_SELECT:
-            knobs, self.selection_ = select_on_gold(self, v, teacher_names, gold)
+            knobs, self.selection_, self.evidence_selection_ = select_on_gold(self, v, teacher_names, gold)
             for name, value in knobs.items():
                 setattr(self, name, value)
         self.n_classes_, self.n_sources_ = v.n_classes, v.n_sources
@@ -137,7 +142,8 @@ class BayesianLabelModel(LabelModel):
                         "pooling_strength": round(self.kappa_, 2) if coin else None,
                         "tempered_sources": int((self.weight_ < 1).sum()), "em_sweeps": self.n_iter_,
                         "min_pooling": self.min_pooling, "error_shape": self.error_shape,
-                        "source_model": self.source_model, "soft_bins": self.soft_bins}
+                        "source_model": self.source_model, "soft_bins": self.soft_bins,
+                        "evidence_weight": self.evidence_weight}
         return self
 
     def predict(self, votes, gold=None) -> Aggregate:
@@ -148,7 +154,7 @@ class BayesianLabelModel(LabelModel):
             raise AggregatorError(f"expected {self.n_sources_} sources x {self.n_classes_} classes as fitted, "
                                   f"got {v.n_sources} x {v.n_classes}")
         gold = check_gold(gold, v.n_rows, v.n_classes)
-        q, _ = self._posterior(v, self._codes(v), gold, uncovered_prior=True)
+        q, _ = self._posterior(v, self._codes(v), gold, uncovered_prior=True, evidence_weight=self.evidence_weight)
         return Aggregate(posterior=q, confidence=confidence_from_posterior(q), difficulty=None,
                          teachers=self.report_)
 
@@ -248,11 +254,12 @@ class BayesianLabelModel(LabelModel):
         n_codes = self.n_sources_ * self.n_classes_ * self.stride_
         return design(v.row, codes, v.n_rows, n_codes, self.weight_[v.source])
 
-    def _posterior(self, v: Votes, codes: np.ndarray, gold, uncovered_prior: bool):
+    def _posterior(self, v: Votes, codes: np.ndarray, gold, uncovered_prior: bool, evidence_weight: float = 1.0):
         log_prior = np.log(self.pi_)[None, :].repeat(v.n_rows, 0)  # (N, K)
         if uncovered_prior:
             log_prior[v.votes_per_row() == 0] = np.log(self.pi0_)
-        return e_step(self._tempered_design(v, codes), self.log_lik_, log_prior, self._clamp(v.n_rows, gold))
+        return e_step(self._tempered_design(v, codes), evidence_weight * self.log_lik_, log_prior,
+                      self._clamp(v.n_rows, gold))
 
     def _em(self, v: Votes, codes: np.ndarray, q: np.ndarray, gold) -> np.ndarray:
         from tqdm.auto import tqdm
@@ -269,7 +276,8 @@ class BayesianLabelModel(LabelModel):
         for sweep in range(self.max_iter):  # noqa: B007 (the count is kept)
             counts = expected_counts(s, q).reshape(self.n_sources_, self.n_classes_ * self.stride_, self.n_classes_)
             self._m_step(v, counts, q, covered)
-            q, evidence = e_step(s_w, self.log_lik_, np.log(self.pi_), clamp)  # every row gets pi while fitting
+            # every row gets pi while fitting; the votes' likelihood at its power (evidence_weight)
+            q, evidence = e_step(s_w, self.evidence_weight * self.log_lik_, np.log(self.pi_), clamp)
             evidence /= v.n_rows
             bar.update(1)
             if abs(evidence - before) < self.tol:
