@@ -173,8 +173,7 @@ def test_a_wrench_set_is_a_task_whose_rules_are_teachers(mirror):
 
 
 def test_rows_no_teacher_answered_can_weigh_nothing(mirror):
-    """By default (aggregator.uncovered_weight=0) the student trains on covered rows only (WRENCH's end
-    models); uncovered_weight=1 keeps the aggregator's prior there as a target."""
+    """aggregator.uncovered_weight=0: the student trains on covered rows only (WRENCH's end models)."""
     from weaks2strong.aggregate.classification import MajorityVote
     from weaks2strong.pipeline.classification.aggregate import targets_frame
     from weaks2strong.runtime.schema import problem
@@ -187,11 +186,11 @@ def test_rows_no_teacher_answered_can_weigh_nothing(mirror):
     i, j = np.nonzero(votes >= 0)
     probs[i, j] = np.eye(2)[votes[i, j]]
     model = MajorityVote().fit(probs)
-    kept, _ = targets_frame(task, "w2s_train", model, probs, "none", uncovered_weight=1.0)
-    dropped, _ = targets_frame(task, "w2s_train", model, probs, "none")
+    kept, _ = targets_frame(task, "w2s_train", model, probs, "confidence")
+    dropped, _ = targets_frame(task, "w2s_train", model, probs, "confidence", uncovered_weight=0.0)
     uncovered = (votes < 0).all(1)
     assert 0 < uncovered.sum() < len(votes)  # sms: most rows get no vote
-    assert (dropped["weight"][uncovered] == 0).all() and (kept["weight"][uncovered] == 1).all()
+    assert (dropped["weight"][uncovered] == 0).all()
     np.testing.assert_array_equal(dropped["weight"][~uncovered], kept["weight"][~uncovered])
     message = "config key 'aggregator.uncovered_weight' must be in [0, 1], got 2"
     assert problem({"aggregator": {"uncovered_weight": 2}}) == message

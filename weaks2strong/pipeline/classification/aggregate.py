@@ -22,20 +22,11 @@ from weaks2strong.tasks import DEV_SPLITS, Task
 log = logging.getLogger("weaks2strong.pipeline")
 BEST_ON_VAL = "best_on_val"  # aggregator.model.teacher: pick the single teacher on val
 ANCHOR = "none"  # aggregator.anchor where the config sets none: unanchored
-# aggregator.uncovered_weight where the config sets none: a row no teacher answered trains nothing (its
-# target is a prior, not evidence), for every aggregator alike: WRENCH's end models train on covered
-# rows only. Majority vote's uniform target there already had zero confidence; the label models' prior
-# had not (sms in benchmarks/w2s_table.py: 60% of rows uncovered, the Bayesian student 0.886 on every
-# row against 0.920 on covered rows; mean val accuracy over the nine tasks chose it, as the table shows)
-UNCOVERED_WEIGHT = 0.0
 
 
 def aggregate_labels(task: Task, labels: dict[str, Artifact], aggregator_cfg: DictConfig, store: Store) -> Artifact:
     """Fit the aggregator on w2s_train's teacher labels; write soft targets, confidences and weights."""
-    # the effective uncovered weight joins the key: the default moved from 1 to 0 (artifacts made before
-    # it would otherwise be reused for configs that do not name it)
-    key = stable_hash([a.key for a in labels.values()], config_slice(aggregator_cfg),
-                      {"uncovered_weight": float(aggregator_cfg.get("uncovered_weight", UNCOVERED_WEIGHT))})
+    key = stable_hash([a.key for a in labels.values()], config_slice(aggregator_cfg))
     return cached_stage(store, "aggregate", key, lambda: on_main(
         lambda: _fit_aggregator(task, labels, aggregator_cfg, store, key)), reused="aggregate:")
 
@@ -49,7 +40,7 @@ def _fit_aggregator(task: Task, labels: dict[str, Artifact], aggregator_cfg: Dic
     frames, teachers_report = [], {}
     for split in DEV_SPLITS:
         frame, report = targets_frame(task, split, model, teacher_probs(task, labels, split), weighting,
-                                      aggregator_cfg.get("uncovered_weight", UNCOVERED_WEIGHT))
+                                      aggregator_cfg.get("uncovered_weight", 1.0))
         frames.append(frame)
         teachers_report = report or teachers_report
     with store.create("aggregate", key, {n: a.key for n, a in labels.items()}, config_slice(aggregator_cfg)) as tmp:
@@ -109,12 +100,13 @@ def best_teacher_by_val_accuracy(task: Task, labels: dict[str, Artifact]) -> str
 
 
 def targets_frame(task: Task, split: str, model, probs: np.ndarray, weighting: str,
-                  uncovered_weight: float = UNCOVERED_WEIGHT) -> tuple[pd.DataFrame, dict]:
+                  uncovered_weight: float = 1.0) -> tuple[pd.DataFrame, dict]:
     """The aggregate's rows for a split: posterior, confidence, difficulty, weight.
 
     ``uncovered_weight`` (aggregator.uncovered_weight) multiplies the weight of a row no teacher
-    answered: its target is the aggregator's prior, not evidence. 0 (``UNCOVERED_WEIGHT``, the default)
-    trains on covered rows only, as WRENCH's end models do; 1 keeps the prior as a target."""
+    answered: its target is the aggregator's prior, not evidence. 0 trains on covered rows only, as
+    WRENCH's end models do (sms in benchmarks/w2s_table.py: 60% of rows uncovered, and the prior-target
+    student fell below majority vote's, whose uncovered targets are uniform)."""
     result = model.predict(probs)
     frame = split_frame(task, split, result.posterior)
     frame["confidence"] = result.confidence
