@@ -92,6 +92,20 @@ FINETUNED_AGGREGATORS = (REFERENCE, "majority", "mean", "best_teacher")
 # scores higher on val, for every aggregator alike: on youtube and sms (seed 0) covered rows only cost
 # majority vote's student 6 and 3 points, and gained the Bayesian one 1
 ROWS = "every row or covered rows only, chosen on val"
+# the causal-LM student (issue 26): Gemma-3-270M reading the prompt and scoring each class's verbalizer,
+# teacher-forced on an aggregate then DPO'd on its pairs (align=verbalizer_dpo), or DPO'd alone; minutes a
+# model, so three tasks, smaller splits, and the rows of the design card: the Bayesian targets, majority
+# vote and the best teacher, each with and without DPO, and DPO alone on the Bayesian pairs
+CAUSAL = "gemma3"
+CAUSAL_TASKS = {"sst2": ["task=sst2", "teachers=sentiment"], "ag_news": ["task=ag_news", "teachers=news"],
+                "amazon_small": ["task=amazon_small", "teachers=sentiment"]}
+CAUSAL_SIZES = {"sst2": {"weak_train": 300, "val": 200, "w2s_train": 400, "test": 400},
+                "ag_news": {"weak_train": 300, "val": 200, "w2s_train": 400, "test": 400},
+                "amazon_small": SMALL}
+CAUSAL_AGGREGATORS = (REFERENCE, "majority", "best_teacher")
+# form of a causal cell: the stage its number comes from (tf: distill's student; tf+dpo / dpo: align's)
+CAUSAL_FORMS = ("tf", "tf+dpo", "dpo")
+OTHER_STUDENTS = (FINETUNED, CAUSAL)  # students whose cells are not the frozen-feature table's
 # the forms in which the reference's targets reach the student: (soft or argmax, confidence weights or 1)
 FORMS = {"soft_weighted": (True, True), "soft": (True, False), "hard_weighted": (False, True), "hard": (False, False)}
 
@@ -105,12 +119,6 @@ def code_version(*objects) -> str:
 
 
 def compose(task_name: str, seed: int, extra: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from weaks2strong.runtime.resolvers import register_resolvers
-
-    register_resolvers()
     spec = TASKS[task_name]
     if spec.get("overrides") is not None:  # a task added on the command line (--add-task)
         overrides = [*spec["overrides"], *(f"task.sizes.{k}={v}" for k, v in spec["sizes"].items())]
@@ -123,6 +131,28 @@ def compose(task_name: str, seed: int, extra: list[str]):
         overrides = [f"experiment={spec['experiment']}", f"+task.pool_size={spec['pool_size']}",
                      *(f"task.sizes.{k}={v}" for k, v in spec["sizes"].items())]
     overrides += [f"seed={seed}", "logger=none", f"paths.cache_dir={ROOT / 'data' / 'ledger_cache'}", *extra]
+    return compose_overrides(overrides)
+
+
+def compose_causal(task_name: str, seed: int, extra: list[str]):
+    """The config of a causal-LM cell: the task and its teachers named (the experiments' encoder keys
+    would not fit this student), the causal sizes, ``student=gemma3 align=verbalizer_dpo``."""
+    run_dir = ROOT / "data" / "ledger_runs" / f"{CAUSAL}-{task_name}-{seed}"
+    pool = TASKS[task_name]["pool_size"]
+    return compose_overrides([*CAUSAL_TASKS[task_name], f"+task.pool_size={pool}",
+                              *(f"task.sizes.{k}={v}" for k, v in CAUSAL_SIZES[task_name].items()),
+                              f"student={CAUSAL}", "align=verbalizer_dpo", f"seed={seed}", "logger=none",
+                              f"paths.cache_dir={ROOT / 'data' / 'ledger_cache'}", f"paths.output_dir={run_dir}",
+                              *extra])
+
+
+def compose_overrides(overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from weaks2strong.runtime.resolvers import register_resolvers
+
+    register_resolvers()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         return hydra_compose("config", overrides=overrides)
 
@@ -358,6 +388,75 @@ def run_finetuned_task_seed(task_name: str, seed: int, aggregators: list[str], l
     return written
 
 
+def run_causal_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Ledger, done: set[str]) -> int:
+    """The causal-LM cells of (task, seed) not yet in the ledger, each through the framework's own run
+    (``pipeline.run``: teach, aggregate, distill, align, evaluate; every stage cached, so the ceiling and
+    the teachers are shared by the cells): per aggregator its teacher-forced student (tf) and that student
+    DPO'd (tf+dpo); for the reference also DPO alone (dpo, ``align.init=pretrained``)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from weaks2strong import pipeline
+    from weaks2strong.pipeline.classification import align as align_module
+    from weaks2strong.pipeline.classification.distill import distill_classifier
+    from weaks2strong.pipeline.common.config import build, config_slice
+    from weaks2strong.runtime.artifacts import stable_hash
+
+    if task_name not in CAUSAL_TASKS:
+        print(f"  {task_name}: no causal-LM cells (tasks: {', '.join(CAUSAL_TASKS)})", flush=True)
+        return 0
+    base = compose_causal(task_name, seed, [])
+    task = build(base.task, "task", _convert_="all")
+    teachers = teachers_config(task_name, base, task)
+    version = code_version(build_class(base.student.model._target_), distill_classifier, align_module)
+    task_spec = {"task": task_name, "causal_sizes": CAUSAL_SIZES[task_name], "seed": seed}
+    runs = [(agg, init) for agg in aggregators
+            for init in ("distilled", *(("pretrained",) if agg == REFERENCE else ()))]
+    written = 0
+    for agg, init in runs:
+        cfg = compose_causal(task_name, seed, [*AGGREGATORS[agg], f"align.init={init}"])
+        with open_dict(cfg):
+            cfg.teachers = teachers
+        spec = stable_hash(task_spec, stable_hash(OmegaConf.to_container(teachers, resolve=True)), agg,
+                           config_slice(cfg.aggregator), config_slice(cfg.student), config_slice(cfg.align), version)
+        forms = {"pretrained": ["dpo"], "distilled": ["tf", "tf+dpo"]}[init]
+        keys = {form: stable_hash(spec, form) for form in forms}
+        gold_key = stable_hash(task_spec, "gold", config_slice(cfg.student), version)
+        if all(k in done for k in keys.values()) and gold_key in done:
+            continue
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            metrics = pipeline.run(cfg)
+        acc = lambda entry, split="test": entry[split]["accuracy"]  # noqa: E731
+        best = metrics["teachers"][metrics["best_teacher"]]
+        common = {"task": task_name, "seed": seed, "student": CAUSAL, "teachers": sorted(teachers),
+                  "best_teacher": metrics["best_teacher"], "best_teacher_test_acc": acc(best),
+                  "best_teacher_val_acc": acc(best, "val"), "ceiling_test_acc": acc(metrics["ceiling"]),
+                  "ceiling_val_acc": acc(metrics["ceiling"], "val"), "n": dict(task.sizes()), "protocol": PROTOCOL,
+                  "seconds": round(time.perf_counter() - t0, 1), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        cells = {"tf": metrics["student"], "tf+dpo": metrics.get("aligned"), "dpo": metrics.get("aligned")}
+        if gold_key not in done:
+            ledger.append({**common, "key": gold_key, "aggregator": "gold", "form": "tf",
+                           "student_test_acc": acc(metrics["ceiling"]),
+                           "student_val_acc": acc(metrics["ceiling"], "val")})
+            done.add(gold_key)
+            written += 1
+        for form, key in keys.items():
+            if key in done:
+                continue
+            ledger.append({**common, "key": key, "aggregator": agg, "form": form,
+                           "student_test_acc": acc(cells[form]), "student_val_acc": acc(cells[form], "val"),
+                           "aggregate_test_acc": acc(metrics["aggregate"]),
+                           "targets_w2s_acc": acc(metrics["aggregate"], "w2s_train"),
+                           "align": metrics.get("align", {}).get("pairs") if form != "tf" else None})
+            done.add(key)
+            written += 1
+            print(f"  {task_name} seed {seed} {CAUSAL} {agg:20s} {form:7s} test {acc(cells[form]):.4f} "
+                  f"(ceiling {common['ceiling_test_acc']:.4f}, best teacher {common['best_teacher_test_acc']:.4f}, "
+                  f"aggregate {acc(metrics['aggregate']):.4f})", flush=True)
+    return written
+
+
 def build_class(target: str):
     module, _, name = target.rpartition(".")
     return getattr(__import__(module, fromlist=[name]), name)
@@ -367,10 +466,10 @@ def build_class(target: str):
 
 
 def latest(records: list[dict]) -> list[dict]:
-    """One record per (task, seed, aggregator, form): the last written (a changed cell's newer run)."""
+    """One record per (student, task, seed, aggregator, form): the last written (a changed cell's newer run)."""
     out = {}
     for r in records:
-        out[(r["task"], r["seed"], r["aggregator"], r["form"])] = r
+        out[(r.get("student"), r["task"], r["seed"], r["aggregator"], r["form"])] = r
     return list(out.values())
 
 
@@ -378,7 +477,7 @@ def current_keys(records: list[dict]) -> set[str]:
     """The keys the frozen-feature cells of the ledger's (task, seed)s have under today's configs and
     code: a cell written before a change to its aggregator is history, not a row of the table."""
     keys = set()
-    for task_name, seed in sorted({(r["task"], r["seed"]) for r in records if r.get("student") != FINETUNED}):
+    for task_name, seed in sorted({(r["task"], r["seed"]) for r in records if r.get("student") not in OTHER_STUDENTS}):
         if task_name in TASKS:
             keys |= {key for *_, key in plan_cells(task_name, seed, list(AGGREGATORS), set())}
     return keys
@@ -388,10 +487,11 @@ def render(records: list[dict], reference: str = REFERENCE, keys: set[str] | Non
     """(markdown, headline) of the ledger's current cells (``keys``: those of today's code and configs;
     None: the last of each), the frozen-feature table, then the fine-tuned student's."""
     if keys is not None:
-        records = [r for r in records if r.get("student") == FINETUNED or r["key"] in keys]
+        records = [r for r in records if r.get("student") in OTHER_STUDENTS or r["key"] in keys]
     records = latest(records)
     finetuned = [r for r in records if r.get("student") == FINETUNED]
-    records = [r for r in records if r.get("student") != FINETUNED]
+    causal = [r for r in records if r.get("student") == CAUSAL]
+    records = [r for r in records if r.get("student") not in OTHER_STUDENTS]
     tasks = [t for t in TASKS if any(r["task"] == t for r in records)]
     tasks += sorted({r["task"] for r in records} - set(tasks))  # tasks added by an earlier --add-task
     rows = [(a, "soft_weighted") for a in AGGREGATORS] + [(reference, f) for f in FORMS if f != "soft_weighted"]
@@ -449,7 +549,9 @@ def render(records: list[dict], reference: str = REFERENCE, keys: set[str] | Non
         summary[t] = {"rows": task_rows, "clears": clears, "ref": ref}
     out += findings(summary, reference)
     out += render_finetuned(finetuned, reference)
-    headline = headline_line(summary, reference) + finetuned_headline(finetuned, reference)
+    out += render_causal(causal, reference)
+    headline = headline_line(summary, reference) + finetuned_headline(finetuned, reference) + \
+        causal_headline(causal, reference)
     out += ["", f"Headline: `{headline}`", ""]
     return "\n".join(out), headline
 
@@ -491,6 +593,60 @@ def render_finetuned(records: list[dict], reference: str) -> list[str]:
                     np.mean([cells[s]["ceiling_test_acc"] for s in cells]))
             out.append(f"| {t} | {len(cells)} | | | {agg} | {acc:.4f} | {delta} | {p:+.3f} |")
     return out
+
+
+def render_causal(records: list[dict], reference: str) -> list[str]:
+    """The causal-LM student's section: per task its ceiling and each (targets, form) row, with its
+    paired interval to teacher forcing on the reference's targets and its PGR against the best teacher
+    and against its own aggregate."""
+    if not records:
+        return []
+    out = ["", f"## The causal-LM student ({CAUSAL}: Gemma-3-270M scoring verbalizers, LoRA)", "",
+           "Each cell is one run of the framework (`student=gemma3 align=verbalizer_dpo`): tf = teacher forcing "
+           "on the aggregate's soft targets and confidence weights; tf+dpo = that student then DPO'd on pairs "
+           "from the same aggregate (chosen: the posterior's class, rejected: the runner-up, p = q(chosen), "
+           "weight = confidence; reference: the tf student); dpo = DPO alone from the pretrained LM (Tao & Li). "
+           f"Δ: paired mean difference to `{reference}` tf over the seeds both ran, 95% t-interval. "
+           "PGR vs aggregate uses the aggregate's own test accuracy.", "",
+           "| task | targets | form | seeds | test acc | Δ vs reference tf [95% CI] | PGR vs best teacher | "
+           "PGR vs aggregate | val acc |", "|---|---|---|---|---|---|---|---|---|"]
+    for t in CAUSAL_TASKS:
+        mine = [r for r in records if r["task"] == t]
+        if not mine:
+            continue
+        ref = {r["seed"]: r for r in mine if r["aggregator"] == reference and r["form"] == "tf"}
+        for agg in ("gold", *CAUSAL_AGGREGATORS):
+            for form in CAUSAL_FORMS:
+                cells = {r["seed"]: r for r in mine if r["aggregator"] == agg and r["form"] == form}
+                if not cells:
+                    continue
+                acc = np.mean([c["student_test_acc"] for c in cells.values()])
+                weak = np.mean([c["best_teacher_test_acc"] for c in cells.values()])
+                ceiling = np.mean([c["ceiling_test_acc"] for c in cells.values()])
+                both = sorted(set(cells) & set(ref))
+                delta = "—"
+                if (agg, form) != (reference, "tf") and agg != "gold" and both:
+                    m, lo, hi, _ = paired_interval([cells[s]["student_test_acc"] for s in both],
+                                                   [ref[s]["student_test_acc"] for s in both])
+                    delta = f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+                vs_agg = "—" if agg == "gold" else \
+                    f"{pgr(acc, np.mean([c['aggregate_test_acc'] for c in cells.values()]), ceiling):+.3f}"
+                out.append(f"| {t} | {agg} | {'ceiling' if agg == 'gold' else form} | {len(cells)} | {acc:.4f} | "
+                           f"{delta} | {pgr(acc, weak, ceiling):+.3f} | {vs_agg} | "
+                           f"{np.mean([c['student_val_acc'] for c in cells.values()]):.4f} |")
+    return out
+
+
+def causal_headline(records: list[dict], reference: str) -> str:
+    if not records:
+        return ""
+    ref = [r for r in records if r["aggregator"] == reference]
+    by_form = {f: [r for r in ref if r["form"] == f] for f in CAUSAL_FORMS}
+    mean = {f: np.mean([pgr(r["student_test_acc"], r["best_teacher_test_acc"], r["ceiling_test_acc"]) for r in rs])
+            if rs else float("nan") for f, rs in by_form.items()}
+    return (f" {CAUSAL}_cells={len(records)} {CAUSAL}_tasks={len({r['task'] for r in records})} "
+            f"{CAUSAL}_pgr_tf={mean['tf']:.3f} {CAUSAL}_pgr_tf_dpo={mean['tf+dpo']:.3f} "
+            f"{CAUSAL}_pgr_dpo={mean['dpo']:.3f}")
 
 
 def finetuned_headline(records: list[dict], reference: str) -> str:
@@ -551,9 +707,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)))
     parser.add_argument("--aggregators", nargs="+", choices=list(AGGREGATORS),
                         help=f"default: all for the probe, {' '.join(FINETUNED_AGGREGATORS)} for {FINETUNED}")
-    parser.add_argument("--student", choices=("probe", FINETUNED), default="probe",
+    parser.add_argument("--student", choices=("probe", FINETUNED, CAUSAL), default="probe",
                         help=f"probe: a head on frozen {ENCODER} features (seconds); {FINETUNED}: the framework's "
-                             "fine-tuned student (minutes)")
+                             f"fine-tuned student (minutes); {CAUSAL}: the causal-LM student, teacher forcing then "
+                             f"DPO ({', '.join(CAUSAL_TASKS)}; minutes a model)")
     parser.add_argument("--ledger", type=Path, default=LEDGER)
     parser.add_argument("--table", type=Path, default=TABLE)
     parser.add_argument("--table-only", action="store_true", help="print and write the table; run nothing")
@@ -577,8 +734,9 @@ def main(argv=None) -> int:
     ledger = Ledger(args.ledger)
     if not args.table_only:
         done = ledger.keys()
-        run = run_task_seed if args.student == "probe" else run_finetuned_task_seed
-        aggregators = args.aggregators or list(AGGREGATORS if args.student == "probe" else FINETUNED_AGGREGATORS)
+        run = {"probe": run_task_seed, FINETUNED: run_finetuned_task_seed, CAUSAL: run_causal_task_seed}[args.student]
+        aggregators = args.aggregators or list({"probe": AGGREGATORS, FINETUNED: FINETUNED_AGGREGATORS,
+                                                CAUSAL: CAUSAL_AGGREGATORS}[args.student])
         for seed in args.seeds:  # seed-major: every task gets its first seeds before any gets its tenth
             for task_name in args.tasks:
                 wrote = run(task_name, seed, aggregators, ledger, done)

@@ -149,3 +149,25 @@ def test_best_student_is_judged_on_the_references_seeds_only():
     assert "best_student=bayes_label_model " in table.render(records)[1]
     records.append({**records[-1], "key": "m2", "seed": 2, "aggregator": "majority", "student_test_acc": 0.83})
     assert "best_student=majority " in table.render(records)[1]
+
+
+def test_causal_rows_render_with_their_interval_and_both_pgrs():
+    """The causal-LM section: per (targets, form) the paired interval to teacher forcing on the
+    reference's targets, PGR against the best teacher and against the row's own aggregate."""
+    table = _table_script()
+    records = []
+    for seed, (tf, dpo) in enumerate([(0.80, 0.84), (0.82, 0.83), (0.78, 0.83)]):
+        common = {"task": "sst2", "seed": seed, "student": "gemma3", "best_teacher_test_acc": 0.6,
+                  "ceiling_test_acc": 0.9, "student_val_acc": 0.8, "aggregate_test_acc": 0.7}
+        records += [{**common, "key": f"g{seed}", "aggregator": "gold", "form": "tf", "student_test_acc": 0.9},
+                    {**common, "key": f"t{seed}", "aggregator": "bayes_label_model", "form": "tf",
+                     "student_test_acc": tf},
+                    {**common, "key": f"d{seed}", "aggregator": "bayes_label_model", "form": "tf+dpo",
+                     "student_test_acc": dpo}]
+    text, headline = table.render(records)
+    mean, low, high, _ = paired_interval([0.84, 0.83, 0.83], [0.80, 0.82, 0.78])
+    row = next(line for line in text.splitlines() if "| sst2 | bayes_label_model | tf+dpo |" in line)
+    assert f"{mean:+.4f} [{low:+.4f}, {high:+.4f}]" in row
+    assert f"| {(0.8333333 - 0.6) / 0.3:+.3f} | {(0.8333333 - 0.7) / 0.2:+.3f} |" in row
+    assert "gemma3_pgr_tf=0.667 gemma3_pgr_tf_dpo=0.778" in headline
+    assert "## youtube" not in text  # causal cells are not the frozen-feature table's
