@@ -114,6 +114,8 @@ CASES = [
      "hydra.launcher: hydra/launcher=slurm starts one task per device: set trainer.devices to a number (got 'auto')"),
     ("alignment of a classification student", ["align=dpo", "teachers=lexical"],
      "align=dpo aligns a generation student (e.g. experiment=sciq_gen); task sst2 is a classification task"),
+    ("DPO of an encoder student's verbalizers", ["align=verbalizer_dpo", "teachers=lexical"],
+     "align=verbalizer_dpo DPOs a causal-LM student's class verbalizers, but student=minilm (weaks2strong.student.classify) has none to prefer"),
     ("bad weighting scheme", ["aggregator.weighting=sqrt"],
      "config key 'aggregator.weighting' must be one of none, confidence, confidence_squared, confidence_balanced, got 'sqrt'"),
 ]
@@ -124,7 +126,7 @@ CASES = [
 PRE_CHECKED = {"missing column", "missing label column", "missing split column", "JSON-lines rows without the named field",
                "task file missing", "task file that is a folder", "task file that is not text", "empty task file",
                "task=csv without a file", "empty split size", "zero epochs", "zero steps", "zero training batches",
-               "zero DPO epochs", "no teachers"}
+               "zero DPO epochs", "no teachers", "DPO of an encoder student's verbalizers"}
 
 
 def run_w2s(tmp: Path, overrides: list[str]) -> subprocess.CompletedProcess:

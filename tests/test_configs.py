@@ -8,7 +8,8 @@ from omegaconf import OmegaConf, read_write
 
 from weaks2strong.cli import CONFIG_DIR
 
-GROUPS = ["task", "teachers", "aggregator", "student", "trainer", "logger", "experiment", "debug", "hparams_search"]
+GROUPS = ["task", "teachers", "aggregator", "student", "align", "trainer", "logger", "experiment", "debug",
+          "hparams_search"]
 
 
 def options(group: str) -> list[str]:

@@ -64,6 +64,11 @@ BAD = [
                                            "a fraction in (0, 1], got 'all'"),
     ("align.epochs", 0, "config key 'align.epochs' must be >= 1, got 0 (it would report an untrained model as a "
                         "result)"),
+    ("align.method", "cdpo", "config key 'align.method' must be one of none, dpo, verbalizer_dpo, got 'cdpo'"),
+    ("align.init", "tf", "config key 'align.init' must be one of distilled, pretrained, got 'tf'"),
+    ("align.model.beta", 0, "config key 'align.model.beta' must be > 0, got 0 (β <= 0 would not pull the policy "
+                            "towards the chosen answers)"),
+    ("align.model.kind", "hinge", "config key 'align.model.kind' must be one of sigmoid, ipo, got 'hinge'"),
     ("search.guide.epochs", 0, "config key 'search.guide.epochs' must be >= 1, got 0 (an untuned guide scores "
                                "every answer 0: the search would be unguided)"),
     ("trainer.devices", 0,
@@ -104,6 +109,7 @@ GOOD = [
     ("student.model.loss", "logconf"), ("student.net.dropout", 0.0), ("trainer.max_epochs", 1),
     ("trainer.max_steps", -1), ("trainer.max_steps", 5), ("trainer.limit_train_batches", 0.25),
     ("trainer.limit_train_batches", 3), ("trainer.limit_train_batches", 1.0), ("align.epochs", 1),
+    ("align.init", "pretrained"), ("align.method", "verbalizer_dpo"), ("align.model.beta", 0.05),
     ("trainer.devices", "auto"), ("trainer.devices", -1), ("trainer.devices", 2), ("trainer.devices", [0, 1]),
     ("trainer.devices", "0,1"), ("trainer.precision", "bf16-mixed"), ("trainer.precision", 16),
     ("aggregator.weighting", "confidence_squared"), ("optimized_metric", "pgr.val.vs_best_teacher"),

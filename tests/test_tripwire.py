@@ -152,6 +152,28 @@ def test_classification_teachers_of_every_kind_refine_every_aggregator_ceiling_a
 
 
 @pytest.mark.integration
+def test_verbalizer_student_and_its_dpo(tmp_path, mirror, models_dir):
+    """The causal-LM verbalizer student (student=gemma3), then DPO'd on the aggregate's pairs after
+    teacher forcing and alone from the pretrained LM (align=verbalizer_dpo, align.init)."""
+    sizes = {"weak_train": 40, "val": 16, "w2s_train": 24, "test": 12}
+    out, data = tmp_path / "out", tmp_path / "data"
+    data.mkdir()
+    test_ids = sentinel_csv(mirror, data / "sentinel.csv", sizes)
+    base = ["task=csv", f"task.path={data / 'sentinel.csv'}", "task.text_column=sentence", "task.split_column=part",
+            "task.classes=[negative,positive]", *(f"task.sizes.{s}={n}" for s, n in sizes.items()),
+            *watched("weaks2strong.tasks.load_task", out), "teachers=lexical", "aggregator=majority",
+            "student=gemma3", "student.encoder=tiny-llama", f"paths.models_dir={models_dir}", "align=verbalizer_dpo"]
+    for init in ("distilled", "pretrained"):
+        metrics, first = sealed_run(compose_run(out, init, *base, f"align.init={init}"), out, test_ids)
+        stages = {p.parent.parent.name for p in first["files"] if p.name == "manifest.json"}
+        assert {"teach", "aggregate", "ceiling", "student", "align"} <= stages, init
+        for row in ("student", "aligned"):  # evaluate read the sentinels: both answered every test row
+            tested = pd.read_parquet(Path(metrics["predict_test"]["student" if row == "student" else "align"])
+                                     / "predictions.parquet")
+            assert set(tested["example_id"]) == test_ids and 0 <= metrics[row]["test"]["accuracy"] <= 1, (init, row)
+
+
+@pytest.mark.integration
 def test_wrench_rules_as_teachers(tmp_path, mirror):
     """WRENCH's labelling functions: a task whose rows carry their rules' votes (``WrenchRule``), on
     a copy of youtube whose test texts start with the sentinel."""

@@ -29,7 +29,12 @@ def summarize(scores: dict, fits: dict[str, tuple[np.ndarray, np.ndarray, np.nda
 
 def _rows(metrics: dict) -> list[tuple[str, dict]]:
     rows = [(f"teacher: {n}", s) for n, s in metrics["teachers"].items()]
-    return rows + [(name, metrics[name]) for name in ENTRIES]
+    return rows + [(name, metrics[name]) for name in ENTRIES] + _aligned(metrics)
+
+
+def _aligned(metrics: dict) -> list[tuple[str, dict]]:
+    """The DPO'd student's row (align=verbalizer_dpo), named for where it started; none without one."""
+    return [(metrics["align"]["label"], metrics["aligned"])] if "aligned" in metrics else []
 
 
 def _cells(score: dict) -> list[str]:
@@ -50,6 +55,10 @@ def render_markdown(metrics: dict) -> str:
     for against in ("vs_best_teacher", "vs_aggregate"):
         val, test = metrics["pgr"]["val"][against], metrics["pgr"]["test"][against]
         lines.append(f"| {against} | {_pgr(val)} | {_pgr(test)} |")
+    for label, _ in _aligned(metrics):
+        for against in ("vs_best_teacher", "vs_aggregate"):
+            val, test = metrics["pgr_aligned"]["val"][against], metrics["pgr_aligned"]["test"][against]
+            lines.append(f"| {label}, {against} | {_pgr(val)} | {_pgr(test)} |")
     lines += ["", "Misfit and gain in squared loss (Charikar et al. 2024: gain ≥ misfit when the student's class "
               "is convex):", "", "| split | err(targets) | err(student) | gain | misfit | misfit (weighted) | "
               "gain ≥ misfit |", "|---|---|---|---|---|---|---|"]
@@ -128,6 +137,11 @@ def render_table(metrics: dict) -> None:
     console.print(f"PGR vs best teacher ({metrics['best_teacher']}, chosen on val): val "
                   f"{_pgr(p['val']['vs_best_teacher'])}, test {_pgr(p['test']['vs_best_teacher'])}   "
                   f"PGR vs aggregate: val {_pgr(p['val']['vs_aggregate'])}, test {_pgr(p['test']['vs_aggregate'])}")
+    for label, _ in _aligned(metrics):
+        p = metrics["pgr_aligned"]
+        console.print(f"{label}: PGR vs best teacher: val {_pgr(p['val']['vs_best_teacher'])}, test "
+                      f"{_pgr(p['test']['vs_best_teacher'])}   PGR vs aggregate: val {_pgr(p['val']['vs_aggregate'])}, "
+                      f"test {_pgr(p['test']['vs_aggregate'])}")
 
 
 def _pgr(value: float) -> str:
@@ -144,6 +158,10 @@ def flat_metrics(metrics: dict) -> dict[str, float]:
             out[f"{split}/{name}/auroc"] = metrics[name][split]["auroc"]
         for against, value in metrics["pgr"][split].items():
             out[f"{split}/pgr/{against}"] = value
+        if "aligned" in metrics:
+            out[f"{split}/aligned/accuracy"] = metrics["aligned"][split]["accuracy"]
+            out[f"{split}/aligned/auroc"] = metrics["aligned"][split]["auroc"]
+            out.update({f"{split}/pgr_aligned/{k}": v for k, v in metrics["pgr_aligned"][split].items()})
     for split, m in metrics["misfit"].items():
         out[f"{split}/misfit"], out[f"{split}/gain"] = m["misfit"], m["gain"]
     return out

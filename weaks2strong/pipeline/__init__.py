@@ -28,6 +28,8 @@ from weaks2strong.pipeline.preference.run import run as run_preference
 from weaks2strong.pipeline.search.run import run as run_search
 from weaks2strong.runtime import distributed
 from weaks2strong.runtime.artifacts import Store
+from weaks2strong.runtime.checks import align_problem
+from weaks2strong.runtime.errors import UserInputError
 from weaks2strong.runtime.launch import link_scheduler_logs
 from weaks2strong.runtime.schema import validate
 from weaks2strong.tasks import Task
@@ -47,6 +49,9 @@ def run(cfg: DictConfig) -> dict | None:
     if distributed.is_main():
         link_scheduler_logs(Path(cfg.paths.output_dir))
     validate(cfg)  # a bad value (e.g. a sweep job's, which the pre-check did not see) fails in one line, first
+    mismatch = align_problem(cfg)  # an alignment the student cannot take, before any stage runs
+    if mismatch:
+        raise UserInputError(mismatch)
     distributed.init_process_group()
     run_dir = Path(distributed.broadcast(str(Path(cfg.paths.output_dir).resolve())))  # rank 0's run dir
     store = Store(cfg.paths.cache_dir, run_dir=run_dir if distributed.is_main() else None)  # records what it used

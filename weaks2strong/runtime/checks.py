@@ -108,7 +108,7 @@ def check_command_line(args: list[str]) -> str | None:
     params = "hydra.sweeper.params."  # what an optimising sweeper tunes: its params and the command line's sweeps
     swept = [o.key_or_group.removeprefix(params) for o in parsed
              if o.is_sweep_override() and not o.is_hydra_override() or o.key_or_group.startswith(params)]
-    bad_value = schema.problem(cfg) or inputs_problem(cfg) or sweep_problem(cfg, swept)  # before any stage runs
+    bad_value = schema.problem(cfg) or inputs_problem(cfg) or align_problem(cfg) or sweep_problem(cfg, swept)
     if bad_value:
         return bad_value
     try:  # the launcher's interpolations (slurm's task and GPU counts follow the trainer's devices)
@@ -152,6 +152,36 @@ def inputs_problem(cfg: DictConfig) -> str | None:
     except TaskError as err:
         return str(err)
     return None
+
+
+VERBALIZER_RECIPES = ("weaks2strong.student.verbalize", "weaks2strong.student.verbalize.verbalize")
+
+
+def align_problem(cfg: DictConfig) -> str | None:
+    """``align=verbalizer_dpo`` DPOs a causal-LM student's class verbalizers: a student of another
+    recipe (an encoder and a K-way head: student=minilm, probe_mpnet) has no words to prefer. Said
+    before any stage runs (the command line's pre-check, and each run), naming both options."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        method = OmegaConf.select(cfg, "align.method", default="none")
+        recipe = OmegaConf.select(cfg, "student.recipe._target_", default=None)
+    except OmegaConfBaseException:
+        return None
+    if method != "verbalizer_dpo" or recipe in VERBALIZER_RECIPES:
+        return None
+    return (f"align=verbalizer_dpo DPOs a causal-LM student's class verbalizers, but student={chosen(cfg, 'student')} "
+            f"({recipe}) has none to prefer: use student=gemma3, or align=none")
+
+
+def chosen(cfg: DictConfig, group: str) -> str:
+    """The option of a config group the command line chose (``student=minilm``), as Hydra recorded it."""
+    from hydra.core.hydra_config import HydraConfig
+
+    found = OmegaConf.select(cfg, f"hydra.runtime.choices.{group}", default=None)
+    if found is None and HydraConfig.initialized():
+        found = HydraConfig.get().runtime.choices.get(group)
+    return str(found or "?")
 
 
 # what trains the ceiling (PGR's denominator): the student's settings (``align``: the preference path's

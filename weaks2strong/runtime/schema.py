@@ -237,9 +237,18 @@ class GenerationSchema:
 
 
 @dataclass
-class AlignSchema:  # align=dpo: the DPO'd students (generation and preference paths)
+class AlignModelSchema:
+    beta: float = rule(gt=0, why="β <= 0 would not pull the policy towards the chosen answers")
+    kind: str = rule(choices=("sigmoid", "ipo"))
+
+
+@dataclass
+class AlignSchema:  # align=dpo: the DPO'd students (generation and preference paths); verbalizer_dpo (classification)
+    method: str = rule(choices=("none", "dpo", "verbalizer_dpo"))
+    init: str = rule(choices=("distilled", "pretrained"))
     epochs: int = rule(ge=1, why=UNTRAINED)
     batch_size: int = rule(ge=1)
+    model: AlignModelSchema = field(default_factory=AlignModelSchema)
 
 
 @dataclass

@@ -16,9 +16,16 @@ from weaks2strong.models.causal_lm import CandidateRow, load_causal_lm
 from weaks2strong.student.base import StudentParts
 from weaks2strong.tasks import Task
 
+ANSWER_CUE = "\nAnswer:"
+
+
+def verbalizer_prompts(task: Task, split: str, answer_cue: str = ANSWER_CUE) -> list[str]:
+    """The prompts the student scores a split's verbalizers after (DPO's pairs read the same ones)."""
+    return [prompt + answer_cue for prompt in task.prompts(split)]
+
 
 def verbalize(task: Task, soft: np.ndarray, weights: np.ndarray, encoder_path: str, model: Callable,
-              data: Callable, net: dict, seed: int = 0, answer_cue: str = "\nAnswer:") -> StudentParts:
+              data: Callable, net: dict, seed: int = 0, answer_cue: str = ANSWER_CUE) -> StudentParts:
     """soft: (N, K) targets for w2s_train's rows, weights: (N,). The prompt of a row is the task's
     prompt followed by ``answer_cue``; the completion is " <verbalizer>\\n"."""
     tok, lm = load_causal_lm(encoder_path, trust_remote_code=net.get("trust_remote_code", False))
@@ -32,9 +39,9 @@ def verbalize(task: Task, soft: np.ndarray, weights: np.ndarray, encoder_path: s
         n = len(t.split(split))
         targets = np.full((n, k), 1.0 / k) if targets is None else targets
         row_weights = np.ones(n) if row_weights is None else row_weights
-        return [CandidateRow(prompt + answer_cue, list(t.verbalizers), [float(q) for q in target], float(w))
-                for prompt, target, w in zip(t.prompts(split), targets, row_weights)]
+        return [CandidateRow(prompt, list(t.verbalizers), [float(q) for q in target], float(w))
+                for prompt, target, w in zip(verbalizer_prompts(t, split, answer_cue), targets, row_weights)]
 
     datamodule = data(tok=tok, train_rows=rows(task, "w2s_train", soft, weights),
                       val_rows=rows(task, "val", np.eye(k)[task.labels("val")]), seed=seed, every_candidate=True)
-    return StudentParts(module, datamodule, lambda t, split: datamodule.loader(rows(t, split)))
+    return StudentParts(module, datamodule, lambda t, split: datamodule.loader(rows(t, split)), tokenizer=tok)

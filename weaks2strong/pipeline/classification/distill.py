@@ -38,13 +38,18 @@ def distill_key(task: Task, source: str, cfg: DictConfig) -> str:
 
 
 def distill_classifier(task: Task, targets: Artifact | None, cfg: DictConfig, store: Store, run_dir: Path,
-                       stage: str) -> Artifact:
+                       stage: str, adapters: bool = False) -> Artifact:
     """Train the strong student on soft targets (``targets``) or, with ``targets=None``, on gold
-    labels (the ceiling). Writes w2s_train and val predictions and, optionally, the weights."""
+    labels (the ceiling). Writes w2s_train and val predictions and, optionally, the weights.
+
+    ``adapters``: a LoRA student also keeps its adapters (``adapters.safetensors``, a few MB), for a
+    later stage that starts from it (align) in another process. Not part of the key: the stage
+    computes the same predictions either way."""
     source = targets.key if targets is not None else "gold"
     cfg = ceiling_config(cfg) if targets is None else settings_for(cfg, "student", ceiling=False)
     key = distill_key(task, source, cfg)
-    return cached_stage(store, stage, key, lambda: _train(task, targets, source, cfg, store, run_dir, stage, key),
+    return cached_stage(store, stage, key,
+                        lambda: _train(task, targets, source, cfg, store, run_dir, stage, key, adapters),
                         reused=f"{stage}:")
 
 
@@ -85,7 +90,7 @@ def build_classifier_student(task: Task, targets: Artifact | None, cfg: DictConf
 
 
 def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, store: Store, run_dir: Path,
-           stage: str, key: str) -> None:
+           stage: str, key: str, adapters: bool = False) -> None:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from weaks2strong.runtime.fsdp import shards_parameters
@@ -116,6 +121,8 @@ def _train(task: Task, targets: Artifact | None, source: str, cfg: DictConfig, s
             write_table(tmp / "predictions.parquet", pd.concat(frames, ignore_index=True))
             if state is not None:
                 write_weights(tmp / "model.safetensors", state)
+            elif adapters and lora_state(getattr(parts.module, "lm", None)):  # a causal LM's, with LoRA
+                write_weights(tmp / "adapters.safetensors", lora_state(parts.module.lm))
             write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started,
                                              "world_size": trainer.world_size})
         resume.unlink(missing_ok=True)
@@ -140,17 +147,31 @@ def unsharded(task: Task, targets: Artifact | None, cfg: DictConfig, state: dict
     return parts
 
 
+def lora_state(lm) -> dict:
+    """The LoRA adapters' weights of ``lm`` (empty without adapters, or without an LM), keyed as
+    ``lm.state_dict()`` keys them."""
+    return {} if lm is None else {k: v for k, v in lm.state_dict().items() if "lora_" in k}
+
+
 def fitted_student(task: Task, targets: Artifact | None, artifact: Artifact, cfg: DictConfig) -> StudentParts:
     """The module this process trained for ``artifact``, or (the stage was reused) the same recipe
-    with the artifact's saved weights."""
+    with the artifact's saved weights (or its LoRA adapters, see ``distill_classifier``)."""
     def fit():
-        weights = artifact.path / "model.safetensors"
-        if not weights.is_file():
+        weights, adapters = artifact.path / "model.safetensors", artifact.path / "adapters.safetensors"
+        if not weights.is_file() and not adapters.is_file():
             raise UserInputError(f"{artifact.stage} {artifact.path} has no model.safetensors to predict the test "
-                                 f"split with (it was trained with student.save_weights=false); rerun with "
-                                 f"student.save_weights=true")
+                                 f"split or to align with (it was trained with student.save_weights=false, before "
+                                 f"align asked for its adapters); rerun with student.save_weights=true, or delete "
+                                 f"{artifact.path} to train it again")
         parts = build_classifier_student(task, targets, cfg)
-        parts.module.load_state_dict(load_file(weights))
+        if weights.is_file():
+            parts.module.load_state_dict(load_file(weights))
+            return parts
+        saved = load_file(adapters)
+        _, unexpected = parts.module.lm.load_state_dict(saved, strict=False)  # the pretrained weights stay
+        if unexpected or lora_state(parts.module.lm).keys() != saved.keys():
+            raise UserInputError(f"{adapters} does not fit student.model ({len(unexpected)} unexpected weights): "
+                                 f"delete {artifact.path} to train the student again")
         return parts
 
     return recall_or_fit(artifact.stage, artifact.key, fit)

@@ -1,6 +1,6 @@
 """evaluate: the only stage that reads the test split. It asks the fitted teachers, aggregator,
-ceiling and student for their test predictions (an artifact of its own), scores every split, and
-writes PGR, misfit, metrics.json, report.md and plots."""
+ceiling, student and aligned student for their test predictions (an artifact of its own), scores
+every split, and writes PGR, misfit, metrics.json, report.md and plots."""
 from __future__ import annotations
 
 import logging
@@ -10,8 +10,10 @@ import numpy as np
 from omegaconf import DictConfig
 
 from weaks2strong.evaluate import classification_metrics, error_correlation, estimates_summary, teacher_analysis
+from weaks2strong.evaluate.metrics import pgr
 from weaks2strong.evaluate.report import render_markdown, render_table, summarize
 from weaks2strong.pipeline.classification.aggregate import fitted_aggregator, targets_frame
+from weaks2strong.pipeline.classification.align import LABELS, aligned_student
 from weaks2strong.pipeline.classification.distill import (
     ceiling_config,
     fitted_student,
@@ -29,11 +31,12 @@ log = logging.getLogger("weaks2strong.pipeline")
 
 
 def predict_test(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifact, ceiling: Artifact,
-                 student: Artifact, cfg: DictConfig, store: Store) -> dict[str, Artifact]:
-    """Test predictions of every teacher, the aggregate, the ceiling and the student: one artifact per
-    model, keyed by the unsealed task and that model's own artifact, so jobs of a sweep that share a
-    teacher or a ceiling label the test split with it once. ``dev`` is the sealed task the stages
-    before saw; ``task`` the unsealed one."""
+                 student: Artifact, cfg: DictConfig, store: Store, aligned: Artifact | None = None
+                 ) -> dict[str, Artifact]:
+    """Test predictions of every teacher, the aggregate, the ceiling, the student and the aligned
+    student (if any): one artifact per model, keyed by the unsealed task and that model's own
+    artifact, so jobs of a sweep that share a teacher or a ceiling label the test split with it once.
+    ``dev`` is the sealed task the stages before saw; ``task`` the unsealed one."""
     k = task.num_classes
     out = {}
     for name, artifact in labels.items():
@@ -57,6 +60,9 @@ def predict_test(task: Task, dev: Task, labels: dict[str, Artifact], targets: Ar
         out[artifact.stage] = cached_test_predictions(
             store, task, artifact, lambda a=artifact, s=source, c=stage_cfg: split_frame(
                 task, "test", test_predictions(task, fitted_student(dev, s, a, c))))
+    if aligned is not None:
+        out[aligned.stage] = cached_test_predictions(store, task, aligned, lambda: split_frame(
+            task, "test", test_predictions(task, aligned_student(dev, targets, student, aligned, cfg))))
     return out
 
 
@@ -79,9 +85,11 @@ def tested_rows(task: Task, artifact: Artifact):
 
 
 def evaluate(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifact, ceiling: Artifact,
-             student: Artifact, cfg: DictConfig, store: Store, run_dir: Path) -> dict:
-    """Score everything on val, w2s_train and test; PGR and misfit; metrics.json + report.md in the run dir."""
-    tested = predict_test(task, dev, labels, targets, ceiling, student, cfg, store)
+             student: Artifact, cfg: DictConfig, store: Store, run_dir: Path, aligned: Artifact | None = None) -> dict:
+    """Score everything on val, w2s_train and test; PGR and misfit; metrics.json + report.md in the run dir.
+    ``aligned`` (align=verbalizer_dpo): the DPO'd student's scores (``aligned``), its PGR against the
+    same yardsticks as the student's (``pgr_aligned``) and what it was trained on (``align``)."""
+    tested = predict_test(task, dev, labels, targets, ceiling, student, cfg, store, aligned)
     k = task.num_classes
 
     def probs(source: str, artifact: Artifact, table: str, split: str) -> np.ndarray:
@@ -102,6 +110,9 @@ def evaluate(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifa
             "test": (probs("student", student, "predictions", "test"), test_aggregate[prob_columns(k)].to_numpy(),
                      task.labels("test"), test_aggregate["weight"].to_numpy())}
     metrics = summarize(scores, fits)
+    if aligned is not None:
+        metrics.update(aligned_summary(metrics, aligned, {s: classification_metrics(
+            probs(aligned.stage, aligned, "predictions", s), task.labels(s)) for s in splits}))
     metrics["task"] = {"name": task.name, "sizes": task.sizes(), "source": task.source}
     metrics["seeds"] = dict(cfg.seeds)
     metrics["predict_test"] = {source: str(a.path) for source, a in tested.items()}
@@ -114,6 +125,19 @@ def evaluate(task: Task, dev: Task, labels: dict[str, Artifact], targets: Artifa
     write_text(run_dir / "report.md", render_markdown(metrics))
     render_table(metrics)
     return metrics
+
+
+def aligned_summary(metrics: dict, aligned: Artifact, scores: dict) -> dict:
+    """The aligned student's scores and its PGR, beside the student's: the same best teacher (chosen
+    on val), the same aggregate and the same ceiling."""
+    acc = lambda entry, split: entry[split]["accuracy"]  # noqa: E731
+    best = metrics["teachers"][metrics["best_teacher"]]
+    pgrs = {split: {"vs_best_teacher": pgr(acc(scores, split), acc(best, split), acc(metrics["ceiling"], split)),
+                    "vs_aggregate": pgr(acc(scores, split), acc(metrics["aggregate"], split),
+                                        acc(metrics["ceiling"], split))} for split in ("val", "test")}
+    summary = aligned.record("summary")
+    return {"aligned": scores, "pgr_aligned": pgrs,
+            "align": {**summary, "label": LABELS[summary["init"]], "artifact": str(aligned.path)}}
 
 
 def error_table(task: Task, labels: dict[str, Artifact], split: str) -> dict:

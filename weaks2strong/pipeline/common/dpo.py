@@ -1,4 +1,4 @@
-"""The one DPO trainer, for both paths that align a causal-LM student on preference pairs:
+"""The one DPO trainer, for every path that aligns a causal-LM student on preference pairs:
 
 - generation (``gen_align``, ``gen_align_gold``): the distilled student, copied, DPO'd on pairs of
   candidates; its reference log-probs are the distilled student's, computed here before training;
@@ -7,6 +7,9 @@
   the reference log-probs come precomputed (``pref_reference``, shared by the students); it then
   scores val's pairs (margins), and keeps its LoRA adapters (or, full fine-tuning, its weights
   with ``student.save_weights``).
+- classification (``align``): the verbalizer student, distilled or pretrained, DPO'd on pairs of
+  class verbalizers from the aggregate; its reference log-probs are its start's, computed here; it
+  then predicts w2s_train and val, and keeps its LoRA adapters.
 
 What differs is what is aligned and what is kept, so those are the parameters of ``dpo_stage``
 (``policy``, ``finish``); the training loop (``train_dpo``) and the artifact's pairs, timing and
@@ -46,11 +49,13 @@ class Policy:
 @dataclass
 class Kept:
     """What a path keeps of its aligned student besides the pairs: tables (name -> frame), weights
-    (file name -> state dict) and the end of its log line, ``{seconds}`` filled in."""
+    (file name -> state dict), the end of its log line (``{seconds}`` filled in) and small JSON
+    records (name -> dict)."""
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     weights: dict[str, dict] = field(default_factory=dict)
     said: str = "DPO'd in {seconds:.1f} s"
+    records: dict[str, dict] = field(default_factory=dict)
 
 
 def dpo_collator(tok, cfg: DictConfig):
@@ -104,6 +109,8 @@ def dpo_stage(store: Store, stage: str, key: str, pairs: list, *, name: str, whe
                 write_table(tmp / f"{table}.parquet", frame)
             for file, state in kept.weights.items():
                 write_weights(tmp / file, state)
+            for record, value in kept.records.items():
+                write_json(tmp / f"{record}.json", value)
             write_json(tmp / "timing.json", {"seconds": time.perf_counter() - started, "pairs": len(chosen.pairs)})
         log.info("%s: %d pairs, %s", name, len(chosen.pairs), kept.said.format(seconds=time.perf_counter() - started))
 
