@@ -47,6 +47,20 @@ def test_pairs_from_the_posterior_argmax_and_runner_up_with_ties_dropped():
                    (PROMPTS[3], "Negative", "Positive", 0.7, 0.25)]
 
 
+def test_balanced_pairs_weigh_each_chosen_class_as_the_posterior_does():
+    """align.balance: each chosen class's pairs together weigh its posterior mass (hand values), the
+    total weight kept; a confidently labelled class no longer outweighs the others."""
+    pairs, _ = verbalizer_pairs(PROMPTS, VERBALIZERS, SOFT, WEIGHTS, balance=True)
+    mass = SOFT.sum(0)  # Negative 2.35, Positive 1.25, Mixed 1.4
+    raw = {"Negative": np.array([0.9, 0.25]) * mass[0] / 1.15, "Mixed": np.array([0.4]) * mass[2] / 0.4}
+    scale = (0.9 + 0.4 + 0.25) / (raw["Negative"].sum() + raw["Mixed"].sum())
+    expected = [raw["Negative"][0] * scale, raw["Mixed"][0] * scale, raw["Negative"][1] * scale]
+    np.testing.assert_allclose([r.weight for r in pairs], expected, rtol=1e-12)
+    assert sum(r.weight for r in pairs) == pytest.approx(0.9 + 0.4 + 0.25)
+    by_class = {c: sum(r.weight for r in pairs if r.chosen == c) for c in ("Negative", "Mixed")}
+    assert by_class["Negative"] / by_class["Mixed"] == pytest.approx(mass[0] / mass[2])
+
+
 def test_the_loss_is_weighted_cdpo_on_the_verbalizer_scores(tiny):
     """The pair's log-probs are the verbalizer classifier's own logits, and the loss on them is
     Σ w ℓ / Σ w with ℓ = −p log σ(βΔ) − (1 − p) log σ(−βΔ) (p = q(chosen): cDPO's ε = 1 − p)."""

@@ -57,10 +57,14 @@ def aligning(cfg: DictConfig) -> bool:
     return cfg.get("align", {}).get("method", "none") == METHOD
 
 
-def verbalizer_pairs(prompts: list[str], verbalizers: list[str], soft: np.ndarray, weights: np.ndarray):
+def verbalizer_pairs(prompts: list[str], verbalizers: list[str], soft: np.ndarray, weights: np.ndarray,
+                     balance: bool = False):
     """(pairs, tied): one ``PreferenceRow`` per example (chosen = its argmax class's verbalizer,
     rejected = the runner-up's, p = q(chosen), weight = its confidence weight), and the number of
-    examples dropped because their top two classes tie. soft: (N, K) rows on the simplex; weights: (N,)."""
+    examples dropped because their top two classes tie. soft: (N, K) rows on the simplex; weights: (N,).
+
+    ``balance``: the weights rescaled per chosen class so that each class's pairs weigh what the
+    posterior's mass of that class is (``class_balanced``)."""
     from weaks2strong.models.preference import PreferenceRow
 
     soft = np.asarray(soft, dtype=float)
@@ -69,9 +73,30 @@ def verbalizer_pairs(prompts: list[str], verbalizers: list[str], soft: np.ndarra
     first, second = ranked[:, 0], ranked[:, 1]  # (N,)
     q_first, q_second = soft[rows, first], soft[rows, second]  # (N,)
     tied = q_first == q_second
+    if balance:
+        weights = class_balanced(np.asarray(weights, dtype=float), np.where(tied, -1, first), soft)
     pairs = [PreferenceRow(prompt, verbalizers[a], verbalizers[b], p=float(q), weight=float(w))
              for prompt, a, b, q, w, t in zip(prompts, first, second, q_first, weights, tied) if not t]
     return pairs, int(tied.sum())
+
+
+def class_balanced(weights: np.ndarray, chosen: np.ndarray, soft: np.ndarray) -> np.ndarray:
+    """(N,) ``weights`` rescaled per chosen class c (``chosen``: (N,), -1 = no pair) so that the pairs
+    choosing c weigh, together, the posterior's mass of c (Σ_i q_i(c)), and the total is unchanged.
+
+    Why: confidence weights follow how sure the aggregate is, and it is surer of one class than of
+    another (SST-2 at 64 rows: chosen Positive, mean p 0.90 and weight 0.79; Negative 0.76 and 0.52).
+    The pairs' gradient, w · (p − σ(βΔ)), then pulls every prompt towards the surer class: after DPO
+    the student called 86% of test Positive, against 53% before (a class bias; its AUROC rose)."""
+    out = weights.copy()
+    mass = soft.sum(0)  # (K,) the posterior's class mass
+    for c in range(soft.shape[1]):
+        picked = chosen == c
+        total = weights[picked].sum()
+        if total > 0:
+            out[picked] *= mass[c] / total
+    kept = chosen >= 0
+    return out * (weights[kept].sum() / max(out[kept].sum(), 1e-12))
 
 
 def gold_pairs(prompts: list[str], verbalizers: list[str], labels: np.ndarray) -> list:
@@ -161,7 +186,7 @@ def align_verbalizers(task: Task, targets: Artifact, student: Artifact, cfg: Dic
     check_verbalizers(task)
     soft, weights = soft_label_rows(task, targets)
     prompts = verbalizer_prompts(task, "w2s_train", cfg.student.recipe.get("answer_cue", ANSWER_CUE))
-    pairs, tied = verbalizer_pairs(prompts, list(task.verbalizers), soft, weights)
+    pairs, tied = verbalizer_pairs(prompts, list(task.verbalizers), soft, weights, a.get("balance", False))
     if tied:
         log.info("%s: %d of %d w2s_train examples dropped: their posterior ties for the top class", STAGE, tied,
                     len(soft))
