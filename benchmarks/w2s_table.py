@@ -285,7 +285,7 @@ def run_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Led
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                targets = aggregate_labels(dev, labels, agg_cfg, store)
+                targets = aggregate_labels(dev, labels, versioned(agg_cfg), store)
             except AggregatorError as err:  # e.g. Snorkel on fewer than 3 teachers: no cell, said why
                 print(f"  {task_name} seed {seed} {agg}: skipped ({err})", flush=True)
                 continue
@@ -372,7 +372,8 @@ def run_finetuned_task_seed(task_name: str, seed: int, aggregators: list[str], l
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                targets = aggregate_labels(dev, labels, compose(task_name, seed, AGGREGATORS[agg]).aggregator, store)
+                agg_cfg = versioned(compose(task_name, seed, AGGREGATORS[agg]).aggregator)
+                targets = aggregate_labels(dev, labels, agg_cfg, store)
             rows = split_rows(targets, "targets", dev, "w2s_train")[prob_columns(task.num_classes)].to_numpy()
             test_acc, val_acc, seconds = student(targets, student_cfg, "distill")
             record = {**common, "key": key, "aggregator": agg, "form": "soft_weighted",
@@ -455,6 +456,18 @@ def run_causal_task_seed(task_name: str, seed: int, aggregators: list[str], ledg
                   f"(ceiling {common['ceiling_test_acc']:.4f}, best teacher {common['best_teacher_test_acc']:.4f}, "
                   f"aggregate {acc(metrics['aggregate']):.4f})", flush=True)
     return written
+
+
+def versioned(agg_cfg):
+    """``agg_cfg`` with its model's code version in it, so the aggregate artifact a cell reads is keyed
+    by the code as well as the config: the stage's own key is the config, and a label model whose code
+    changed would otherwise hand a re-run cell the posterior of its old code."""
+    from omegaconf import open_dict
+
+    out = agg_cfg.copy()
+    with open_dict(out):
+        out.code_version = code_version(build_class(agg_cfg.model._target_))
+    return out
 
 
 def build_class(target: str):
