@@ -9,6 +9,7 @@ from weaks2strong.models.lm_logprobs import (
     score_candidates,
     score_candidates_plain,
     sequence_logprobs,
+    shared_prompt_logprobs,
     target_logprobs,
 )
 
@@ -110,6 +111,63 @@ def test_gemma_softcap_chunked_equals_plain(gemma):
         plain = plain_target_logprobs(gemma, ids, attn, target)
     assert raw.abs().max() > 2 * gemma.config.final_logit_softcapping  # the cap is not a no-op here
     torch.testing.assert_close(chunked, plain, atol=ATOL, rtol=0)
+
+
+def _logprobs_and_grads(model, fn):
+    """fn()'s (·, T) log-probs and every weight's gradient of a loss on them."""
+    model.zero_grad()
+    logps = fn()
+    (logps.sum(-1) * torch.linspace(1.0, 2.0, logps.shape[0])).sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    return logps.detach(), grads
+
+
+def _assert_same(got, expected):
+    (logps, grads), (want, want_grads) = got, expected
+    torch.testing.assert_close(logps, want, atol=ATOL, rtol=0)
+    assert grads.keys() == want_grads.keys() and len(grads) > 0
+    for name in want_grads:
+        torch.testing.assert_close(grads[name], want_grads[name], atol=1e-4, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("which", ["llama", "gemma"])
+def test_unpadded_rows_give_the_same_logprobs_and_gradients(which, request):
+    """Each row through the body alone (gemma: rows longer than its sliding window) equals the padded batch."""
+    model = request.getfixturevalue(which)
+    ids, attn, target = _batch(model.config.vocab_size, "right", seed=3)
+    expected = _logprobs_and_grads(model, lambda: target_logprobs(model, ids, attn, target, chunk_size=4))
+    _assert_same(_logprobs_and_grads(model, lambda: target_logprobs(model, ids, attn, target, chunk_size=4,
+                                                                    unpadded=True)), expected)
+    with pytest.raises(ValueError, match="right-padded"):
+        target_logprobs(model, *_batch(model.config.vocab_size, "left"), unpadded=True)
+
+
+@pytest.mark.parametrize("which", ["llama", "gemma"])
+def test_unpadded_shared_prompts_give_the_same_logprobs_and_gradients(which, request):
+    """Four prompts (13, 4, 11 and 2 tokens, left-padded) with 3, 1, 2 and 2 completions of 1 to 6
+    tokens, a prompt at a time without padding, equal the padded batch: the prompt and its longest
+    completion as one sequence, the others on its cache past a hole; gemma: that only where the whole
+    fits its sliding window of 8 (the 4- and 2-token prompts), elsewhere the completions cut to their longest."""
+    model = request.getfixturevalue(which)
+    gen = torch.Generator().manual_seed(4)
+    vocab, width = model.config.vocab_size, 13
+    prompt_ids = torch.zeros(4, width, dtype=torch.long)
+    prompt_mask = torch.zeros_like(prompt_ids)
+    for b, n in enumerate([13, 4, 11, 2]):
+        prompt_ids[b, width - n:] = torch.randint(5, vocab, (n,), generator=gen)
+        prompt_mask[b, width - n:] = 1
+    prompt_index = torch.tensor([0, 1, 2, 0, 2, 0, 3, 3])
+    completion_ids = torch.zeros(8, 6, dtype=torch.long)
+    completion_mask = torch.zeros_like(completion_ids)
+    for n, c in enumerate([6, 2, 1, 3, 4, 1, 2, 3]):
+        completion_ids[n, :c] = torch.randint(5, vocab, (c,), generator=gen)
+        completion_mask[n, :c] = 1
+    args = (model, prompt_ids, prompt_mask, completion_ids, completion_mask, 4, prompt_index)
+    expected = _logprobs_and_grads(model, lambda: shared_prompt_logprobs(*args))
+    _assert_same(_logprobs_and_grads(model, lambda: shared_prompt_logprobs(*args, unpadded=True)), expected)
+    with pytest.raises(ValueError, match="prefix_ids"):
+        shared_prompt_logprobs(*args, prefix_ids=torch.tensor([7, 8]), unpadded=True)
 
 
 CANDIDATES = [[40, 41, 42], [50], [60, 61, 62, 63, 64, 65], [40, 41], [70, 71, 72, 73]]

@@ -131,9 +131,11 @@ def test_rows_without_reference_logprobs_are_refused(tiny):
 
 
 @pytest.mark.parametrize("which", ["llama", "gemma"])
-def test_a_shared_prompt_gives_the_same_logprobs_and_gradients(which, tiny):
+@pytest.mark.parametrize("unpadded", [False, True])
+def test_a_shared_prompt_gives_the_same_logprobs_and_gradients(which, unpadded, tiny):
     """Each prompt run once for both completions (its cache repeated) equals the 2B full sequences:
-    the log-probs and every weight's gradient. Gemma: prompts longer than its sliding window of 8."""
+    the log-probs and every weight's gradient. Gemma: prompts longer than its sliding window of 8.
+    ``unpadded``: the same again, with and without a shared prompt, run a pair at a time."""
     from transformers import AutoModelForCausalLM, Gemma3TextConfig
 
     tok, lm = tiny
@@ -144,19 +146,20 @@ def test_a_shared_prompt_gives_the_same_logprobs_and_gradients(which, tiny):
             vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
             num_key_value_heads=1, head_dim=16, sliding_window=8, max_position_embeddings=256))
         rows = [replace(r, prompt=r.prompt * 3) for r in ROWS]  # 20+ tokens
-    plain, shared = PreferenceCollator(tok), PreferenceCollator(tok, share_prompt=True)
-    grads = []
-    for collator in (plain, shared):
+    plain, shared = PreferenceCollator(tok), PreferenceCollator(tok, share_prompt=True, unpadded=unpadded)
+    tried = [plain, shared] + ([PreferenceCollator(tok, unpadded=True)] if unpadded else [])
+    grads, got = [], []
+    for collator in tried:
         lm.zero_grad()
         chosen, rejected = pair_logprobs(lm, collator(rows))
         (chosen.sum() - 2 * rejected.sum()).backward()
         grads.append({n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None})
-        if collator is plain:
-            expected = torch.stack([chosen, rejected]).detach()
-    got = torch.stack([chosen, rejected]).detach()
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
-    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
-    for name in grads[0]:
-        torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-4, rtol=1e-4, msg=name)
+        got.append(torch.stack([chosen, rejected]).detach())
+    assert len(grads[0]) > 0
+    for logps, grad in zip(got[1:], grads[1:]):
+        torch.testing.assert_close(logps, got[0], atol=1e-4, rtol=1e-5)
+        assert grad.keys() == grads[0].keys()
+        for name in grads[0]:
+            torch.testing.assert_close(grad[name], grads[0][name], atol=1e-4, rtol=1e-4, msg=name)
     batch = shared(rows)
     assert batch["prompt_ids"].shape[0] == len(rows) and batch["completion_ids"].shape[0] == 2 * len(rows)

@@ -9,6 +9,11 @@ time under activation checkpointing: backward then holds one chunk's (chunk, V) 
 ``score_candidates`` ranks C answers to one prompt with one forward of the prompt whose key/value cache
 is shared by the C candidates, instead of C forwards of prompt + answer.
 
+``unpadded``: each row (each prompt with its completions) runs through the body alone, without
+padding, for a CPU, where every padded position costs what a real one does. The rows share one lookup
+of the token table and one pass of the head, so a trained table gets one dense gradient per batch, not
+one per row.
+
 Scores are summed log-probs with their token counts; a length-normalised score (sum / n_tokens) is the
 caller's choice. The ``plain_*`` functions are the straightforward references that the fast ones are
 tested against.
@@ -95,31 +100,44 @@ def _head_logprobs(model, states: torch.Tensor, labels: torch.Tensor, chunk_size
 
 
 def target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor,
-                    chunk_size: int = 1024) -> torch.Tensor:
+                    chunk_size: int = 1024, unpadded: bool = False) -> torch.Tensor:
     """(B, T) float32: log p_θ(input_ids[b, t] | input_ids[b, :t]) where target_mask[b, t], 0 elsewhere.
 
     Equal to ``plain_target_logprobs`` (to fp32 rounding), but the head sees only the N positions that
     predict a target (hidden[b, t-1] predicts input_ids[b, t]), ``chunk_size`` at a time, several chunks
     each checkpointed, so that neither forward nor backward holds more than one (chunk, V) block of logits.
     Gradients flow to the body and the head. Length-normalising (sum / count) is the caller's business.
+    ``unpadded``: each (right-padded) row through the body alone, cut to its length.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     target_mask = _check_masks(input_ids, attention_mask, target_mask)  # (B, T)
-    hidden = _decoder_body(model)(input_ids=input_ids, attention_mask=attention_mask,
-                                  use_cache=False).last_hidden_state  # (B, T, H)
     predicts = target_mask[:, 1:]  # (B, T-1): position t-1 predicts a target at t
-    states = hidden[:, :-1][predicts]  # (N, H)
+    if unpadded:
+        lengths = attention_mask.sum(-1)  # (B,)
+        if (attention_mask != (torch.arange(input_ids.shape[1], device=input_ids.device) < lengths[:, None])).any():
+            raise ValueError("unpadded needs right-padded rows: each row's tokens first, then its padding")
+        # one lookup for the batch: the table's gradient is then one dense (V, H) block, not one per row
+        embeds = model.get_input_embeddings()(input_ids)  # (B, T, H)
+        body = _decoder_body(model)
+        states = torch.cat([embeds.new_zeros(0, embeds.shape[-1])] + [
+            body(inputs_embeds=embeds[b:b + 1, :n], attention_mask=attention_mask[b:b + 1, :n],
+                 use_cache=False).last_hidden_state[0, :-1][predicts[b, :n - 1]]
+            for b, n in enumerate(lengths.tolist()) if n > 1])  # (N, H) in row-major order
+    else:
+        hidden = _decoder_body(model)(input_ids=input_ids, attention_mask=attention_mask,
+                                      use_cache=False).last_hidden_state  # (B, T, H)
+        states = hidden[:, :-1][predicts]  # (N, H)
     labels = input_ids[:, 1:][predicts]  # (N,)
     picked = _head_logprobs(model, states, labels, chunk_size)  # (N,)
     # row-major order of the True entries of target_mask == row-major order of `predicts`
-    return hidden.new_zeros(target_mask.shape, dtype=torch.float32).masked_scatter(target_mask, picked)  # (B, T)
+    return states.new_zeros(target_mask.shape, dtype=torch.float32).masked_scatter(target_mask, picked)  # (B, T)
 
 
 def shared_prompt_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, completion_ids: torch.Tensor,
                            completion_mask: torch.Tensor, chunk_size: int = 1024,
                            prompt_index: torch.Tensor | None = None,
-                           prefix_ids: torch.Tensor | None = None) -> torch.Tensor:
+                           prefix_ids: torch.Tensor | None = None, unpadded: bool = False) -> torch.Tensor:
     """(N, C) float32: log p_θ(completion token | prompt, earlier completion tokens) where
     completion_mask, 0 elsewhere, with each prompt run through the body once for all its completions.
 
@@ -132,7 +150,8 @@ def shared_prompt_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.T
     The prompts' key/value cache is computed with gradients and gathered for the N completions, so the
     result and its gradients equal ``target_logprobs`` on the N concatenated sequences, at the cost of
     B prompts instead of N. Differentiable; the head runs as in ``target_logprobs``, once on a prompt's
-    last state for all its completions' first tokens.
+    last state for all its completions' first tokens. ``unpadded``: each prompt with its completions
+    alone and without padding (``_lone_prompt_states``; no ``prefix_ids``).
     """
     B, P = prompt_ids.shape  # noqa: N806
     if prompt_index is None:
@@ -146,6 +165,23 @@ def shared_prompt_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.T
                          f"{tuple(prompt_index.shape)}")
     if not prompt_mask[:, -1].all():
         raise ValueError("prompt_ids must be left-padded: every prompt's last token at position P - 1")
+    target = completion_mask.bool()  # (N, C)
+    if unpadded:
+        states, rows = _unpadded_prompt_states(model, prompt_ids, prompt_mask, completion_ids, completion_mask,
+                                               prompt_index, prefix_ids)
+    else:
+        states, rows = _prompt_states(model, prompt_ids, prompt_mask, completion_ids, completion_mask, prompt_index,
+                                      prefix_ids)
+    picked = _head_logprobs(model, states, completion_ids[target], chunk_size, rows[target])  # (n,)
+    return states.new_zeros(target.shape, dtype=torch.float32).masked_scatter(target, picked)  # (N, C)
+
+
+def _prompt_states(model, prompt_ids, prompt_mask, completion_ids, completion_mask, prompt_index, prefix_ids,
+                   embeds: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``shared_prompt_logprobs`` up to the head: the states that predict the targets (S, H) and, for
+    each completion token (N, C), the row of its state (where completion_mask). ``embeds``: the prompts'
+    and the completions' input embeddings, looked up by the caller."""
+    B, P = prompt_ids.shape  # noqa: N806
     body, device = _decoder_body(model), prompt_ids.device
     cache, seen = None, prompt_mask.new_zeros(B, 0)  # (B, L): the prefix, as the prompts see it
     if prefix_ids is not None and len(prefix_ids):
@@ -167,7 +203,8 @@ def shared_prompt_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.T
     # the same tokens as on the unpadded sequence; positions count from each row's first real token
     positions = seen.shape[1] + (prompt_mask.cumsum(-1) - 1).clamp(min=0)  # (B, P)
     seen = torch.cat([seen, prompt_mask], dim=1)  # (B, L+P)
-    first = body(input_ids=prompt_ids, attention_mask=seen, position_ids=positions, use_cache=True,
+    tokens = {"input_ids": prompt_ids} if embeds is None else {"inputs_embeds": embeds[0]}
+    first = body(**tokens, attention_mask=seen, position_ids=positions, use_cache=True,
                  **({cache_kwarg(model): cache} if cache is not None else {}))
     # the state before each target token: a prompt's last state (one per prompt, read by all its
     # completions' first tokens), then each completion's own states (its last token predicts nothing)
@@ -181,14 +218,86 @@ def shared_prompt_logprobs(model, prompt_ids: torch.Tensor, prompt_mask: torch.T
         feed = completion_ids[:, :-1]  # (N, C-1)
         after = seen.sum(-1)[prompt_index, None] + torch.arange(feed.shape[1], device=device)  # (N, C-1)
         mask = torch.cat([seen[prompt_index], completion_mask[:, :-1].to(seen.dtype)], dim=1)  # (N, L+P+C-1)
-        hidden = body(input_ids=feed, attention_mask=mask, position_ids=after,
+        tokens = {"input_ids": feed} if embeds is None else {"inputs_embeds": embeds[1][:, :-1]}
+        hidden = body(**tokens, attention_mask=mask, position_ids=after,
                       use_cache=True, **{cache_kwarg(model): cache}).last_hidden_state  # (N, C-1, H)
         states = torch.cat([states, hidden[later[:, 1:]]])  # (B + n', H)
     rows = torch.empty(target.shape, dtype=torch.long, device=device)  # (N, C): each target's state
     rows[:, 0] = prompt_index
     rows[later] = B + torch.arange(int(later.sum()), device=device)
-    picked = _head_logprobs(model, states, completion_ids[target], chunk_size, rows[target])  # (n,)
-    return states.new_zeros(target.shape, dtype=torch.float32).masked_scatter(target, picked)  # (N, C)
+    return states, rows
+
+
+def _unpadded_prompt_states(model, prompt_ids, prompt_mask, completion_ids, completion_mask, prompt_index,
+                            prefix_ids) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_prompt_states`` a prompt at a time (``_lone_prompt_states``), each without padding; one
+    embedding lookup for all."""
+    if prefix_ids is not None and len(prefix_ids):
+        raise ValueError("unpadded takes no prefix_ids: each prompt would read the prefix again")
+    P, C = prompt_ids.shape[1], completion_ids.shape[1]  # noqa: N806
+    prompt_lengths, lengths = prompt_mask.sum(-1), completion_mask.sum(-1)  # (B,), (N,)
+    positions = torch.arange(max(P, C), device=prompt_ids.device)
+    if (prompt_mask != (positions[:P] >= P - prompt_lengths[:, None])).any() or \
+            (completion_mask != (positions[:C] < lengths[:, None])).any():
+        raise ValueError("unpadded needs left-padded prompts and right-padded completions, with no holes")
+    # one lookup for the batch: the table's gradient is then one dense (V, H) block, not one per prompt
+    embed = model.get_input_embeddings()
+    prompt_embeds, completion_embeds = embed(prompt_ids), embed(completion_ids)  # (B, P, H), (N, C, H)
+    rows = torch.zeros(completion_ids.shape, dtype=torch.long, device=prompt_ids.device)  # (N, C)
+    pieces, seen = [prompt_embeds.new_zeros(0, prompt_embeds.shape[-1])], 0
+    window = getattr(_text_config(model), "sliding_window", None)
+    for b, n in enumerate(prompt_lengths.tolist()):
+        mine = (prompt_index == b).nonzero()[:, 0]  # this prompt's completion rows
+        ordered = mine[lengths[mine].argsort(descending=True, stable=True)]  # the longest first
+        cuts = lengths[ordered].tolist()
+        c = cuts[0] if cuts else 0
+        if c == 0:  # no targets read this prompt
+            continue
+        if window is None or n + c + max(cuts[1:], default=0) <= window:
+            states, local = _lone_prompt_states(model, prompt_embeds[b:b + 1, P - n:], completion_mask[ordered, :c],
+                                                completion_embeds[ordered, :c])
+            ordered = ordered.tolist()
+        else:  # a hole would count in a sliding window: the completions cut to their longest instead
+            states, local = _prompt_states(
+                model, prompt_ids[b:b + 1, P - n:], prompt_mask[b:b + 1, P - n:], completion_ids[mine, :c],
+                completion_mask[mine, :c], torch.zeros_like(mine), None,
+                (prompt_embeds[b:b + 1, P - n:], completion_embeds[mine, :c]))
+            ordered = mine
+        rows[ordered, :c] = local + seen
+        pieces.append(states)
+        seen += states.shape[0]
+    return torch.cat(pieces), rows
+
+
+def _lone_prompt_states(model, prompt_embeds: torch.Tensor, mask: torch.Tensor,
+                        embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One prompt (1, n, H) and its k completions (k, c) right-padded, the longest first, without a
+    padded position: the prompt and the longest completion run as one sequence, the others on its
+    cache with the longest one's keys masked out (a hole: positions go on from the prompt's end).
+    Returns the states that predict the targets (S, H) and each completion token's row in them (k, c)."""
+    body, n, device = _decoder_body(model), prompt_embeds.shape[1], prompt_embeds.device
+    lengths = mask.sum(-1).tolist()
+    c, rest = lengths[0], max(lengths[1:], default=0)  # the longest, the longest of the others
+    first = body(inputs_embeds=torch.cat([prompt_embeds, embeds[:1, :c]], dim=1),
+                 attention_mask=mask.new_ones(1, n + c), use_cache=rest > 1)
+    states = first.last_hidden_state[0, n - 1:n + c - 1]  # (c, H): the prompt's last, then the longest's own
+    rows = torch.zeros(mask.shape, dtype=torch.long, device=device)  # (k, c); the others' first tokens read 0
+    rows[0] = torch.arange(mask.shape[1], device=device)
+    if rest > 1:
+        cache = returned_cache(first)
+        if len(lengths) > 2:
+            cache.reorder_cache(torch.zeros(len(lengths) - 1, dtype=torch.long, device=device))  # (k-1, ...)
+        hole = torch.cat([mask.new_ones(len(lengths) - 1, n), mask.new_zeros(len(lengths) - 1, c),
+                          mask[1:, :rest - 1]], dim=1)  # (k-1, n + c + rest - 1)
+        after = n + torch.arange(rest - 1, device=device).expand(len(lengths) - 1, -1)  # (k-1, rest-1)
+        hidden = body(inputs_embeds=embeds[1:, :rest - 1], attention_mask=hole, position_ids=after, use_cache=True,
+                      **{cache_kwarg(model): cache}).last_hidden_state  # (k-1, rest-1, H)
+        later = mask[1:, 1:rest].bool()  # (k-1, rest-1): the others' tokens after their first
+        placed = torch.zeros(later.shape, dtype=torch.long, device=device)
+        placed[later] = c + torch.arange(int(later.sum()), device=device)
+        rows[1:, 1:rest] = placed
+        states = torch.cat([states, hidden[later]])
+    return states, rows
 
 
 def plain_target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,

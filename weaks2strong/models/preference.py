@@ -64,18 +64,25 @@ class PreferenceCollator:
     ``share_prompt``: the batch holds the B prompts and the 2B completions apart instead
     (``prompt_ids`` (B, P) left-padded, ``completion_ids`` (2B, C) right-padded), and ``pair_logprobs`` runs
     each prompt once for its two completions (``shared_prompt_logprobs``): the same log-probs, at the
-    cost of B prompts instead of 2B, which is most of a multi-turn dialogue pair."""
+    cost of B prompts instead of 2B, which is most of a multi-turn dialogue pair.
 
-    def __init__(self, tok, max_prompt_tokens: int = 256, max_answer_tokens: int = 64, share_prompt: bool = False):
+    ``unpadded``: the batch is marked so (``unpadded``), and ``pair_logprobs`` runs it a sequence at a
+    time (with ``share_prompt``: a prompt and its two completions at a time), without padding: the same
+    log-probs. For a CPU, where a padded position costs as much as a real one (a third to a half of an
+    HH-RLHF batch's positions) and one sequence's matmuls still run near full speed; a GPU's batch is
+    worth its padding."""
+
+    def __init__(self, tok, max_prompt_tokens: int = 256, max_answer_tokens: int = 64, share_prompt: bool = False,
+                 unpadded: bool = False):
         self.tok, self.max_prompt_tokens, self.max_answer_tokens = tok, max_prompt_tokens, max_answer_tokens
-        self.share_prompt = share_prompt
+        self.share_prompt, self.unpadded = share_prompt, unpadded
 
     def __call__(self, rows: list[PreferenceRow]) -> dict[str, torch.Tensor]:
         encoded = [encode_row(self.tok, CandidateRow(r.prompt, [r.chosen, r.rejected], [1.0, 1.0]),
                               self.max_prompt_tokens, self.max_answer_tokens) for r in rows]
         column = lambda name: torch.tensor([getattr(r, name) for r in rows], dtype=torch.float32)  # noqa: E731
         extras = {"p": column("p"), "weights": column("weight"), "ref_chosen": column("ref_chosen"),
-                  "ref_rejected": column("ref_rejected")}
+                  "ref_rejected": column("ref_rejected"), **({"unpadded": torch.tensor(True)} if self.unpadded else {})}
         pad = self.tok.pad_token_id
         if self.share_prompt:
             prompts = padded_completions([p[::-1] for p, _ in encoded], [len(p) for p, _ in encoded], pad)
@@ -92,13 +99,16 @@ class PreferenceCollator:
 
 def pair_logprobs(lm, batch: dict[str, torch.Tensor], chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen (B,), rejected (B,)) summed completion log-probs, from one forward over the 2B sequences
-    (a ``share_prompt`` batch: the B prompts once, then the 2B completions on their cache)."""
+    (a ``share_prompt`` batch: the B prompts once, then the 2B completions on their cache; an
+    ``unpadded`` one: each sequence, or each prompt with its completions, without padding)."""
+    unpadded = bool(batch.get("unpadded", False))
     if "prompt_ids" in batch:
         logps = shared_prompt_logprobs(lm, batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"],
-                                       batch["completion_mask"], chunk_size=chunk_size).sum(-1)  # (2B,)
+                                       batch["completion_mask"], chunk_size=chunk_size,
+                                       unpadded=unpadded).sum(-1)  # (2B,)
     else:
         logps = target_logprobs(lm, batch["input_ids"], batch["attention_mask"], batch["target_mask"],
-                                chunk_size=chunk_size).sum(-1)  # (2B,)
+                                chunk_size=chunk_size, unpadded=unpadded).sum(-1)  # (2B,)
     half = logps.shape[0] // 2
     return logps[:half], logps[half:]
 
