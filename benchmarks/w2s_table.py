@@ -417,6 +417,7 @@ def run_causal_task_seed(task_name: str, seed: int, aggregators: list[str], ledg
         cfg = compose_causal(task_name, seed, [*AGGREGATORS[agg], f"align.init={init}"])
         with open_dict(cfg):
             cfg.teachers = teachers
+            cfg.aggregator = versioned(cfg.aggregator)  # its code keys the aggregate and so the cells, as above
         spec = stable_hash(task_spec, stable_hash(OmegaConf.to_container(teachers, resolve=True)), agg,
                            config_slice(cfg.aggregator), config_slice(cfg.student), config_slice(cfg.align), version)
         forms = {"pretrained": ["dpo"], "distilled": ["tf", "tf+dpo"]}[init]

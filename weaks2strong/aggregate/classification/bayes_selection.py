@@ -23,7 +23,7 @@ rate), η from EVIDENCE_WEIGHTS, fitted and scored the same way and kept at 1 un
 The model's likelihood assumes teachers independent given the class; a few soft teachers trained on
 the same rows are not, and their product can be less truthful than the class prior alone (BoolQ,
 benchmarks/w2s_table.py: three teachers at 0.56-0.58 on val against a 0.58 majority class, the
-posterior's argmax 0.56 against majority vote's 0.62 on w2s_train). η = 0 is the prior itself.
+posterior's argmax 0.54 against majority vote's 0.62 on w2s_train, seed 0). η = 0 is the prior itself.
 """
 from __future__ import annotations
 
