@@ -93,12 +93,17 @@ def training_pairs(task: PreferenceTask, aggregates: dict[str, Artifact], refere
             out.append(oriented(row, q > 0.5, max(q, 1 - q) if soft else 1.0, float(w) if soft else 1.0))
         return out
 
-    gold = [oriented(row, y == 0) for row, y in zip(rows, task.labels("w2s_train"))]
-    return {"gold": (gold, "gold"),
+    return {"gold": (gold_pairs(task, reference), "gold"),
             "best_judge": (from_targets(aggregates["single"], False), aggregates["single"].key),
             "majority": (from_targets(aggregates["majority"], False), aggregates["majority"].key),
             "bayes": (from_targets(aggregates["bayes"], False), aggregates["bayes"].key),
             "bayes_weighted": (from_targets(aggregates["bayes"], True), aggregates["bayes"].key + ":weighted")}
+
+
+def gold_pairs(task: PreferenceTask, reference: Artifact) -> list:
+    """w2s_train's pairs in their gold order (p = w = 1): the ceiling's training pairs."""
+    rows = pair_rows(task, "w2s_train", reference_table(reference))
+    return [oriented(row, y == 0) for row, y in zip(rows, task.labels("w2s_train"))]
 
 
 def align_student(task: PreferenceTask, name: str, pairs: list, source: str, reference: Artifact, cfg: DictConfig,
