@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from weaks2strong.pipeline.common.config import build  # noqa: E402
 from weaks2strong.runtime.artifacts import Store, write_text  # noqa: E402
+from weaks2strong.runtime.errors import UserInputError  # noqa: E402
 from weaks2strong.runtime.resolvers import register_resolvers  # noqa: E402
 
 
@@ -86,19 +87,28 @@ def preference_rung(cfg, dev, store: Store, run_dir: Path) -> dict[str, np.ndarr
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", nargs="+", type=int, required=True,
-                        help="w2s_train sizes, tried in increasing order")
+    parser.add_argument("--sizes", nargs="+", required=True, metavar="SIZE",
+                        help="w2s_train sizes, tried in increasing order; Hydra overrides may follow them")
     parser.add_argument("--out", type=Path, help="default: docs/results/resolvable_size_<task>.md")
     args, overrides = parser.parse_known_args(argv)
+    sizes = [int(a) for a in args.sizes if a.isdigit()]
+    overrides += [a for a in args.sizes if not a.isdigit()]  # `--sizes 400 800 task.sizes.val=400` reads as meant
+    for bad in (a for a in overrides if "=" not in a and not a.startswith("~")):  # ~key deletes a key
+        parser.error(f"{bad!r} is neither a size nor a Hydra override (key=value, ~key)")
+    if not sizes:
+        parser.error("--sizes: give at least one w2s_train size")
     register_resolvers()
     rows, found = [], None
-    for size in sorted(args.sizes):
+    for size in sorted(sizes):
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=["logger=none", "paths.output_dir=runs/resolvable_size", *overrides,
                                                f"task.sizes.w2s_train={size}"])
         run_dir = Path(cfg.paths.output_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        task = build(cfg.task, "task", _convert_="all")
+        try:
+            task = build(cfg.task, "task", _convert_="all")
+        except UserInputError as err:  # e.g. a size the pool cannot hold: one line, before any stage runs
+            parser.error(f"--sizes {size}: {err}")
         kind = type(task).__name__
         if kind not in ("GenerationTask", "PreferenceTask"):
             parser.error(f"task {task.name} is a {kind}: this ladder is for the generation and preference paths "

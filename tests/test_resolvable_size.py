@@ -35,6 +35,13 @@ def test_the_rule_is_the_paired_mean_against_two_standard_errors(ladder):
     assert not ok
 
 
+def test_a_size_the_pool_cannot_hold_is_refused_in_one_line(ladder, capsys, mirror):
+    with pytest.raises(SystemExit) as stop:
+        ladder.main(["--sizes", "5000", "experiment=hh_harmless"])  # 2,303 pairs in all; overrides after the sizes
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert stop.value.code == 2 and "--sizes 5000" in err and "task.sizes.w2s_train=5000" in err
+
+
 def _headline(out: str) -> dict:
     last = out.strip().splitlines()[-1]
     return dict(re.findall(r"(\w+)=(\S+)", last))
