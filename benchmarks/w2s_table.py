@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from weaks2strong.evaluate.ledger import Ledger, paired_interval, pgr  # noqa: E402
 
+STARTED = time.time()  # code_version refuses source files edited after this
 LEDGER = ROOT / "docs" / "results" / "w2s_ledger.jsonl"
 TABLE = ROOT / "docs" / "results" / "w2s_table.md"
 PROTOCOL = 1  # bump when the cell's protocol changes (sizes, grid, metrics): every cell re-runs
@@ -111,10 +112,18 @@ FORMS = {"soft_weighted": (True, True), "soft": (True, False), "hard_weighted": 
 
 
 def code_version(*objects) -> str:
-    """A hash of the source files that define ``objects`` (classes or modules)."""
+    """A hash of the source files that define ``objects`` (classes or modules).
+
+    A file edited after this process started is refused: the process runs the code it imported, and
+    its cells would be keyed by the edited file's hash (a session once wrote such a cell and its
+    aggregate artifact, and had to delete both)."""
     digest = hashlib.sha256(str(PROTOCOL).encode())
     for obj in objects:
-        digest.update(Path(inspect.getsourcefile(obj)).read_bytes())
+        source = Path(inspect.getsourcefile(obj))
+        if source.stat().st_mtime > STARTED:
+            raise SystemExit(f"w2s_table: {source} changed after this run started; run it again, so its cells "
+                             "are keyed by the code that computes them (the ledger resumes where it stopped)")
+        digest.update(source.read_bytes())
     return digest.hexdigest()[:12]
 
 

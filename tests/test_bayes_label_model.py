@@ -306,9 +306,11 @@ def test_evidence_weight_is_chosen_on_the_gold_rows(informative):
     gold = np.full(len(y), -1)
     gold[:300] = y[:300]
     model = BayesianLabelModel().fit(probs, ["a", "b", "c"], gold=gold)
-    assert [r["evidence_weight"] for r in model.evidence_selection_] == [1.0, 0.5, 0.25, 0.0]
+    assert [(r["class_balance"], r["evidence_weight"]) for r in model.evidence_selection_] == [
+        (b, w) for b in ("em", "gold") for w in (1.0, 0.5, 0.25, 0.0)]
     assert sum(r["chosen"] for r in model.evidence_selection_) == 1
     assert model.chosen_["evidence_weight"] == model.evidence_weight
+    assert model.chosen_["class_balance"] == model.class_balance
 
     def held_out(m):  # (log likelihood of the truth, accuracy) on the rows without gold
         post = m.predict(probs[300:]).posterior
@@ -334,3 +336,45 @@ def test_evidence_weight_zero_is_the_class_prior():
     np.testing.assert_allclose(model.predict(probs).posterior, np.tile(model.pi_, (len(y), 1)), atol=1e-12)
     with pytest.raises(AggregatorError, match="evidence_weight must be in"):
         BayesianLabelModel(evidence_weight=1.5)
+
+
+def test_uninformative_teachers_get_the_gold_balance_and_a_prior_only_posterior():
+    """Teachers that carry nothing but a biased guess at the balance (they say "1" on 45% of rows of a
+    70/30 set, independently of the class): EM cannot identify the balance from their votes and
+    follows their bias, so the posterior's argmax is below the majority class's rate. The gold rows
+    choose the gold balance, cross-fitted, with the votes' weight at or below a half; the rows without
+    gold then get the majority class, as no teacher can beat it here."""
+    rng = np.random.default_rng(0)
+    n = 1200
+    y = (rng.random(n) < 0.7).astype(int)  # (N,)
+    p1 = np.clip(0.45 + rng.normal(0, 0.15, (n, 3)), 0.05, 0.95)  # (N, 3) ignores y
+    probs = np.stack([1 - p1, p1], -1)  # (N, 3, 2)
+    gold = np.full(n, -1)
+    gold[:200] = y[:200]
+    em = BayesianLabelModel(select="none").fit(probs, ["a", "b", "c"], gold=gold)
+    model = BayesianLabelModel().fit(probs, ["a", "b", "c"], gold=gold)
+    assert em.pi_[1] < 0.65  # EM's balance is pulled to the teachers' guess
+    assert model.class_balance == "gold" and model.evidence_weight <= 0.5
+    assert abs(model.pi_[1] - y[:200].mean()) < 0.01  # the gold rows' balance (one pseudo-count a class)
+    rest = model.predict(probs[200:]).posterior.argmax(1)
+    assert (rest == y[200:]).mean() >= (y[200:] == 1).mean() - 0.01
+    assert (rest == y[200:]).mean() > (em.predict(probs[200:]).posterior.argmax(1) == y[200:]).mean()
+
+
+def test_a_given_class_balance_is_held_fixed():
+    probs, y = correlated_soft_teachers(informative=True)
+    model = BayesianLabelModel(class_balance=(0.2, 0.8), select="none").fit(probs, ["a", "b", "c"])
+    assert np.allclose(model.pi_, [0.2, 0.8])
+    assert model.chosen_["class_balance"] == [0.2, 0.8]
+
+
+@pytest.mark.parametrize("balance, message", [
+    ((0.5, 0.6), "summing to 1"),
+    ("prior", "'em', 'gold'"),
+    ("gold", "needs gold rows"),
+    ((0.2, 0.3, 0.5), "3 probabilities for 2 classes"),
+])
+def test_a_bad_class_balance_is_refused_in_one_line(balance, message):
+    probs, y = correlated_soft_teachers(informative=True)
+    with pytest.raises(AggregatorError, match=message):
+        BayesianLabelModel(class_balance=balance, select="none").fit(probs, ["a", "b", "c"])

@@ -171,3 +171,20 @@ def test_causal_rows_render_with_their_interval_and_both_pgrs():
     assert f"| {(0.8333333 - 0.6) / 0.3:+.3f} | {(0.8333333 - 0.7) / 0.2:+.3f} |" in row
     assert "gemma3_pgr_tf=0.667 gemma3_pgr_tf_dpo=0.778" in headline
     assert "## youtube" not in text  # causal cells are not the frozen-feature table's
+
+
+def test_a_source_edited_after_the_run_started_is_refused(tmp_path, monkeypatch):
+    """A cell is keyed by the hash of its code's files; a file edited while the ledger runs would key the
+    cell by code the process never ran."""
+    table = _table_script()
+    source = tmp_path / "label_model_under_edit.py"
+    source.write_text("class Model:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import label_model_under_edit
+
+    monkeypatch.setattr(table, "STARTED", source.stat().st_mtime + 1)  # the file predates the run
+    first = table.code_version(label_model_under_edit.Model)
+    monkeypatch.setattr(table, "STARTED", source.stat().st_mtime - 1)  # edited after the run started
+    with pytest.raises(SystemExit, match="label_model_under_edit.py changed after this run started"):
+        table.code_version(label_model_under_edit.Model)
+    assert len(first) == 12

@@ -24,7 +24,10 @@ workers, soft teachers) get Dawid-Skene's full confusion. Every source is partia
 a rule that fired twice is pulled to the population accuracy, one that fired a thousand times is not.
 
 Class prior: the expected classes of the rows that got a vote (the EM fixed point when uncovered
-rows carry no information). Rows that got no vote get ``pi0``: with gold, the class balance of the
+rows carry no information), or, with ``class_balance``, fixed: the gold rows' balance ("gold") or
+one the user knows (Snorkel's ``class_balance``). Where the votes barely carry the class, EM cannot
+identify the balance from them, and its estimate follows the teachers' bias instead.
+Rows that got no vote get ``pi0``: with gold, the class balance of the
 gold rows that got no vote (smoothed towards pi), else pi itself: never a confident class.
 
 Overlap: rules that fire together beyond what the class explains (the class-conditional correlation
@@ -89,6 +92,10 @@ class BayesianLabelModel(LabelModel):
     # the power of the votes' likelihood in the posterior, in EM and in predict (1: the model's own; 0:
     # the class prior); with gold and select=auto, chosen on the gold rows (bayes_selection.py)
     evidence_weight: float = 1.0
+    # "em": the class prior fitted with the globals; "gold": the gold rows' balance, fixed; or the
+    # class probabilities themselves. With gold and select=auto, EM's or the gold's, chosen on the
+    # gold rows (bayes_selection.py)
+    class_balance: str | tuple | list = "em"
     max_iter: int = 200
     tol: float = 1e-6
     seed: int = 0  # EM is deterministic; kept so configs and sweeps can pass one
@@ -105,6 +112,15 @@ class BayesianLabelModel(LabelModel):
             raise AggregatorError(f"soft_bins must be >= 1, got {self.soft_bins}")
         if not 0.0 <= self.evidence_weight <= 1.0:
             raise AggregatorError(f"evidence_weight must be in [0, 1], got {self.evidence_weight}")
+        if isinstance(self.class_balance, str):
+            if self.class_balance not in ("em", "gold"):
+                raise AggregatorError("class_balance must be 'em', 'gold' or the class probabilities, "
+                                      f"got {self.class_balance!r}")
+        else:
+            balance = np.asarray(self.class_balance, float)
+            if balance.ndim != 1 or (balance <= 0).any() or not np.isclose(balance.sum(), 1.0):
+                raise AggregatorError(f"class_balance must be positive probabilities summing to 1, "
+                                      f"got {list(self.class_balance)}")
 
     # ------------------------------------------------------------------ public face
 
@@ -118,6 +134,7 @@ class BayesianLabelModel(LabelModel):
             for name, value in knobs.items():
                 setattr(self, name, value)
         self.n_classes_, self.n_sources_ = v.n_classes, v.n_sources
+        self.fixed_pi_ = self._fixed_class_balance(v.n_classes, gold)
         self.teacher_names_ = list(teacher_names) if teacher_names is not None else v.names
         self.edges_ = bin_edges(v.source, v.top, v.n_sources, self.soft_bins)
         self.stride_ = max(1, max((len(e) + 1 for e in self.edges_), default=1))
@@ -143,7 +160,9 @@ class BayesianLabelModel(LabelModel):
                         "tempered_sources": int((self.weight_ < 1).sum()), "em_sweeps": self.n_iter_,
                         "min_pooling": self.min_pooling, "error_shape": self.error_shape,
                         "source_model": self.source_model, "soft_bins": self.soft_bins,
-                        "evidence_weight": self.evidence_weight}
+                        "evidence_weight": self.evidence_weight,
+                        "class_balance": self.class_balance if isinstance(self.class_balance, str)
+                        else [round(float(p), 4) for p in self.class_balance]}
         return self
 
     def predict(self, votes, gold=None) -> Aggregate:
@@ -179,6 +198,21 @@ class BayesianLabelModel(LabelModel):
         rule_set = one_sided[v.source].mean() >= RULE_SET_SHARE if v.n_votes else True
         return np.full(v.n_sources, bool(rule_set))
 
+    def _fixed_class_balance(self, k: int, gold) -> np.ndarray | None:
+        """pi held fixed through EM, or None where EM fits it."""
+        if isinstance(self.class_balance, str):
+            if self.class_balance == "em":
+                return None
+            known = gold[gold >= 0] if gold is not None else np.array([], int)
+            if len(known) == 0:
+                raise AggregatorError("class_balance='gold' needs gold rows (anchor=val), and none were given")
+            counts = np.bincount(known, minlength=k) + self.class_prior
+            return counts / counts.sum()
+        balance = np.asarray(self.class_balance, float)
+        if len(balance) != k:
+            raise AggregatorError(f"class_balance has {len(balance)} probabilities for {k} classes")
+        return balance / balance.sum()
+
     def _codes(self, v: Votes) -> np.ndarray:
         answer = v.label * self.stride_ + apply_bins(v.source, v.top, self.edges_)  # (M,)
         return v.source * (self.n_classes_ * self.stride_) + answer  # (M,) index into (T * A)
@@ -202,8 +236,11 @@ class BayesianLabelModel(LabelModel):
     def _m_step(self, v: Votes, counts: np.ndarray, q: np.ndarray, covered: np.ndarray) -> None:
         """Globals from expected counts ``counts`` (T, A, K), hyperparameters by empirical Bayes."""
         t, k, b = self.n_sources_, self.n_classes_, self.stride_
-        self.pi_ = q[covered].sum(0) + self.class_prior
-        self.pi_ /= self.pi_.sum()
+        if self.fixed_pi_ is not None:
+            self.pi_ = self.fixed_pi_
+        else:
+            self.pi_ = q[covered].sum(0) + self.class_prior
+            self.pi_ /= self.pi_.sum()
         by_class = counts.reshape(t, k, b, k)  # (T, answered class, bin, true class)
         right = np.einsum("tcbc->tb", by_class)  # (T, B) mass where the answer was the true class
         total = by_class.sum((1, 3))  # (T, B)

@@ -24,6 +24,13 @@ The model's likelihood assumes teachers independent given the class; a few soft 
 the same rows are not, and their product can be less truthful than the class prior alone (BoolQ,
 benchmarks/w2s_table.py: three teachers at 0.56-0.58 on val against a 0.58 majority class, the
 posterior's argmax 0.54 against majority vote's 0.62 on w2s_train, seed 0). η = 0 is the prior itself.
+
+With η, the class prior: EM's, or the gold rows' balance held fixed (chosen jointly with η).
+Where the votes barely carry the class, EM cannot identify the balance from them and follows the
+teachers' bias (BoolQ, benchmarks/w2s_table.py: EM's prior 0.52-0.55 "yes" on seeds 0 and 7, the
+gold rows 0.575 and the w2s_train rows 0.64; a posterior whose argmax was below majority vote's).
+The gold balance is scored cross-fitted: each half of the gold rows is scored by a fit whose balance
+is the other half's, so the rows scored never set the prior that scores them.
 """
 from __future__ import annotations
 
@@ -51,8 +58,9 @@ def variants(model, v: Votes) -> list[dict]:
 
 
 def select_on_gold(model, v: Votes, teacher_names, gold: np.ndarray) -> tuple[dict, list[dict], list[dict]]:
-    """The knobs to use (see ``variants``; ``evidence_weight`` included), the table of every variant's
-    score (``selection_``) and that of the chosen variant's evidence weights (``evidence_selection_``).
+    """The knobs to use (see ``variants``; ``class_balance`` and ``evidence_weight`` included), the table
+    of every variant's score (``selection_``) and that of the chosen variant's (class balance, evidence
+    weight) pairs (``evidence_selection_``).
 
     ``model`` is a BayesianLabelModel; each variant is ``replace(model, select="none", **knobs)``."""
     known = gold >= 0
@@ -66,10 +74,31 @@ def select_on_gold(model, v: Votes, teacher_names, gold: np.ndarray) -> tuple[di
         table.append({**knobs, "gold_log_lik": round(float(scores[-1].mean()), 4)})
     default = next(i for i, knobs in enumerate(grid) if all(getattr(model, n) == x for n, x in knobs.items()))
     best = chosen_index(scores, default, table)
-    weight, weights_table = choose_evidence_weight(
-        lambda w: replace(model, select="none", **grid[best], evidence_weight=w).fit(v, teacher_names),
-        trials[best], held, truth, model.evidence_weight)
-    return {**grid[best], "evidence_weight": weight}, table, weights_table
+    folds = gold_folds(len(truth), model.seed)
+
+    def score(**knobs) -> np.ndarray:  # (G,) the chosen variant with ``knobs``, fitted without the gold
+        if knobs.get("class_balance") != "gold":
+            trial = replace(model, select="none", **{**grid[best], **knobs})
+            return gold_log_lik(trial.fit(v, teacher_names), held, truth)
+        out = np.empty(len(truth))
+        for fold in folds:  # each half scored by a fit whose balance is the other half's
+            rest = np.setdiff1d(np.arange(len(truth)), fold)
+            counts = np.bincount(truth[rest], minlength=v.n_classes) + model.class_prior
+            fixed = {**grid[best], **knobs, "class_balance": tuple(counts / counts.sum())}
+            trial = replace(model, select="none", **fixed)
+            in_fold = np.zeros(len(truth), dtype=bool)
+            in_fold[fold] = True
+            out[fold] = gold_log_lik(trial.fit(v, teacher_names), held.select_rows(in_fold), truth[fold])
+        return out
+
+    knobs, weights_table = choose_evidence_weight(score, scores[best], model.evidence_weight, model.class_balance)
+    return {**grid[best], **knobs}, table, weights_table
+
+
+def gold_folds(n: int, seed: int) -> list[np.ndarray]:
+    """Two halves of the gold rows' indices, drawn with ``seed``."""
+    order = np.random.default_rng(seed).permutation(n)
+    return [np.sort(order[: n // 2]), np.sort(order[n // 2:])]
 
 
 def gold_log_lik(trial, held: Votes, truth: np.ndarray) -> np.ndarray:
@@ -92,16 +121,20 @@ def chosen_index(scores: list[np.ndarray], default: int, table: list[dict]) -> i
     return best
 
 
-def choose_evidence_weight(fit, fitted, held: Votes, truth: np.ndarray, default: float = 1.0
-                           ) -> tuple[float, list[dict]]:
-    """η for the chosen variant: ``fit(η)`` fits it without the gold at η (``fitted``: already at
-    ``default``). η enters the fit too: EM's posteriors, and so the class prior and the accuracies
-    they count, are the tempered ones (with η = 0 the prior is the gold rows' balance, the EM fixed
-    point when votes say nothing). ``default`` (the model's own η) stays unless beaten."""
-    candidates = [default, *(w for w in EVIDENCE_WEIGHTS if w != default)]
+def choose_evidence_weight(score, fitted_scores: np.ndarray, default: float = 1.0, balance="em"
+                           ) -> tuple[dict, list[dict]]:
+    """η and the class balance for the chosen variant, jointly (the gold balance only pays with η
+    below one: at full weight, copies of one score swamp any prior). ``score(evidence_weight=η,
+    class_balance=b)`` is its (G,) gold-row scores, fitted without the gold (``fitted_scores``: already
+    at the defaults). η enters the fit too: EM's posteriors, and so the class prior and the accuracies
+    they count, are the tempered ones (with η = 0 and EM's balance, the prior stays where EM started,
+    at majority vote's shares; with the gold balance, the posterior is that balance). The defaults
+    (the model's own η and balance) stay unless beaten. A balance the user gave is not replaced."""
+    weights = [default, *(w for w in EVIDENCE_WEIGHTS if w != default)]
+    balances = [balance, *(b for b in ("em", "gold") if b != balance)] if balance in ("em", "gold") else [balance]
+    candidates = [{"class_balance": b, "evidence_weight": w} for b in balances for w in weights]
     scores, table = [], []
-    for weight in candidates:
-        trial = fitted if weight == default else fit(weight)
-        scores.append(gold_log_lik(trial, held, truth))
-        table.append({"evidence_weight": weight, "gold_log_lik": round(float(scores[-1].mean()), 4)})
+    for i, knobs in enumerate(candidates):
+        scores.append(fitted_scores if i == 0 else score(**knobs))
+        table.append({**knobs, "gold_log_lik": round(float(scores[-1].mean()), 4)})
     return candidates[chosen_index(scores, 0, table)], table
