@@ -108,6 +108,9 @@ CAUSAL_AGGREGATORS = (REFERENCE, "majority", "best_teacher")
 CAUSAL_FORMS = ("tf", "tf+dpo", "dpo")
 OTHER_STUDENTS = (FINETUNED, CAUSAL)  # students whose cells are not the frozen-feature table's
 # the forms in which the reference's targets reach the student: (soft or argmax, confidence weights or 1)
+# the students a reader would try instead of the reference: each task's best of them (mean test accuracy
+# over the reference's seeds) is what the issue's claim is tested against
+BASELINES = ("majority", "mean", "crowdkit_ds", "snorkel", "best_teacher")
 FORMS = {"soft_weighted": (True, True), "soft": (True, False), "hard_weighted": (False, True), "hard": (False, False)}
 
 
@@ -570,10 +573,11 @@ def render(records: list[dict], reference: str = REFERENCE, keys: set[str] | Non
                        f"{delta} | {p:+.3f} | {task_rows[(agg, form)]['val']:.4f} |")
         out.append("")
         summary[t] = {"rows": task_rows, "clears": clears, "ref": ref}
-    out += findings(summary, reference)
+    versus, counts = against_best_baseline(summary, reference)
+    out += versus + findings(summary, reference)
     out += render_finetuned(finetuned, reference)
     out += render_causal(causal, reference)
-    headline = headline_line(summary, reference) + finetuned_headline(finetuned, reference) + \
+    headline = headline_line(summary, reference) + counts + finetuned_headline(finetuned, reference) + \
         causal_headline(causal, reference)
     out += ["", f"Headline: `{headline}`", ""]
     return "\n".join(out), headline
@@ -679,6 +683,36 @@ def finetuned_headline(records: list[dict], reference: str) -> str:
     ref = [r for r in records if r["aggregator"] == reference]
     return (f" {FINETUNED}_ceilings={len(gold)} {FINETUNED}_tasks_clear_on_val="
             f"{len({r['task'] for r in gold if r['ceiling_clears_on_val']})} {FINETUNED}_reference_cells={len(ref)}")
+
+
+def against_best_baseline(summary: dict, reference: str) -> tuple[list[str], str]:
+    """Per task, the reference against the baseline student (BASELINES) with the best mean test accuracy
+    over the reference's seeds: the paired Δ (reference − baseline) and its 95% interval; and the
+    headline's counts of tasks where the interval favours the reference, includes 0, or is against it."""
+    out = ["## The reference against each task's best baseline", "",
+           f"Best baseline: the best mean test accuracy among {', '.join(BASELINES)} over the reference's "
+           "seeds. Δ: reference − baseline, paired over those seeds, with its 95% t-interval.", "",
+           "| task | best baseline | its acc | reference acc | Δ [95% CI] | outcome |", "|---|---|---|---|---|---|"]
+    tally = {"favours": 0, "includes_0": 0, "against": 0}
+    for t, s in summary.items():
+        seeds = sorted(s["ref"])
+        rivals = {agg: s["rows"][(agg, "soft_weighted")]["cells"] for agg in BASELINES
+                  if (agg, "soft_weighted") in s["rows"]}
+        rivals = {agg: cells for agg, cells in rivals.items() if set(seeds) <= set(cells)}
+        if not seeds or not rivals:
+            continue
+        mine = [s["ref"][k]["student_test_acc"] for k in seeds]
+        best = max(rivals, key=lambda a: np.mean([rivals[a][k]["student_test_acc"] for k in seeds]))
+        theirs = [rivals[best][k]["student_test_acc"] for k in seeds]
+        m, lo, hi, _ = paired_interval(mine, theirs)
+        outcome = "favours" if lo > 0 else "against" if hi < 0 else "includes_0"
+        tally[outcome] += 1
+        said = {"favours": "✓ favours the reference", "against": "✗ against it", "includes_0": "includes 0"}[outcome]
+        out.append(f"| {t} | {best} | {np.mean(theirs):.4f} | {np.mean(mine):.4f} | "
+                   f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}] | {said} |")
+    out.append("")
+    counts = "".join(f" {k}_vs_best_baseline={v}" for k, v in tally.items())
+    return out, counts
 
 
 def findings(summary: dict, reference: str) -> list[str]:

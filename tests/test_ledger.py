@@ -85,6 +85,9 @@ def test_the_table_reads_the_ledger(tmp_path):
     assert f"| {pgr(np.mean([0.80, 0.82, 0.79]), 0.6, 0.9):+.3f} |" in text
     assert "best_student=bayes_label_model" in headline and "min_seeds=3" in headline
     assert "clears it by more than 2 SE" in text  # the ceiling's gap (0.3) has no spread at all here
+    # majority is the only baseline here, so the best one; its interval includes 0
+    assert f"| youtube | majority | 0.7933 | 0.8033 | {mean:+.4f} [{low:+.4f}, {high:+.4f}] | includes 0 |" in text
+    assert "favours_vs_best_baseline=0 includes_0_vs_best_baseline=1 against_vs_best_baseline=0" in headline
     json.dumps(records)  # what the ledger stores is plain JSON
 
 
