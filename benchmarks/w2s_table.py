@@ -322,6 +322,24 @@ def run_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Led
     return written
 
 
+def finetuned_plan(task_name: str, seed: int, aggregators: list[str], done: set[str]):
+    """(config, task, teachers, the student's config, [(aggregator, key)] of the cells not in ``done``)
+    of the fine-tuned student on (task, seed); its ceiling is the aggregator ``gold``."""
+    from weaks2strong.pipeline.classification.distill import distill_classifier
+    from weaks2strong.pipeline.common.config import build, config_slice, settings_for
+
+    base = compose(task_name, seed, [])
+    task = build(base.task, "task", _convert_="all")
+    teachers_cfg = teachers_config(task_name, base, task)
+    student_cfg = settings_for(base, "student", ceiling=False)  # the student's own settings, not the ceiling's
+    student_spec = {"student": config_slice(student_cfg.student), "trainer": config_slice(base.trainer)}
+    student_version = code_version(build_class(base.student.model._target_), distill_classifier)
+    planned = [(agg, key) for agg, _, form, key in plan_cells(task_name, seed, ["gold", *aggregators], done, base,
+                                                                teachers_cfg, student=(FINETUNED, student_spec,
+                                                                                       student_version))]
+    return base, task, teachers_cfg, student_cfg, planned
+
+
 def run_finetuned_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Ledger,
                             done: set[str]) -> int:
     """The fine-tuned student's cells of (task, seed): its ceiling first (a cell with aggregator
@@ -336,19 +354,10 @@ def run_finetuned_task_seed(task_name: str, seed: int, aggregators: list[str], l
         test_predictions,
     )
     from weaks2strong.pipeline.classification.teach import teach, teacher_probs, teacher_test_labels
-    from weaks2strong.pipeline.common.config import build, config_slice, settings_for
     from weaks2strong.pipeline.common.tables import prob_columns, split_rows
     from weaks2strong.runtime.artifacts import Store
 
-    base = compose(task_name, seed, [])
-    task = build(base.task, "task", _convert_="all")
-    teachers_cfg = teachers_config(task_name, base, task)
-    student_cfg = settings_for(base, "student", ceiling=False)  # the student's own settings, not the ceiling's
-    student_spec = {"student": config_slice(student_cfg.student), "trainer": config_slice(base.trainer)}
-    student_version = code_version(build_class(base.student.model._target_), distill_classifier)
-    planned = [(agg, key) for agg, _, form, key in plan_cells(task_name, seed, ["gold", *aggregators], done, base,
-                                                                teachers_cfg, student=(FINETUNED, student_spec,
-                                                                                       student_version))]
+    base, task, teachers_cfg, student_cfg, planned = finetuned_plan(task_name, seed, aggregators, done)
     if not planned:
         return 0
     dev = task.without_test()
@@ -401,40 +410,51 @@ def run_finetuned_task_seed(task_name: str, seed: int, aggregators: list[str], l
     return written
 
 
-def run_causal_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Ledger, done: set[str]) -> int:
-    """The causal-LM cells of (task, seed) not yet in the ledger, each through the framework's own run
-    (``pipeline.run``: teach, aggregate, distill, align, evaluate; every stage cached, so the ceiling and
-    the teachers are shared by the cells): per aggregator its teacher-forced student (tf) and that student
-    DPO'd (tf+dpo); for the reference also DPO alone (dpo, ``align.init=pretrained``)."""
+def causal_plan(task_name: str, seed: int, aggregators: list[str]):
+    """(task, teachers, [(aggregator, its run's config, {form: key}, the ceiling's key)]) of the causal
+    student on (task, seed): per aggregator a run from the teacher-forced student (forms tf, tf+dpo) and,
+    for the reference, one from the pretrained model (dpo)."""
     from omegaconf import OmegaConf, open_dict
 
-    from weaks2strong import pipeline
     from weaks2strong.pipeline.classification import align as align_module
     from weaks2strong.pipeline.classification.distill import distill_classifier
     from weaks2strong.pipeline.common.config import build, config_slice
     from weaks2strong.runtime.artifacts import stable_hash
 
-    if task_name not in CAUSAL_TASKS:
-        print(f"  {task_name}: no causal-LM cells (tasks: {', '.join(CAUSAL_TASKS)})", flush=True)
-        return 0
     base = compose_causal(task_name, seed, [])
     task = build(base.task, "task", _convert_="all")
     teachers = teachers_config(task_name, base, task)
     version = code_version(build_class(base.student.model._target_), distill_classifier, align_module)
     task_spec = {"task": task_name, "causal_sizes": CAUSAL_SIZES[task_name], "seed": seed}
-    runs = [(agg, init) for agg in aggregators
-            for init in ("distilled", *(("pretrained",) if agg == REFERENCE else ()))]
+    runs = []
+    for agg in aggregators:
+        for init in ("distilled", *(("pretrained",) if agg == REFERENCE else ())):
+            cfg = compose_causal(task_name, seed, [*AGGREGATORS[agg], f"align.init={init}"])
+            with open_dict(cfg):
+                cfg.teachers = teachers
+                cfg.aggregator = versioned(cfg.aggregator)  # its code keys the aggregate and so the cells, as above
+            spec = stable_hash(task_spec, stable_hash(OmegaConf.to_container(teachers, resolve=True)), agg,
+                               config_slice(cfg.aggregator), config_slice(cfg.student), config_slice(cfg.align),
+                               version)
+            forms = {"pretrained": ["dpo"], "distilled": ["tf", "tf+dpo"]}[init]
+            runs.append((agg, cfg, {form: stable_hash(spec, form) for form in forms},
+                         stable_hash(task_spec, "gold", config_slice(cfg.student), version)))
+    return task, teachers, runs
+
+
+def run_causal_task_seed(task_name: str, seed: int, aggregators: list[str], ledger: Ledger, done: set[str]) -> int:
+    """The causal-LM cells of (task, seed) not yet in the ledger, each through the framework's own run
+    (``pipeline.run``: teach, aggregate, distill, align, evaluate; every stage cached, so the ceiling and
+    the teachers are shared by the cells): per aggregator its teacher-forced student (tf) and that student
+    DPO'd (tf+dpo); for the reference also DPO alone (dpo, ``align.init=pretrained``)."""
+    from weaks2strong import pipeline
+
+    if task_name not in CAUSAL_TASKS:
+        print(f"  {task_name}: no causal-LM cells (tasks: {', '.join(CAUSAL_TASKS)})", flush=True)
+        return 0
+    task, teachers, runs = causal_plan(task_name, seed, aggregators)
     written = 0
-    for agg, init in runs:
-        cfg = compose_causal(task_name, seed, [*AGGREGATORS[agg], f"align.init={init}"])
-        with open_dict(cfg):
-            cfg.teachers = teachers
-            cfg.aggregator = versioned(cfg.aggregator)  # its code keys the aggregate and so the cells, as above
-        spec = stable_hash(task_spec, stable_hash(OmegaConf.to_container(teachers, resolve=True)), agg,
-                           config_slice(cfg.aggregator), config_slice(cfg.student), config_slice(cfg.align), version)
-        forms = {"pretrained": ["dpo"], "distilled": ["tf", "tf+dpo"]}[init]
-        keys = {form: stable_hash(spec, form) for form in forms}
-        gold_key = stable_hash(task_spec, "gold", config_slice(cfg.student), version)
+    for agg, cfg, keys, gold_key in runs:
         if all(k in done for k in keys.values()) and gold_key in done:
             continue
         t0 = time.perf_counter()
@@ -500,12 +520,20 @@ def latest(records: list[dict]) -> list[dict]:
 
 
 def current_keys(records: list[dict]) -> set[str]:
-    """The keys the frozen-feature cells of the ledger's (task, seed)s have under today's configs and
-    code: a cell written before a change to its aggregator is history, not a row of the table."""
+    """The keys the cells of the ledger's (task, seed)s have under today's configs and code, for every
+    student: a cell written before a change to its aggregator or its student is history, not a row of
+    the table (it stays in the ledger)."""
     keys = set()
     for task_name, seed in sorted({(r["task"], r["seed"]) for r in records if r.get("student") not in OTHER_STUDENTS}):
         if task_name in TASKS:
             keys |= {key for *_, key in plan_cells(task_name, seed, list(AGGREGATORS), set())}
+    for task_name, seed in sorted({(r["task"], r["seed"]) for r in records if r.get("student") == FINETUNED}):
+        if task_name in TASKS:
+            keys |= {key for _, key in finetuned_plan(task_name, seed, list(FINETUNED_AGGREGATORS), set())[-1]}
+    for task_name, seed in sorted({(r["task"], r["seed"]) for r in records if r.get("student") == CAUSAL}):
+        if task_name in CAUSAL_TASKS:
+            for _, _, forms, gold_key in causal_plan(task_name, seed, list(CAUSAL_AGGREGATORS))[-1]:
+                keys |= {gold_key, *forms.values()}
     return keys
 
 
@@ -513,7 +541,7 @@ def render(records: list[dict], reference: str = REFERENCE, keys: set[str] | Non
     """(markdown, headline) of the ledger's current cells (``keys``: those of today's code and configs;
     None: the last of each), the frozen-feature table, then the fine-tuned student's."""
     if keys is not None:
-        records = [r for r in records if r.get("student") in OTHER_STUDENTS or r["key"] in keys]
+        records = [r for r in records if r["key"] in keys]
     records = latest(records)
     finetuned = [r for r in records if r.get("student") == FINETUNED]
     causal = [r for r in records if r.get("student") == CAUSAL]
