@@ -67,10 +67,9 @@ def select_on_gold(model, v: Votes, teacher_names, gold: np.ndarray) -> tuple[di
     held = v.select_rows(known)
     truth = gold[known]  # (G,)
     grid = variants(model, v)
-    scores, table, trials = [], [], []
+    scores, table = [], []
     for knobs in grid:
-        trials.append(replace(model, select="none", **knobs).fit(v, teacher_names))
-        scores.append(gold_log_lik(trials[-1], held, truth))  # (G,)
+        scores.append(gold_log_lik(replace(model, select="none", **knobs).fit(v, teacher_names), held, truth))  # (G,)
         table.append({**knobs, "gold_log_lik": round(float(scores[-1].mean()), 4)})
     default = next(i for i, knobs in enumerate(grid) if all(getattr(model, n) == x for n, x in knobs.items()))
     best = chosen_index(scores, default, table)
@@ -131,7 +130,8 @@ def choose_evidence_weight(score, fitted_scores: np.ndarray, default: float = 1.
     at majority vote's shares; with the gold balance, the posterior is that balance). The defaults
     (the model's own η and balance) stay unless beaten. A balance the user gave is not replaced."""
     weights = [default, *(w for w in EVIDENCE_WEIGHTS if w != default)]
-    balances = [balance, *(b for b in ("em", "gold") if b != balance)] if balance in ("em", "gold") else [balance]
+    given = not isinstance(balance, str)  # probabilities the user gave
+    balances = [balance] if given else [balance, *(b for b in ("em", "gold") if b != balance)]
     candidates = [{"class_balance": b, "evidence_weight": w} for b in balances for w in weights]
     scores, table = [], []
     for i, knobs in enumerate(candidates):
