@@ -604,9 +604,10 @@ def render(records: list[dict], reference: str = REFERENCE, keys: set[str] | Non
     versus, counts = against_best_baseline(summary, reference)
     out += versus + findings(summary, reference)
     out += render_finetuned(finetuned, reference)
-    out += render_causal(causal, reference)
+    targets, target_counts = causal_targets(causal, reference)
+    out += render_causal(causal, reference) + targets
     headline = headline_line(summary, reference) + counts + finetuned_headline(finetuned, reference) + \
-        causal_headline(causal, reference)
+        causal_headline(causal, reference) + target_counts
     out += ["", f"Headline: `{headline}`", ""]
     return "\n".join(out), headline
 
@@ -690,6 +691,45 @@ def render_causal(records: list[dict], reference: str) -> list[str]:
                            f"{delta} | {pgr(acc, weak, ceiling):+.3f} | {vs_agg} | "
                            f"{np.mean([c['student_val_acc'] for c in cells.values()]):.4f} |")
     return out
+
+
+def causal_targets(records: list[dict], reference: str) -> tuple[list[str], str]:
+    """Issue 26's numbers per task, over the seeds where every causal row ran (so each mean is over the
+    same splits): teacher forcing then DPO on the reference's targets against teacher forcing alone on
+    them and against the best baseline row (majority vote / best teacher, tf or tf+dpo), its PGR against
+    the best teacher, and DPO alone's gap to teacher forcing. The headline counts the tasks that meet each."""
+    rows = [(reference, f) for f in CAUSAL_FORMS] + [(a, f) for a in CAUSAL_AGGREGATORS if a != reference
+                                                     for f in ("tf", "tf+dpo")]
+    out = ["", "### Issue 26's targets (seeds where every row ran)", "",
+           "| task | seeds | ref tf | ref tf+dpo | tf+dpo ≥ tf | best baseline row | its acc | tf+dpo ≥ it | "
+           "PGR tf+dpo vs best teacher | DPO alone − tf (points) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    met = {"ge_tf": 0, "ge_baselines": 0}
+    pgrs, gaps, tasks = [], [], 0
+    for t in CAUSAL_TASKS:
+        cells = {(r["aggregator"], r["form"], r["seed"]): r for r in records if r["task"] == t}
+        seeds = sorted(s for s in {k[2] for k in cells} if all((a, f, s) in cells for a, f in rows))
+        if not seeds:
+            continue
+        tasks += 1
+        mean = {(a, f): float(np.mean([cells[(a, f, s)]["student_test_acc"] for s in seeds])) for a, f in rows}
+        tf, tf_dpo = mean[(reference, "tf")], mean[(reference, "tf+dpo")]
+        best = max((k for k in rows if k[0] != reference), key=mean.get)
+        weak = np.mean([cells[(reference, "tf", s)]["best_teacher_test_acc"] for s in seeds])
+        ceiling = np.mean([cells[(reference, "tf", s)]["ceiling_test_acc"] for s in seeds])
+        p, gap = pgr(tf_dpo, weak, ceiling), 100 * (mean[(reference, "dpo")] - tf)
+        met["ge_tf"] += tf_dpo >= tf
+        met["ge_baselines"] += tf_dpo >= mean[best]
+        pgrs.append(p)
+        gaps.append(gap)
+        out.append(f"| {t} | {len(seeds)} | {tf:.4f} | {tf_dpo:.4f} | {'✓' if tf_dpo >= tf else '✗'} | "
+                   f"{best[0]} {best[1]} | {mean[best]:.4f} | {'✓' if tf_dpo >= mean[best] else '✗'} | {p:+.3f} | "
+                   f"{gap:+.1f} |")
+    if not tasks:
+        return [], ""
+    headline = (f" {CAUSAL}_target_tasks={tasks} {CAUSAL}_tf_dpo_ge_tf={met['ge_tf']} "
+                f"{CAUSAL}_tf_dpo_ge_baselines={met['ge_baselines']} {CAUSAL}_mean_pgr_tf_dpo={np.mean(pgrs):.3f} "
+                f"{CAUSAL}_dpo_alone_gap_points_min={min(gaps):+.1f}")
+    return out, headline
 
 
 def causal_headline(records: list[dict], reference: str) -> str:

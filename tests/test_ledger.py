@@ -176,6 +176,30 @@ def test_causal_rows_render_with_their_interval_and_both_pgrs():
     assert "## youtube" not in text  # causal cells are not the frozen-feature table's
 
 
+def test_causal_targets_use_the_seeds_where_every_row_ran():
+    """Issue 26's check: tf+dpo on the reference's targets against tf and the best baseline row, over the
+    seeds where every row ran; a seed missing a row is left out of every mean."""
+    table = _table_script()
+    acc = {("bayes_label_model", "tf"): 0.80, ("bayes_label_model", "tf+dpo"): 0.82,
+           ("bayes_label_model", "dpo"): 0.77, ("majority", "tf"): 0.81, ("majority", "tf+dpo"): 0.83,
+           ("best_teacher", "tf"): 0.70, ("best_teacher", "tf+dpo"): 0.72}
+    records = []
+    for seed in range(3):
+        common = {"task": "ag_news", "seed": seed, "student": "gemma3", "best_teacher_test_acc": 0.7,
+                  "ceiling_test_acc": 0.9, "student_val_acc": 0.8, "aggregate_test_acc": 0.75}
+        for (agg, form), a in acc.items():
+            if seed == 2 and agg == "best_teacher":
+                continue  # seed 2 has no best-teacher rows: its cells do not enter the check
+            records.append({**common, "key": f"{agg}{form}{seed}", "aggregator": agg, "form": form,
+                            "student_test_acc": a + (0.5 if seed == 2 else 0.0)})
+    text, headline = table.render(records)
+    row = next(line for line in text.splitlines() if line.startswith("| ag_news | 2 |"))
+    assert "| 0.8000 | 0.8200 | ✓ | majority tf+dpo | 0.8300 | ✗ |" in row
+    assert f"| {(0.82 - 0.7) / 0.2:+.3f} | -3.0 |" in row
+    assert ("gemma3_target_tasks=1 gemma3_tf_dpo_ge_tf=1 gemma3_tf_dpo_ge_baselines=0 gemma3_mean_pgr_tf_dpo=0.600 "
+            "gemma3_dpo_alone_gap_points_min=-3.0") in headline
+
+
 def test_a_source_edited_after_the_run_started_is_refused(tmp_path, monkeypatch):
     """A cell is keyed by the hash of its code's files; a file edited while the ledger runs would key the
     cell by code the process never ran."""
