@@ -12,6 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from weaks2strong import pipeline
 from weaks2strong.cli import CONFIG_DIR
+from weaks2strong.pipeline.common import stage as stages
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +48,8 @@ def test_debug_fast_end_to_end(first_run):
     assert on_disk["ceiling"]["test"]["accuracy"] > 0.5  # real MiniLM on 96 gold rows, one epoch
     assert on_disk["seeds"] == {"splits": 0, "teachers": 0, "aggregator": 0, "student": 0}
     artifacts = json.loads((run / "artifacts.json").read_text())
+    # the student this run trained went with the run: a sweep's process holds one run's models, not all
+    assert stages.recall("student", Path(artifacts["student"]).name) is None
     assert (tmp / "runs" / ".cache" / "student").is_dir()
     for stage in ("aggregate", "ceiling", "student"):
         assert json.loads((tmp.joinpath(artifacts[stage], "manifest.json")).read_text())["stage"] == stage

@@ -131,7 +131,7 @@ def test_the_refine_stage_adds_the_refined_teacher_and_is_reused(tmp_path, caplo
     store = Store(cfg.paths.cache_dir)
     task = build(cfg.task, "task", _convert_="all").without_test()
     refine_artifact = store.find("refine", artifacts["teach"]["refined"].rstrip("/").split("/")[-1])
-    stage._FITTED.clear()
+    stage.forget_fitted()
     rebuilt = fitted_refiner(task, {n: store.find("teach", p.rstrip("/").split("/")[-1])
                                     for n, p in artifacts["teach"].items() if n != "refined"},
                              cfg.refine, refine_artifact.key, demos)

@@ -175,7 +175,7 @@ def test_tf_then_dpo_and_dpo_alone_end_to_end(tmp_path, models_dir, caplog):
 
     # the cached reference: a fresh forward of the teacher-forced student, rebuilt from its saved adapters
     pairs = pd.read_parquet(align_dir / "pairs.parquet")
-    stage._FITTED.clear()
+    stage.forget_fitted()
     store, dev = Store(cfg.paths.cache_dir), pipeline.build(cfg.task, "task", _convert_="all").without_test()
     student = fitted_student(dev, store.find("aggregate", aggregate_dir.name), store.find("student", student_dir.name),
                              cfg)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from weaks2strong.pipeline.classification.run import run as run_classification
 from weaks2strong.pipeline.common.config import build
+from weaks2strong.pipeline.common.stage import forget_fitted
 from weaks2strong.pipeline.generation.run import run as run_generation
 from weaks2strong.pipeline.preference.run import run as run_preference
 from weaks2strong.pipeline.search.run import run as run_search
@@ -58,4 +59,7 @@ def run(cfg: DictConfig) -> dict | None:
     task: Task = build(cfg.task, "task", _convert_="all")
     log.info("task %s: %s", task.name, task.sizes())
     kind = "search" if cfg.get("search") is not None else getattr(task, "kind", "classification")
-    return RUNS.get(kind, run_classification)(cfg, task, store, run_dir)  # a task of no known kind: classes
+    try:
+        return RUNS.get(kind, run_classification)(cfg, task, store, run_dir)  # a task of no known kind: classes
+    finally:
+        forget_fitted()  # the run's models go with it: a sweep's process holds one run's, not every run's
