@@ -605,7 +605,7 @@ def render(records: list[dict], reference: str = REFERENCE, keys: set[str] | Non
     out += versus + findings(summary, reference)
     out += render_finetuned(finetuned, reference)
     targets, target_counts = causal_targets(causal, reference)
-    out += render_causal(causal, reference) + targets
+    out += render_causal(causal, reference) + causal_dpo_gains(causal) + targets
     headline = headline_line(summary, reference) + counts + finetuned_headline(finetuned, reference) + \
         causal_headline(causal, reference) + target_counts
     out += ["", f"Headline: `{headline}`", ""]
@@ -690,6 +690,35 @@ def render_causal(records: list[dict], reference: str) -> list[str]:
                 out.append(f"| {t} | {agg} | {'ceiling' if agg == 'gold' else form} | {len(cells)} | {acc:.4f} | "
                            f"{delta} | {pgr(acc, weak, ceiling):+.3f} | {vs_agg} | "
                            f"{np.mean([c['student_val_acc'] for c in cells.values()]):.4f} |")
+    return out
+
+
+def causal_dpo_gains(records: list[dict]) -> list[str]:
+    """What DPO adds to each aggregator's own teacher-forced student: tf+dpo − tf of the same run, paired
+    over its seeds (test, with a 95% t-interval, and val), the seeds where it helped, and the pairs it
+    trained on (a row whose posterior ties for the top class makes no pair, so majority vote over two
+    teachers DPOs on the rows where they agree)."""
+    out = ["", "### What DPO adds to each aggregator's teacher-forced student", "",
+           "Paired over seeds: tf+dpo − tf of the same run (same aggregate, same splits). Pairs: mean pairs "
+           "DPO trained on / w2s_train rows.", "",
+           "| task | targets | seeds | Δ test [95% CI] | Δ val | seeds up / down | pairs / rows |",
+           "|---|---|---|---|---|---|---|"]
+    for t in CAUSAL_TASKS:
+        for agg in CAUSAL_AGGREGATORS:
+            tf = {r["seed"]: r for r in records if (r["task"], r["aggregator"], r["form"]) == (t, agg, "tf")}
+            dpo = {r["seed"]: r for r in records if (r["task"], r["aggregator"], r["form"]) == (t, agg, "tf+dpo")}
+            seeds = sorted(set(tf) & set(dpo))
+            if not seeds:
+                continue
+            test = [dpo[s]["student_test_acc"] - tf[s]["student_test_acc"] for s in seeds]  # (S,)
+            val = [dpo[s]["student_val_acc"] - tf[s]["student_val_acc"] for s in seeds]  # (S,)
+            m, lo, hi, _ = paired_interval([dpo[s]["student_test_acc"] for s in seeds],
+                                           [tf[s]["student_test_acc"] for s in seeds])
+            ci = f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]" if len(seeds) > 1 else f"{m:+.4f}"
+            kept = [dpo[s]["align"] / dpo[s]["n"]["w2s_train"] for s in seeds if dpo[s].get("align")]
+            pairs = f"{np.mean(kept):.2f}" if kept else "—"
+            out.append(f"| {t} | {agg} | {len(seeds)} | {ci} | {np.mean(val):+.4f} | "
+                       f"{sum(d > 0 for d in test)} / {sum(d < 0 for d in test)} | {pairs} |")
     return out
 
 

@@ -176,6 +176,22 @@ def test_causal_rows_render_with_their_interval_and_both_pgrs():
     assert "## youtube" not in text  # causal cells are not the frozen-feature table's
 
 
+def test_dpo_gain_pairs_each_aggregators_tf_with_its_own_tf_dpo():
+    """DPO's gain is tf+dpo − tf of the same aggregator and seed, with the share of rows that made a pair."""
+    table = _table_script()
+    records = []
+    for seed, (tf, dpo, pairs) in enumerate([(0.60, 0.70, 200), (0.70, 0.75, 220), (0.65, 0.64, 240)]):
+        common = {"task": "amazon_small", "seed": seed, "student": "gemma3", "best_teacher_test_acc": 0.6,
+                  "ceiling_test_acc": 0.9, "student_val_acc": 0.8, "aggregate_test_acc": 0.7,
+                  "aggregator": "majority", "n": {"w2s_train": 300}}
+        records += [{**common, "key": f"t{seed}", "form": "tf", "student_test_acc": tf},
+                    {**common, "key": f"d{seed}", "form": "tf+dpo", "student_test_acc": dpo, "align": pairs}]
+    text, _ = table.render(records)
+    mean, low, high, _ = paired_interval([0.70, 0.75, 0.64], [0.60, 0.70, 0.65])
+    row = next(line for line in text.splitlines() if line.startswith("| amazon_small | majority | 3 |"))
+    assert f"| {mean:+.4f} [{low:+.4f}, {high:+.4f}] | +0.0000 | 2 / 1 | {660 / 900:.2f} |" in row
+
+
 def test_causal_targets_use_the_seeds_where_every_row_ran():
     """Issue 26's check: tf+dpo on the reference's targets against tf and the best baseline row, over the
     seeds where every row ran; a seed missing a row is left out of every mean."""
