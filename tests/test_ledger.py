@@ -192,6 +192,12 @@ def test_dpo_gain_pairs_each_aggregators_tf_with_its_own_tf_dpo():
     assert f"| {mean:+.4f} [{low:+.4f}, {high:+.4f}] | +0.0000 | 2 / 1 | {660 / 900:.2f} |" in row
 
 
+def test_a_tie_of_means_counts_as_at_least_whatever_the_float_order():
+    table = _table_script()
+    assert 0.3 < 0.1 + 0.2 and table.at_least(0.3, 0.1 + 0.2)  # the same accuracy, summed in another order
+    assert not table.at_least(0.79, 0.80)
+
+
 def test_causal_targets_use_the_seeds_where_every_row_ran():
     """Issue 26's check: tf+dpo on the reference's targets against tf and the best baseline row, over the
     seeds where every row ran; a seed missing a row is left out of every mean."""
