@@ -237,3 +237,51 @@ def test_a_source_edited_after_the_run_started_is_refused(tmp_path, monkeypatch)
     with pytest.raises(SystemExit, match="label_model_under_edit.py changed after this run started"):
         table.code_version(label_model_under_edit.Model)
     assert len(first) == 12
+
+
+def _choice_script():
+    _table_script()  # dpo_choice imports it by name
+    spec = importlib.util.spec_from_file_location("dpo_choice", ROOT / "benchmarks" / "dpo_choice.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _point(task, seed, beta, epochs, val, tf=0.80, correct=None, tf_correct=None):
+    return {"key": f"{task}{seed}{beta}{epochs}", "task": task, "seed": seed, "aggregator": "bayes_label_model",
+            "beta": beta, "epochs": epochs, "val_accuracy": val, "tf_val_accuracy": tf, "code_version": "v",
+            **({"val_correct": correct, "tf_val_correct": tf_correct} if correct else {})}
+
+
+def test_dpo_choice_takes_the_best_mean_val_point_over_seeds_where_every_point_ran():
+    choice = _choice_script()
+    records = [_point("sst2", 0, 1.0, 1, 0.80), _point("sst2", 0, 2.0, 1, 0.84), _point("sst2", 0, 1.0, 2, 0.70),
+               _point("sst2", 1, 1.0, 1, 0.82), _point("sst2", 1, 2.0, 1, 0.81), _point("sst2", 1, 1.0, 2, 0.90),
+               _point("sst2", 2, 1.0, 1, 0.99)]  # seed 2 ran one point only: it decides nothing
+    chosen = choice.choose(records)["sst2"]
+    assert chosen["seeds"] == 2
+    assert chosen["points"][(1.0, 1)] == (pytest.approx(0.81), 2)
+    assert chosen["point"] == (2.0, 1) and chosen["mean"] == pytest.approx(0.825)  # 0.825 > 0.81 > 0.80
+    text, headline = choice.render(records)
+    assert "| sst2 | 2 | 0.8000 | 0.8100 | – | 0.8250* | 0.8000 | – |" in text  # no per-row records: no counts
+    assert headline == "dpo_choice_tasks=1 dpo_choice_not_default=1 dpo_choice_val_gain_points_max=1.5"
+
+
+def test_dpo_choice_counts_discordant_val_rows_and_keeps_the_last_record_of_a_point():
+    choice = _choice_script()
+    tf = "0011"
+    records = [_point("sst2", 0, 1.0, 1, 0.25, correct="0001", tf=0.5, tf_correct=tf),  # replaced below
+               _point("sst2", 0, 1.0, 1, 0.50, correct="0101", tf=0.5, tf_correct=tf),
+               _point("sst2", 0, 0.5, 1, 0.75, correct="1110", tf=0.5, tf_correct=tf)]
+    chosen = choice.choose(records)["sst2"]
+    assert chosen["points"][(1.0, 1)][0] == pytest.approx(0.50) and chosen["point"] == (0.5, 1)
+    text, _ = choice.render(records)
+    # β=0.5 against the default (0101): rows 0 and 2 won, row 3 lost; against tf (0011): rows 0, 1 won, row 3 lost
+    assert "| sst2 | 1 | 0.5000 | 0.5000 | 0.7500* (+2 −1) | – | – | +2 −1 |" in text
+
+
+def test_dpo_choice_keeps_the_default_on_a_tie():
+    choice = _choice_script()
+    records = [_point("ag_news", 0, 1.0, 1, 0.85), _point("ag_news", 0, 0.5, 1, 0.85), _point("ag_news", 0, 1.0, 2, 0.85)]
+    assert choice.choose(records)["ag_news"]["point"] == (1.0, 1)
+    assert choice.render(records)[1].startswith("dpo_choice_tasks=1 dpo_choice_not_default=0")
