@@ -10,9 +10,10 @@ sealed (``Task.without_test``), and the only number kept is the aligned student'
 beside the teacher-forced student's it started from. One JSON line per point goes to
 ``docs/results/dpo_choice.jsonl`` (keyed by the point's config and the code of the align stage, the
 student and distill), so the grid grows across sessions; ``docs/results/dpo_choice.md`` is written
-from it. A task's choice is the point with the highest mean val accuracy over its seeds (ties: the
-default, then the fewer epochs). The grid moves one factor at a time around the default (β = 1, one
-epoch): a full product is 3× the CPU time for what one factor at a time already shows.
+from it. A task's choice is the point with the highest mean val accuracy over its seeds, if it beats
+the default by more than one standard error of their paired difference on val (else the default).
+The grid moves one factor at a time around the default (β = 1, one epoch): a full product is 3× the
+CPU time for what one factor at a time already shows.
 """
 from __future__ import annotations
 
@@ -65,11 +66,27 @@ def discordant(rows: list[dict], field: str, other: list[dict], other_field: str
     return won, lost
 
 
+def clears_one_se(rows: list[dict], default: list[dict]) -> bool:
+    """Whether ``rows`` beat ``default`` on val by more than one standard error of their paired difference
+    (the one-SE rule: the default stands unless the evidence against it exceeds the noise; on 99-200 val
+    rows one row is 0.5-1 point, and a choice that moved on it would re-key the ledger's cells on noise).
+    Without per-row correctness (older records), the larger mean wins."""
+    paired = discordant(rows, "val_correct", default, "val_correct")
+    if paired is None:
+        return True
+    won, lost = paired
+    n = sum(len(r["val_correct"]) for r in rows)
+    diff = (won - lost) / n
+    se = np.sqrt(max(won + lost - (won - lost) ** 2 / n, 0.0)) / n  # SE of a mean of per-row differences in {-1, 0, 1}
+    return diff > se
+
+
 def choose(records: list[dict]) -> dict[str, dict]:
     """Per task: {"point": (β, epochs), "mean": its mean val accuracy, "seeds": n, "points": {point: (mean, n)},
     "rows": {point: its records}, "tf_val": the teacher-forced student's mean} over the seeds where every
-    point of the task ran (a point missing on a seed would be compared on other rows). Ties go to the
-    default, then to fewer epochs, then to the larger β (the smaller step)."""
+    point of the task ran (a point missing on a seed would be compared on other rows). The best mean wins
+    if it beats the default by more than one SE (``clears_one_se``); ties go to the default, then to fewer
+    epochs, then to the larger β (the smaller step)."""
     out = {}
     records = latest(records)
     for task in sorted({r["task"] for r in records}):
@@ -84,6 +101,8 @@ def choose(records: list[dict]) -> dict[str, dict]:
         kept = {p: [by_seed[s][p] for s in seeds] for p in points}
         means = {p: (float(np.mean([r["val_accuracy"] for r in kept[p]])), len(seeds)) for p in points}
         best = max(points, key=lambda p: (round(means[p][0], 9), p == DEFAULT, -p[1], p[0]))
+        if best != DEFAULT and DEFAULT in kept and not clears_one_se(kept[best], kept[DEFAULT]):
+            best = DEFAULT
         tf = float(np.mean([r["tf_val_accuracy"] for r in kept[best]]))
         out[task] = {"point": best, "mean": means[best][0], "seeds": len(seeds), "points": means, "rows": kept,
                      "tf_val": tf}
@@ -95,7 +114,9 @@ def render(records: list[dict]) -> tuple[str, str]:
     chosen = choose(records)
     lines = ["Val accuracy of the aligned student (Bayesian pairs, DPO after teacher forcing), mean over the seeds",
              "where every point ran; tf = the teacher-forced student it starts from; (+a −b): val rows (summed over",
-             "seeds) that the point gets right and the default wrong, and the reverse. The chosen point is marked *.",
+             "seeds) that the point gets right and the default wrong, and the reverse. The chosen point is marked *:",
+             "the best mean, where it beats the default by more than one SE of their paired difference (else the",
+             "default).",
              "", "| task | seeds | tf | " + " | ".join(f"β={b:g}, {e} ep" for b, e in GRID) + " | chosen vs tf |",
              "|---|---|---|" + "---|" * (len(GRID) + 1)]
     for task, c in chosen.items():
@@ -121,15 +142,14 @@ def render(records: list[dict]) -> tuple[str, str]:
 def run_point(task_name: str, seed: int, aggregator: str, beta: float, epochs: int, ledger: Ledger,
               done: set[str]) -> bool:
     """The align stage of the causal ledger's cell at (β, epochs); False when already in the ledger."""
+    import w2s_table as table
     from omegaconf import open_dict
 
-    import w2s_table as table
     from weaks2strong.pipeline.classification import align as align_module
     from weaks2strong.pipeline.classification.aggregate import aggregate_labels
     from weaks2strong.pipeline.classification.distill import distill_classifier
     from weaks2strong.pipeline.classification.refine import refine
     from weaks2strong.pipeline.classification.teach import teach
-    from weaks2strong.pipeline.common.config import build
     from weaks2strong.pipeline.common.tables import split_probs
     from weaks2strong.runtime.artifacts import Store, stable_hash
 
@@ -174,6 +194,7 @@ def run_point(task_name: str, seed: int, aggregator: str, beta: float, epochs: i
 def current_version() -> str:
     """The code version a point run today is keyed by: older points are history, not the table's."""
     import w2s_table as table
+
     from weaks2strong.pipeline.classification import align as align_module
     from weaks2strong.pipeline.classification.distill import distill_classifier
 

@@ -104,6 +104,11 @@ CAUSAL_SIZES = {"sst2": {"weak_train": 300, "val": 200, "w2s_train": 400, "test"
                 "ag_news": {"weak_train": 300, "val": 200, "w2s_train": 400, "test": 400},
                 "amazon_small": SMALL}
 CAUSAL_AGGREGATORS = (REFERENCE, "majority", "best_teacher")
+# β and the epochs of each task's DPO (both DPO rows), chosen on val by benchmarks/dpo_choice.py (the Bayesian
+# cell's DPO after teacher forcing, seed 2; docs/results/dpo_choice.md). tests/test_ledger.py checks that these
+# are what the committed choice ledger chooses, so a choice that moves re-keys the task's cells
+CAUSAL_ALIGN = {"sst2": {"beta": 1.0, "epochs": 1}, "ag_news": {"beta": 1.0, "epochs": 1},
+                "amazon_small": {"beta": 1.0, "epochs": 2}}
 # form of a causal cell: the stage its number comes from (tf: distill's student; tf+dpo / dpo: align's)
 CAUSAL_FORMS = ("tf", "tf+dpo", "dpo")
 OTHER_STUDENTS = (FINETUNED, CAUSAL)  # students whose cells are not the frozen-feature table's
@@ -154,6 +159,8 @@ def compose_causal(task_name: str, seed: int, extra: list[str]):
     return compose_overrides([*CAUSAL_TASKS[task_name], f"+task.pool_size={pool}",
                               *(f"task.sizes.{k}={v}" for k, v in CAUSAL_SIZES[task_name].items()),
                               f"student={CAUSAL}", "align=verbalizer_dpo", f"seed={seed}", "logger=none",
+                              f"align.model.beta={CAUSAL_ALIGN[task_name]['beta']}",
+                              f"align.epochs={CAUSAL_ALIGN[task_name]['epochs']}",
                               f"paths.cache_dir={ROOT / 'data' / 'ledger_cache'}", f"paths.output_dir={run_dir}",
                               *extra])
 
@@ -663,7 +670,10 @@ def render_causal(records: list[dict], reference: str) -> list[str]:
            "from the same aggregate (chosen: the posterior's class, rejected: the runner-up, p = q(chosen), "
            "weight = confidence; reference: the tf student); dpo = DPO alone from the pretrained LM (Tao & Li). "
            f"Δ: paired mean difference to `{reference}` tf over the seeds both ran, 95% t-interval. "
-           "PGR vs aggregate uses the aggregate's own test accuracy.", "",
+           "PGR vs aggregate uses the aggregate's own test accuracy. DPO's β and epochs per task, chosen on val "
+           "(`benchmarks/dpo_choice.py`): "
+           + ", ".join(f"{t} β={a['beta']:g}, {a['epochs']} epoch{'s' * (a['epochs'] > 1)}"
+                       for t, a in CAUSAL_ALIGN.items()) + ".", "",
            "| task | targets | form | seeds | test acc | Δ vs reference tf [95% CI] | PGR vs best teacher | "
            "PGR vs aggregate | val acc |", "|---|---|---|---|---|---|---|---|---|"]
     for t in CAUSAL_TASKS:

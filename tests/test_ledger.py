@@ -274,14 +274,43 @@ def test_dpo_choice_counts_discordant_val_rows_and_keeps_the_last_record_of_a_po
                _point("sst2", 0, 1.0, 1, 0.50, correct="0101", tf=0.5, tf_correct=tf),
                _point("sst2", 0, 0.5, 1, 0.75, correct="1110", tf=0.5, tf_correct=tf)]
     chosen = choice.choose(records)["sst2"]
-    assert chosen["points"][(1.0, 1)][0] == pytest.approx(0.50) and chosen["point"] == (0.5, 1)
+    # β=0.5 against the default (0101): rows 0 and 2 won, row 3 lost: +1/4 with an SE of √(3 − 1/4)/4 = 0.41,
+    # so the default stands; the default against tf (0011): row 1 won, row 2 lost
+    assert chosen["points"][(1.0, 1)][0] == pytest.approx(0.50) and chosen["point"] == (1.0, 1)
     text, _ = choice.render(records)
-    # β=0.5 against the default (0101): rows 0 and 2 won, row 3 lost; against tf (0011): rows 0, 1 won, row 3 lost
-    assert "| sst2 | 1 | 0.5000 | 0.5000 | 0.7500* (+2 −1) | – | – | +2 −1 |" in text
+    assert "| sst2 | 1 | 0.5000 | 0.5000* | 0.7500 (+2 −1) | – | – | +1 −1 |" in text
+
+
+def test_dpo_choice_leaves_the_default_only_by_more_than_one_standard_error():
+    choice = _choice_script()
+    default = "0" * 10 + "1" * 10
+    clear = "1" * 19 + "0"  # 9 rows won, 1 lost of 20: +0.40, SE √(10 − 64/20)/20 = 0.13
+    slight = "11" + "0" * 9 + "1" * 9  # 2 won, 1 lost: +0.05, SE √(3 − 1/20)/20 = 0.086
+    for point, expected in ((clear, (2.0, 1)), (slight, (1.0, 1))):
+        records = [_point("trec", 0, 1.0, 1, 0.5, correct=default, tf_correct=default),
+                   _point("trec", 0, 2.0, 1, point.count("1") / 20, correct=point, tf_correct=default)]
+        assert choice.choose(records)["trec"]["point"] == expected
 
 
 def test_dpo_choice_keeps_the_default_on_a_tie():
     choice = _choice_script()
-    records = [_point("ag_news", 0, 1.0, 1, 0.85), _point("ag_news", 0, 0.5, 1, 0.85), _point("ag_news", 0, 1.0, 2, 0.85)]
+    records = [_point("ag_news", 0, 1.0, 1, 0.85), _point("ag_news", 0, 0.5, 1, 0.85),
+               _point("ag_news", 0, 1.0, 2, 0.85)]
     assert choice.choose(records)["ag_news"]["point"] == (1.0, 1)
     assert choice.render(records)[1].startswith("dpo_choice_tasks=1 dpo_choice_not_default=0")
+
+
+def test_the_causal_ledgers_dpo_settings_are_the_ones_val_chose():
+    table, choice = _table_script(), _choice_script()
+    version = choice.current_version()
+    records = [r for r in Ledger(choice.CHOICES).records()
+               if r["aggregator"] == table.REFERENCE and r["code_version"] == version]
+    chosen = choice.choose(records)
+    if not chosen:
+        pytest.skip("no choice-ledger point at today's align code: rerun benchmarks/dpo_choice.py")
+    for task, c in chosen.items():
+        beta, epochs = c["point"]
+        assert table.CAUSAL_ALIGN[task] == {"beta": beta, "epochs": epochs}, task
+    cfg = table.compose_causal("amazon_small", 0, [])  # the setting reaches the cells' config, and so their keys
+    assert (cfg.align.model.beta, cfg.align.epochs) == (table.CAUSAL_ALIGN["amazon_small"]["beta"],
+                                                        table.CAUSAL_ALIGN["amazon_small"]["epochs"])
