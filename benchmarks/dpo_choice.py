@@ -37,10 +37,6 @@ GRID = (DEFAULT, (0.5, 1), (2.0, 1), (1.0, 2))
 RECORD = 2  # the record's fields: 2 added val_correct (each val row right or wrong, for paired counts)
 
 
-def point_overrides(beta: float, epochs: int) -> dict:
-    return {"beta": float(beta), "epochs": int(epochs)}
-
-
 def bits(correct: np.ndarray) -> str:
     """(N,) booleans as a string of 0/1: which val rows a student got right, for paired counts."""
     return "".join("1" if c else "0" for c in correct)
