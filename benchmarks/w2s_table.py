@@ -598,7 +598,7 @@ def render(records: list[dict], reference: str = REFERENCE, keys: set[str] | Non
                 m, lo_d, hi_d, nd = paired_interval([ref[s]["student_test_acc"] for s in both],
                                                     [cells[s]["student_test_acc"] for s in both])
                 mark = " ✓" if lo_d > 0 else " ✗" if hi_d < 0 else ""
-                delta = f"{m:+.4f} [{lo_d:+.4f}, {hi_d:+.4f}]{mark}"
+                delta = with_interval(m, lo_d, hi_d, len(both)) + mark
             p = pgr(acc, np.mean([cells[s]["best_teacher_test_acc"] for s in cells]),
                     np.mean([cells[s]["ceiling_test_acc"] for s in cells]))
             task_rows[(agg, form)] = {"acc": acc, "pgr": p, "cells": cells,
@@ -651,7 +651,7 @@ def render_finetuned(records: list[dict], reference: str) -> list[str]:
             if agg != reference and both:
                 m, lo, hi, _ = paired_interval([ref[s]["student_test_acc"] for s in both],
                                                [cells[s]["student_test_acc"] for s in both])
-                delta = f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]" + (" ✓" if lo > 0 else " ✗" if hi < 0 else "")
+                delta = with_interval(m, lo, hi, len(both)) + (" ✓" if lo > 0 else " ✗" if hi < 0 else "")
             p = pgr(acc, np.mean([cells[s]["best_teacher_test_acc"] for s in cells]),
                     np.mean([cells[s]["ceiling_test_acc"] for s in cells]))
             out.append(f"| {t} | {len(cells)} | | | {agg} | {acc:.4f} | {delta} | {p:+.3f} |")
@@ -694,7 +694,7 @@ def render_causal(records: list[dict], reference: str) -> list[str]:
                 if (agg, form) != (reference, "tf") and agg != "gold" and both:
                     m, lo, hi, _ = paired_interval([cells[s]["student_test_acc"] for s in both],
                                                    [ref[s]["student_test_acc"] for s in both])
-                    delta = f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+                    delta = with_interval(m, lo, hi, len(both))
                 vs_agg = "—" if agg == "gold" else \
                     f"{pgr(acc, np.mean([c['aggregate_test_acc'] for c in cells.values()]), ceiling):+.3f}"
                 out.append(f"| {t} | {agg} | {'ceiling' if agg == 'gold' else form} | {len(cells)} | {acc:.4f} | "
@@ -724,12 +724,17 @@ def causal_dpo_gains(records: list[dict]) -> list[str]:
             val = [dpo[s]["student_val_acc"] - tf[s]["student_val_acc"] for s in seeds]  # (S,)
             m, lo, hi, _ = paired_interval([dpo[s]["student_test_acc"] for s in seeds],
                                            [tf[s]["student_test_acc"] for s in seeds])
-            ci = f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]" if len(seeds) > 1 else f"{m:+.4f}"
+            ci = with_interval(m, lo, hi, len(seeds))
             kept = [dpo[s]["align"] / dpo[s]["n"]["w2s_train"] for s in seeds if dpo[s].get("align")]
             pairs = f"{np.mean(kept):.2f}" if kept else "—"
             out.append(f"| {t} | {agg} | {len(seeds)} | {ci} | {np.mean(val):+.4f} | "
                        f"{sum(d > 0 for d in test)} / {sum(d < 0 for d in test)} | {pairs} |")
     return out
+
+
+def with_interval(m: float, lo: float, hi: float, n: int) -> str:
+    """A paired difference and its 95% interval; one seed has no interval, so say so instead of ±inf."""
+    return f"{m:+.4f} [{lo:+.4f}, {hi:+.4f}]" if n > 1 else f"{m:+.4f} (1 seed, no interval)"
 
 
 def at_least(a: float, b: float) -> bool:

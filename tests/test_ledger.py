@@ -176,6 +176,17 @@ def test_causal_rows_render_with_their_interval_and_both_pgrs():
     assert "## youtube" not in text  # causal cells are not the frozen-feature table's
 
 
+def test_a_causal_row_with_one_seed_says_it_has_no_interval():
+    table = _table_script()
+    common = {"task": "sst2", "seed": 0, "student": "gemma3", "best_teacher_test_acc": 0.6,
+              "ceiling_test_acc": 0.9, "student_val_acc": 0.8, "aggregate_test_acc": 0.7}
+    records = [{**common, "key": "t", "aggregator": "bayes_label_model", "form": "tf", "student_test_acc": 0.80},
+               {**common, "key": "d", "aggregator": "bayes_label_model", "form": "tf+dpo", "student_test_acc": 0.84}]
+    row = next(line for line in table.render(records)[0].splitlines()
+               if "| sst2 | bayes_label_model | tf+dpo |" in line)
+    assert "+0.0400 (1 seed, no interval)" in row and "inf" not in row
+
+
 def test_dpo_gain_pairs_each_aggregators_tf_with_its_own_tf_dpo():
     """DPO's gain is tf+dpo − tf of the same aggregator and seed, with the share of rows that made a pair."""
     table = _table_script()
