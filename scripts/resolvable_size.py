@@ -85,6 +85,20 @@ def preference_rung(cfg, dev, store: Store, run_dir: Path) -> dict[str, np.ndarr
     return scores
 
 
+def ladder_table(name: str, argv: list[str], rows: list[tuple], finished: bool) -> str:
+    """The ladder's markdown: a row per rung tried so far, and whether the ladder ran to its end."""
+    return "\n".join([
+        f"# The size at which `{name}` resolves", "",
+        f"Written by `python scripts/resolvable_size.py {' '.join(argv)}`; do not edit by hand. A rung resolves "
+        "when the ceiling beats the best weak source on val by more than two paired standard errors."
+        + ("" if finished else " The ladder was stopped before its remaining sizes: the rows below are the "
+                               "rungs it finished."), "",
+        "| w2s_train | val rows | ceiling val | best weak source | its val | d | SE | resolves | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *(f"| {s} | {n} | {c:.3f} | {w} | {wv:.3f} | {d:+.3f} | {se:.3f} | {'yes' if ok else 'no'} | {t:.0f} |"
+          for s, n, c, w, wv, d, se, ok, t in rows), ""])
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", required=True, metavar="SIZE",
@@ -123,19 +137,13 @@ def main(argv: list[str]) -> int:
         print(f"w2s_train={size}: ceiling {scores['ceiling'].mean():.3f}, "
               f"best weak ({weak}) {scores[weak].mean():.3f}, d {diff:+.3f} ± {se:.3f}: "
               f"{'resolves' if ok else 'does not resolve'}", flush=True)
+        found = size if ok else None
+        # after every rung, so a ladder stopped in a later (longer) rung keeps what it measured
+        write_text(args.out or REPO / "docs" / "results" / f"resolvable_size_{task.name}.md",
+                   ladder_table(task.name, argv, rows, finished=ok or size == max(sizes)))
         if ok:
-            found = size
             break
     name = task.name
-    text = "\n".join([
-        f"# The size at which `{name}` resolves", "",
-        f"Written by `python scripts/resolvable_size.py {' '.join(argv)}`; do not edit by hand. A rung resolves "
-        "when the ceiling beats the best weak source on val by more than two paired standard errors.", "",
-        "| w2s_train | val rows | ceiling val | best weak source | its val | d | SE | resolves | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
-        *(f"| {s} | {n} | {c:.3f} | {w} | {wv:.3f} | {d:+.3f} | {se:.3f} | {'yes' if ok else 'no'} | {t:.0f} |"
-          for s, n, c, w, wv, d, se, ok, t in rows), ""])
-    write_text(args.out or REPO / "docs" / "results" / f"resolvable_size_{name}.md", text)
     last = rows[-1]
     print(f"task={name} resolvable_size={found if found is not None else 'none'} largest_tried={last[0]} "
           f"ceiling_val={last[2]:.4f} best_weak_val={last[4]:.4f} d={last[5]:+.4f} se={last[6]:.4f}")
