@@ -91,8 +91,8 @@ def ladder_table(name: str, argv: list[str], rows: list[tuple], finished: bool) 
         f"# The size at which `{name}` resolves", "",
         f"Written by `python scripts/resolvable_size.py {' '.join(argv)}`; do not edit by hand. A rung resolves "
         "when the ceiling beats the best weak source on val by more than two paired standard errors."
-        + ("" if finished else " The ladder was stopped before its remaining sizes: the rows below are the "
-                               "rungs it finished."), "",
+        + ("" if finished else " The ladder had not reached its remaining sizes when this was written (it was "
+                               "stopped, or is still running): the rows below are the rungs it finished."), "",
         "| w2s_train | val rows | ceiling val | best weak source | its val | d | SE | resolves | seconds |",
         "|---|---|---|---|---|---|---|---|---|",
         *(f"| {s} | {n} | {c:.3f} | {w} | {wv:.3f} | {d:+.3f} | {se:.3f} | {'yes' if ok else 'no'} | {t:.0f} |"
@@ -112,7 +112,7 @@ def main(argv: list[str]) -> int:
     if not sizes:
         parser.error("--sizes: give at least one w2s_train size")
     register_resolvers()
-    rows, found = [], None
+    rows: list[tuple] = []
     for size in sorted(sizes):
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=["logger=none", "paths.output_dir=runs/resolvable_size", *overrides,

@@ -39,8 +39,8 @@ def test_a_ladder_stopped_mid_way_keeps_its_finished_rungs_and_says_so(ladder):
     rung = (240, 200, 0.6, "judge lexical", 0.55, 0.05, 0.04, False, 900.0)
     partial = ladder.ladder_table("hh_harmless", ["--sizes", "240", "480"], [rung], finished=False)
     assert "| 240 | 200 | 0.600 | judge lexical | 0.550 | +0.050 | 0.040 | no | 900 |" in partial
-    assert "stopped before its remaining sizes" in partial
-    assert "stopped" not in ladder.ladder_table("hh_harmless", ["--sizes", "240"], [rung], finished=True)
+    assert "had not reached its remaining sizes" in partial
+    assert "remaining sizes" not in ladder.ladder_table("hh_harmless", ["--sizes", "240"], [rung], finished=True)
 
 
 def test_a_size_the_pool_cannot_hold_is_refused_in_one_line(ladder, capsys, mirror):
