@@ -90,7 +90,8 @@ def ladder_table(name: str, argv: list[str], rows: list[tuple], finished: bool) 
     return "\n".join([
         f"# The size at which `{name}` resolves", "",
         f"Written by `python scripts/resolvable_size.py {' '.join(argv)}`; do not edit by hand. A rung resolves "
-        "when the ceiling beats the best weak source on val by more than two paired standard errors."
+        "when the ceiling beats the best weak source on val by more than two paired standard errors. `seconds` is "
+        "this run's: a rung whose stages were already in the stage cache shows only the time to read them back."
         + ("" if finished else " The ladder had not reached its remaining sizes when this was written (it was "
                                "stopped, or is still running): the rows below are the rungs it finished."), "",
         "| w2s_train | val rows | ceiling val | best weak source | its val | d | SE | resolves | seconds |",
