@@ -9,6 +9,8 @@ import pytest
 from test_generation import TINY_SCIQ_GEN
 from test_hh import SIZES as HH_SIZES
 
+from weaks2strong.pipeline.common import stage
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,6 +73,7 @@ def test_the_ladder_on_sciq_gen_writes_a_row_per_rung_until_one_resolves(ladder,
     resolved = [line.split("|")[8].strip() for line in table]
     assert resolved.count("yes") <= 1 and (resolved[-1] == "yes") == (figures["resolvable_size"] != "none")
     assert 0 <= float(figures["ceiling_val"]) <= 1 and 0 <= float(figures["best_weak_val"]) <= 1
+    assert not stage._FITTED  # no rung's models outlive it
 
 
 @pytest.mark.integration
