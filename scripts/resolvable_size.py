@@ -18,7 +18,10 @@ val is drawn after w2s_train from the same pool (``tasks/base.py: DRAW_ORDER``),
 own val and its own paired comparison; weak_train, and so every trained teacher, is the same.
 
 Writes ``docs/results/resolvable_size_<task>.md`` (``--out``) and ends with one line of key=value
-figures. The size it finds is the one to write into the experiment's GPU notes.
+figures. The size it finds is the one to write into the experiment's GPU notes. A second table gives
+every weak source's d ± SE per rung: where only trained sources stay ahead of the ceiling, the same
+ladder without them (``~teachers.smollm2_ft_a ~teachers.smollm2_ft_b``) reads its rungs back from the
+stage cache and says the size for the weaker ensemble.
 """
 from __future__ import annotations
 
@@ -86,8 +89,23 @@ def preference_rung(cfg, dev, store: Store, run_dir: Path) -> dict[str, np.ndarr
     return scores
 
 
-def ladder_table(name: str, argv: list[str], rows: list[tuple], finished: bool) -> str:
-    """The ladder's markdown: a row per rung tried so far, and whether the ladder ran to its end."""
+def sources_table(sources: list[tuple[int, dict[str, tuple]]]) -> list[str]:
+    """Every weak source against the ceiling, a row per rung: its val score and the paired d ± SE, ✓
+    where the ceiling clears it by two SEs. The rule needs only the best source; this shows which of
+    the others a weaker ensemble (``~teachers.<name>`` drops one) would leave the ceiling clear of."""
+    names = list(sources[0][1]) if sources else []
+    return ["## Every weak source", "",
+            "val score (d ± SE against the ceiling); ✓: the ceiling clears it by two paired SEs.", "",
+            "| w2s_train | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
+            *(f"| {size} | " + " | ".join(f"{v:.3f} ({d:+.3f} ± {se:.3f}){' ✓' if ok else ''}"
+                                          for v, d, se, ok in (scored[n] for n in names)) + " |"
+              for size, scored in sources), ""]
+
+
+def ladder_table(name: str, argv: list[str], rows: list[tuple], finished: bool,
+                 sources: list[tuple[int, dict[str, tuple]]] = ()) -> str:
+    """The ladder's markdown: a row per rung tried so far, whether the ladder ran to its end, and
+    (``sources``: per rung, each weak source's (val, d, SE, clears)) every weak source's row."""
     return "\n".join([
         f"# The size at which `{name}` resolves", "",
         f"Written by `python scripts/resolvable_size.py {' '.join(argv)}`; do not edit by hand. A rung resolves "
@@ -98,7 +116,7 @@ def ladder_table(name: str, argv: list[str], rows: list[tuple], finished: bool) 
         "| w2s_train | val rows | ceiling val | best weak source | its val | d | SE | resolves | seconds |",
         "|---|---|---|---|---|---|---|---|---|",
         *(f"| {s} | {n} | {c:.3f} | {w} | {wv:.3f} | {d:+.3f} | {se:.3f} | {'yes' if ok else 'no'} | {t:.0f} |"
-          for s, n, c, w, wv, d, se, ok, t in rows), ""])
+          for s, n, c, w, wv, d, se, ok, t in rows), "", *(sources_table(list(sources)) if sources else [])])
 
 
 def main(argv: list[str]) -> int:
@@ -115,6 +133,7 @@ def main(argv: list[str]) -> int:
         parser.error("--sizes: give at least one w2s_train size")
     register_resolvers()
     rows: list[tuple] = []
+    sources: list[tuple[int, dict[str, tuple]]] = []
     for size in sorted(sizes):
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
             cfg = compose("config", overrides=["logger=none", "paths.output_dir=runs/resolvable_size", *overrides,
@@ -135,6 +154,8 @@ def main(argv: list[str]) -> int:
         forget_fitted()  # a rung's teachers and ceiling are not used again: held, the SciQ ladder grew 7.7 → 12.5 GB
         weak = max((n for n in scores if n != "ceiling"), key=lambda n: scores[n].mean())
         diff, se, ok = resolves(scores["ceiling"], scores[weak])
+        sources.append((size, {n: (scores[n].mean(), *resolves(scores["ceiling"], scores[n]))
+                               for n in scores if n != "ceiling"}))
         rows.append((size, len(scores["ceiling"]), scores["ceiling"].mean(), weak, scores[weak].mean(), diff, se, ok,
                      time.perf_counter() - started))
         print(f"w2s_train={size}: ceiling {scores['ceiling'].mean():.3f}, "
@@ -143,7 +164,8 @@ def main(argv: list[str]) -> int:
         found = size if ok else None
         # after every rung, so a ladder stopped in a later (longer) rung keeps what it measured
         write_text(args.out or REPO / "docs" / "results" / f"resolvable_size_{task.name}.md",
-                   ladder_table(task.name, argv, rows, finished=ok or size == max(sizes)))
+                   ladder_table(task.name, argv, rows, finished=ok or size == max(sizes),
+                                sources=sources))
         if ok:
             break
     name = task.name

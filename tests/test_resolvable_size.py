@@ -45,6 +45,15 @@ def test_a_ladder_stopped_mid_way_keeps_its_finished_rungs_and_says_so(ladder):
     assert "remaining sizes" not in ladder.ladder_table("hh_harmless", ["--sizes", "240"], [rung], finished=True)
 
 
+def test_every_weak_source_gets_its_paired_difference_per_rung(ladder):
+    rung = (240, 200, 0.6, "judge lexical", 0.55, 0.05, 0.04, False, 900.0)
+    sources = [(240, {"judge lexical": (0.55, 0.05, 0.04, False), "judge prompted": (0.4, 0.2, 0.05, True)})]
+    text = ladder.ladder_table("hh_harmless", ["--sizes", "240"], [rung], finished=True, sources=sources)
+    assert "| w2s_train | judge lexical | judge prompted |" in text
+    assert "| 240 | 0.550 (+0.050 ± 0.040) | 0.400 (+0.200 ± 0.050) ✓ |" in text
+    assert "Every weak source" not in ladder.ladder_table("hh_harmless", ["--sizes", "240"], [rung], finished=True)
+
+
 def test_a_size_the_pool_cannot_hold_is_refused_in_one_line(ladder, capsys, mirror):
     with pytest.raises(SystemExit) as stop:
         ladder.main(["--sizes", "5000", "experiment=hh_harmless"])  # 2,303 pairs in all; overrides after the sizes
@@ -67,12 +76,16 @@ def test_the_ladder_on_sciq_gen_writes_a_row_per_rung_until_one_resolves(ladder,
                  "task.sizes.weak_train=40", "task.sizes.val=12", "task.sizes.test=12", *TINY_SCIQ_GEN])
     figures = _headline(capsys.readouterr().out)
     assert figures["task"] == "sciq_gen" and int(figures["largest_tried"]) in (4, 8)
-    table = [line for line in out.read_text().splitlines() if line.startswith("| ") and line[2].isdigit()]
+    best, per_source = out.read_text().split("## Every weak source")
+    table = [line for line in best.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [int(line.split("|")[1]) for line in table] == [4, 8][:len(table)]  # smallest first
     assert all(line.split("|")[2].strip() == "12" for line in table)  # every rung on its 12 val rows
     resolved = [line.split("|")[8].strip() for line in table]
     assert resolved.count("yes") <= 1 and (resolved[-1] == "yes") == (figures["resolvable_size"] != "none")
     assert 0 <= float(figures["ceiling_val"]) <= 1 and 0 <= float(figures["best_weak_val"]) <= 1
+    header = [line for line in per_source.splitlines() if line.startswith("| w2s_train")][0]
+    assert header.count("teacher ") == 3  # sciq_weak less smollm2_ft_b (TINY_SCIQ_GEN drops it): a column each
+    assert len([line for line in per_source.splitlines() if line.startswith("| ") and line[2].isdigit()]) == len(table)
     assert not stage._FITTED  # no rung's models outlive it
 
 
