@@ -89,11 +89,11 @@ def preference_rung(cfg, dev, store: Store, run_dir: Path) -> dict[str, np.ndarr
     return scores
 
 
-def sources_table(sources: list[tuple[int, dict[str, tuple]]]) -> list[str]:
+def sources_table(sources: list[tuple[int, dict[str, tuple]]]) -> list[str]:  # one rung at least
     """Every weak source against the ceiling, a row per rung: its val score and the paired d ± SE, ✓
     where the ceiling clears it by two SEs. The rule needs only the best source; this shows which of
     the others a weaker ensemble (``~teachers.<name>`` drops one) would leave the ceiling clear of."""
-    names = list(sources[0][1]) if sources else []
+    names = list(sources[0][1])
     return ["## Every weak source", "",
             "val score (d ± SE against the ceiling); ✓: the ceiling clears it by two paired SEs.", "",
             "| w2s_train | " + " | ".join(names) + " |", "|---|" + "---|" * len(names),
@@ -116,7 +116,7 @@ def ladder_table(name: str, argv: list[str], rows: list[tuple], finished: bool,
         "| w2s_train | val rows | ceiling val | best weak source | its val | d | SE | resolves | seconds |",
         "|---|---|---|---|---|---|---|---|---|",
         *(f"| {s} | {n} | {c:.3f} | {w} | {wv:.3f} | {d:+.3f} | {se:.3f} | {'yes' if ok else 'no'} | {t:.0f} |"
-          for s, n, c, w, wv, d, se, ok, t in rows), "", *(sources_table(list(sources)) if sources else [])])
+          for s, n, c, w, wv, d, se, ok, t in rows), "", *(sources_table(sources) if sources else [])])
 
 
 def main(argv: list[str]) -> int:
@@ -152,10 +152,10 @@ def main(argv: list[str]) -> int:
         rung = generation_rung if kind == "GenerationTask" else preference_rung
         scores = rung(cfg, task.without_test(), Store(cfg.paths.cache_dir), run_dir)
         forget_fitted()  # a rung's teachers and ceiling are not used again: held, the SciQ ladder grew 7.7 → 12.5 GB
-        weak = max((n for n in scores if n != "ceiling"), key=lambda n: scores[n].mean())
-        diff, se, ok = resolves(scores["ceiling"], scores[weak])
-        sources.append((size, {n: (scores[n].mean(), *resolves(scores["ceiling"], scores[n]))
-                               for n in scores if n != "ceiling"}))
+        scored = {n: (s.mean(), *resolves(scores["ceiling"], s)) for n, s in scores.items() if n != "ceiling"}
+        sources.append((size, scored))
+        weak = max(scored, key=lambda n: scored[n][0])
+        _, diff, se, ok = scored[weak]
         rows.append((size, len(scores["ceiling"]), scores["ceiling"].mean(), weak, scores[weak].mean(), diff, se, ok,
                      time.perf_counter() - started))
         print(f"w2s_train={size}: ceiling {scores['ceiling'].mean():.3f}, "
